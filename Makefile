@@ -1,0 +1,23 @@
+# make demo: set up (or reuse) .venv and run the main job on the built-in dataset.
+# make test: set up (or reuse) .venv and run the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test clean-venv
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m trainable --data builtin:digits --backbone resnet10t --train-size 32 --eval-size 32 \
+		--epochs 3 --batch-size 64 --lr 3e-3 --out results/trials/demo-$$(date +%Y%m%d-%H%M%S)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)

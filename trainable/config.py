@@ -1,0 +1,160 @@
+"""The trial's configuration: one flat dict in (what Ray Tune passes), one frozen, typed config out.
+
+Every tunable carries its unit and allowed values beside it. `TrialConfig.from_dict` is the only
+way in: unknown keys, wrong types and out-of-range values are rejected with a message naming the
+key, the value given and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainable.errors import UserError, close_matches
+
+
+class ConfigError(UserError):
+    pass
+
+
+def _range(lo, hi, *, lo_open=False, hi_open=False, doc=""):
+    return {"range": (lo, hi, lo_open, hi_open), "doc": doc}
+
+
+def _choice(*options, doc=""):
+    return {"choices": options, "doc": doc}
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    # --- data ---
+    data: str = field(default="builtin:digits", metadata={"doc": "dataset root (DATA/train, DATA/val, DATA/test) or builtin:digits"})
+    val_fraction: float = field(default=0.1, metadata=_range(0.0, 0.5, lo_open=True, doc="stratified hold-out from train when DATA/val is absent"))
+    min_image_side: int = field(default=8, metadata=_range(1, 4096, doc="px; smaller images are skipped with a warning"))
+    num_workers: int = field(default=2, metadata=_range(0, 64, doc="DataLoader worker processes"))
+    batch_size: int = field(default=64, metadata=_range(2, 4096, doc="images per optimizer step"))
+    # --- image sizes and augmentation ---
+    train_size: int = field(default=224, metadata=_range(16, 1024, doc="px, train crop side"))
+    eval_size: int = field(default=224, metadata=_range(16, 1024, doc="px, eval crop side (report 003 trained at 224, inferred at 320)"))
+    crop_pct: float = field(default=0.875, metadata=_range(0.5, 1.0, doc="eval: resize to eval_size/crop_pct, then center-crop"))
+    scale_min: float = field(default=0.08, metadata=_range(0.01, 1.0, doc="RandomResizedCrop lower area fraction"))
+    hflip: float = field(default=0.5, metadata=_range(0.0, 1.0, doc="probability"))
+    vflip: float = field(default=0.0, metadata=_range(0.0, 1.0, doc="probability"))
+    augment: str = field(default="none", metadata=_choice("none", "trivialaugment", "randaugment", "autoaugment"))
+    random_erasing: float = field(default=0.0, metadata=_range(0.0, 1.0, doc="probability per image"))
+    mixup_alpha: float = field(default=0.0, metadata=_range(0.0, 10.0, doc="Beta(alpha, alpha); 0 = off"))
+    cutmix_alpha: float = field(default=0.0, metadata=_range(0.0, 10.0, doc="Beta(alpha, alpha); 0 = off"))
+    mixup_prob: float = field(default=1.0, metadata=_range(0.0, 1.0, doc="probability a batch is mixed"))
+    mixup_switch_prob: float = field(default=0.5, metadata=_range(0.0, 1.0, doc="probability of cutmix instead of mixup when both are on"))
+    # --- model ---
+    backbone: str = field(default="resnet18", metadata={"doc": "a timm ResNet-family model name"})
+    pretrained: bool = field(default=False, metadata={"doc": "load timm's pretrained weights (hub, or weights_file)"})
+    weights_file: str = field(default="", metadata={"doc": "local weights file (.pth/.safetensors); implies pretrained"})
+    drop_rate: float = field(default=0.0, metadata=_range(0.0, 0.95, doc="dropout before the classifier"))
+    drop_path_rate: float = field(default=0.0, metadata=_range(0.0, 0.9, doc="stochastic depth"))
+    head: str = field(default="linear", metadata=_choice("linear", "mlp", doc="mlp = Linear-BN-SiLU-Dropout-Linear (report 004)"))
+    head_hidden: int = field(default=512, metadata=_range(8, 8192, doc="MLP hidden width"))
+    frozen_stages: int = field(default=0, metadata=_range(0, 4, doc="freeze the stem and the first N residual stages (report 002: 1)"))
+    param_budget_m: float = field(default=100.0, metadata=_range(0.0, 10_000.0, lo_open=True, doc="max parameters, millions"))
+    # --- loss ---
+    label_smoothing: float = field(default=0.0, metadata=_range(0.0, 0.5))
+    class_weighting: str = field(default="none", metadata=_choice("none", "inverse", "sqrt_inverse", "effective_number", doc="from train class counts (report 003)"))
+    class_weight_beta: float = field(default=0.999, metadata=_range(0.0, 1.0, lo_open=True, hi_open=True, doc="effective_number's beta"))
+    focal_gamma: float = field(default=0.0, metadata=_range(0.0, 10.0, doc="0 = plain cross-entropy"))
+    # --- optimisation ---
+    optimizer: str = field(default="adamw", metadata=_choice("adamw", "sgd"))
+    lr: float = field(default=1e-3, metadata=_range(0.0, 10.0, lo_open=True, doc="backbone peak learning rate"))
+    head_lr_mult: float = field(default=1.0, metadata=_range(0.0, 1000.0, lo_open=True, doc="head lr = lr * head_lr_mult (report 000: 10)"))
+    momentum: float = field(default=0.9, metadata=_range(0.0, 1.0, hi_open=True, doc="SGD momentum"))
+    weight_decay: float = field(default=0.05, metadata=_range(0.0, 10.0, doc="decoupled; never on norms and biases"))
+    epochs: int = field(default=10, metadata=_range(1, 10_000))
+    warmup_epochs: int = field(default=0, metadata=_range(0, 1000, doc="linear warm-up from warmup_lr"))
+    warmup_lr: float = field(default=1e-6, metadata=_range(0.0, 10.0))
+    scheduler: str = field(default="cosine", metadata=_choice("cosine", "step", "plateau"))
+    min_lr: float = field(default=1e-6, metadata=_range(0.0, 10.0))
+    decay_epochs: int = field(default=30, metadata=_range(1, 10_000, doc="step: epochs between decays"))
+    decay_rate: float = field(default=0.1, metadata=_range(0.0, 1.0, lo_open=True, doc="step/plateau: lr factor"))
+    patience_epochs: int = field(default=2, metadata=_range(0, 1000, doc="plateau: epochs without val_acc gain"))
+    ema: bool = field(default=False, metadata={"doc": "evaluate an exponential moving average of the weights"})
+    ema_decay: float = field(default=0.999, metadata=_range(0.0, 1.0, lo_open=True, hi_open=True))
+    grad_clip: float = field(default=0.0, metadata=_range(0.0, 1e6, doc="max grad norm; 0 = off"))
+    # --- runtime ---
+    seed: int = field(default=0, metadata=_range(0, 2**31 - 1))
+    amp: bool = field(default=True, metadata={"doc": "autocast on CUDA (bf16 where supported, else fp16); CPU stays fp32"})
+    channels_last: bool = field(default=True, metadata={"doc": "on CUDA only; ResNeSt is kept NCHW"})
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrialConfig":
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = [k for k in values if k not in fields]
+        if unknown:
+            key = unknown[0]
+            raise ConfigError(
+                f"Unknown trial config key {key!r} (value {values[key]!r})." + close_matches(key, fields)
+                + " Known keys are listed by `python -m trainable --help-config`."
+            )
+        return cls(**{k: _coerce(fields[k], v) for k, v in values.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def __post_init__(self):
+        if self.mixup_active and self.batch_size % 2:
+            raise ConfigError(f"batch_size is {self.batch_size}, but mixup/cutmix needs an even batch_size.")
+
+    @property
+    def mixup_active(self) -> bool:
+        return self.mixup_prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
+
+
+def describe_fields() -> str:
+    """One line per key: name, default, allowed values — for --help-config."""
+    lines = []
+    for f in dataclasses.fields(TrialConfig):
+        meta = f.metadata
+        allowed = _allowed(f)
+        doc = meta.get("doc", "")
+        lines.append(f"  {f.name:<18} default {f.default!r:<18} {allowed}{'; ' + doc if doc else ''}")
+    return "\n".join(lines)
+
+
+def _allowed(f) -> str:
+    meta = f.metadata
+    if "choices" in meta:
+        return "one of " + ", ".join(map(repr, meta["choices"]))
+    if "range" in meta:
+        lo, hi, lo_open, hi_open = meta["range"]
+        return f"{f.type} in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    return f.type
+
+
+def _coerce(f, value):
+    name, kind, given = f.name, f.type, value
+    bad = lambda: ConfigError(f"Trial config key {name!r} has value {given!r}, but must be {_allowed(f)}.")
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if kind == "str":
+        if not isinstance(value, str):
+            raise bad()
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise bad()
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise bad()
+    if kind == "int":
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise bad()
+            value = int(value)
+    else:
+        value = float(value)
+        if not math.isfinite(value):
+            raise bad()
+    lo, hi, lo_open, hi_open = f.metadata["range"]
+    if value < lo or value > hi or (lo_open and value == lo) or (hi_open and value == hi):
+        raise bad()
+    return value
