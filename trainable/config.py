@@ -18,11 +18,11 @@ class ConfigError(UserError):
     pass
 
 
-def _range(lo, hi, *, lo_open=False, hi_open=False, doc=""):
+def in_range(lo, hi, *, lo_open=False, hi_open=False, doc=""):
     return {"range": (lo, hi, lo_open, hi_open), "doc": doc}
 
 
-def _choice(*options, doc=""):
+def one_of(*options, doc=""):
     return {"choices": options, "doc": doc}
 
 
@@ -30,71 +30,64 @@ def _choice(*options, doc=""):
 class TrialConfig:
     # --- data ---
     data: str = field(default="builtin:digits", metadata={"doc": "dataset root (DATA/train, DATA/val, DATA/test) or builtin:digits"})
-    val_fraction: float = field(default=0.1, metadata=_range(0.0, 0.5, lo_open=True, doc="stratified hold-out from train when DATA/val is absent"))
-    min_image_side: int = field(default=8, metadata=_range(1, 4096, doc="px; smaller images are skipped with a warning"))
-    num_workers: int = field(default=2, metadata=_range(0, 64, doc="DataLoader worker processes"))
-    batch_size: int = field(default=64, metadata=_range(2, 4096, doc="images per optimizer step"))
+    val_fraction: float = field(default=0.1, metadata=in_range(0.0, 0.5, lo_open=True, doc="stratified hold-out from train when DATA/val is absent"))
+    min_image_side: int = field(default=8, metadata=in_range(1, 4096, doc="px; smaller images are skipped with a warning"))
+    num_workers: int = field(default=2, metadata=in_range(0, 64, doc="DataLoader worker processes"))
+    batch_size: int = field(default=64, metadata=in_range(2, 4096, doc="images per optimizer step"))
     # --- image sizes and augmentation ---
-    train_size: int = field(default=224, metadata=_range(16, 1024, doc="px, train crop side"))
-    eval_size: int = field(default=224, metadata=_range(16, 1024, doc="px, eval crop side (report 003 trained at 224, inferred at 320)"))
-    crop_pct: float = field(default=0.875, metadata=_range(0.5, 1.0, doc="eval: resize to eval_size/crop_pct, then center-crop"))
-    scale_min: float = field(default=0.08, metadata=_range(0.01, 1.0, doc="RandomResizedCrop lower area fraction"))
-    hflip: float = field(default=0.5, metadata=_range(0.0, 1.0, doc="probability"))
-    vflip: float = field(default=0.0, metadata=_range(0.0, 1.0, doc="probability"))
-    augment: str = field(default="none", metadata=_choice("none", "trivialaugment", "randaugment", "autoaugment"))
-    random_erasing: float = field(default=0.0, metadata=_range(0.0, 1.0, doc="probability per image"))
-    mixup_alpha: float = field(default=0.0, metadata=_range(0.0, 10.0, doc="Beta(alpha, alpha); 0 = off"))
-    cutmix_alpha: float = field(default=0.0, metadata=_range(0.0, 10.0, doc="Beta(alpha, alpha); 0 = off"))
-    mixup_prob: float = field(default=1.0, metadata=_range(0.0, 1.0, doc="probability a batch is mixed"))
-    mixup_switch_prob: float = field(default=0.5, metadata=_range(0.0, 1.0, doc="probability of cutmix instead of mixup when both are on"))
+    train_size: int = field(default=224, metadata=in_range(16, 1024, doc="px, train crop side"))
+    eval_size: int = field(default=224, metadata=in_range(16, 1024, doc="px, eval crop side (report 003 trained at 224, inferred at 320)"))
+    crop_pct: float = field(default=0.875, metadata=in_range(0.5, 1.0, doc="eval: resize to eval_size/crop_pct, then center-crop"))
+    scale_min: float = field(default=0.08, metadata=in_range(0.01, 1.0, doc="RandomResizedCrop lower area fraction"))
+    hflip: float = field(default=0.5, metadata=in_range(0.0, 1.0, doc="probability"))
+    vflip: float = field(default=0.0, metadata=in_range(0.0, 1.0, doc="probability"))
+    augment: str = field(default="none", metadata=one_of("none", "trivialaugment", "randaugment", "autoaugment"))
+    random_erasing: float = field(default=0.0, metadata=in_range(0.0, 1.0, doc="probability per image"))
+    mixup_alpha: float = field(default=0.0, metadata=in_range(0.0, 10.0, doc="Beta(alpha, alpha); 0 = off"))
+    cutmix_alpha: float = field(default=0.0, metadata=in_range(0.0, 10.0, doc="Beta(alpha, alpha); 0 = off"))
+    mixup_prob: float = field(default=1.0, metadata=in_range(0.0, 1.0, doc="probability a batch is mixed"))
+    mixup_switch_prob: float = field(default=0.5, metadata=in_range(0.0, 1.0, doc="probability of cutmix instead of mixup when both are on"))
     # --- model ---
     backbone: str = field(default="resnet18", metadata={"doc": "a timm ResNet-family model name"})
     pretrained: bool = field(default=False, metadata={"doc": "load timm's pretrained weights (hub, or weights_file)"})
     weights_file: str = field(default="", metadata={"doc": "local weights file (.pth/.safetensors); implies pretrained"})
-    drop_rate: float = field(default=0.0, metadata=_range(0.0, 0.95, doc="dropout before the classifier"))
-    drop_path_rate: float = field(default=0.0, metadata=_range(0.0, 0.9, doc="stochastic depth"))
-    head: str = field(default="linear", metadata=_choice("linear", "mlp", doc="mlp = Linear-BN-SiLU-Dropout-Linear (report 004)"))
-    head_hidden: int = field(default=512, metadata=_range(8, 8192, doc="MLP hidden width"))
-    frozen_stages: int = field(default=0, metadata=_range(0, 4, doc="freeze the stem and the first N residual stages (report 002: 1)"))
-    param_budget_m: float = field(default=100.0, metadata=_range(0.0, 10_000.0, lo_open=True, doc="max parameters, millions"))
+    drop_rate: float = field(default=0.0, metadata=in_range(0.0, 0.95, doc="dropout before the classifier"))
+    drop_path_rate: float = field(default=0.0, metadata=in_range(0.0, 0.9, doc="stochastic depth"))
+    head: str = field(default="linear", metadata=one_of("linear", "mlp", doc="mlp = Linear-BN-SiLU-Dropout-Linear (report 004)"))
+    head_hidden: int = field(default=512, metadata=in_range(8, 8192, doc="MLP hidden width"))
+    frozen_stages: int = field(default=0, metadata=in_range(0, 4, doc="freeze the stem and the first N residual stages (report 002: 1)"))
+    param_budget_m: float = field(default=100.0, metadata=in_range(0.0, 10_000.0, lo_open=True, doc="max parameters, millions"))
     # --- loss ---
-    label_smoothing: float = field(default=0.0, metadata=_range(0.0, 0.5))
-    class_weighting: str = field(default="none", metadata=_choice("none", "inverse", "sqrt_inverse", "effective_number", doc="from train class counts (report 003)"))
-    class_weight_beta: float = field(default=0.999, metadata=_range(0.0, 1.0, lo_open=True, hi_open=True, doc="effective_number's beta"))
-    focal_gamma: float = field(default=0.0, metadata=_range(0.0, 10.0, doc="0 = plain cross-entropy"))
+    label_smoothing: float = field(default=0.0, metadata=in_range(0.0, 0.5))
+    class_weighting: str = field(default="none", metadata=one_of("none", "inverse", "sqrt_inverse", "effective_number", doc="from train class counts (report 003)"))
+    class_weight_beta: float = field(default=0.999, metadata=in_range(0.0, 1.0, lo_open=True, hi_open=True, doc="effective_number's beta"))
+    focal_gamma: float = field(default=0.0, metadata=in_range(0.0, 10.0, doc="0 = plain cross-entropy"))
     # --- optimisation ---
-    optimizer: str = field(default="adamw", metadata=_choice("adamw", "sgd"))
-    lr: float = field(default=1e-3, metadata=_range(0.0, 10.0, lo_open=True, doc="backbone peak learning rate"))
-    head_lr_mult: float = field(default=1.0, metadata=_range(0.0, 1000.0, lo_open=True, doc="head lr = lr * head_lr_mult (report 000: 10)"))
-    momentum: float = field(default=0.9, metadata=_range(0.0, 1.0, hi_open=True, doc="SGD momentum"))
-    weight_decay: float = field(default=0.05, metadata=_range(0.0, 10.0, doc="decoupled; never on norms and biases"))
-    epochs: int = field(default=10, metadata=_range(1, 10_000))
-    warmup_epochs: int = field(default=0, metadata=_range(0, 1000, doc="linear warm-up from warmup_lr"))
-    warmup_lr: float = field(default=1e-6, metadata=_range(0.0, 10.0))
-    scheduler: str = field(default="cosine", metadata=_choice("cosine", "step", "plateau"))
-    min_lr: float = field(default=1e-6, metadata=_range(0.0, 10.0))
-    decay_epochs: int = field(default=30, metadata=_range(1, 10_000, doc="step: epochs between decays"))
-    decay_rate: float = field(default=0.1, metadata=_range(0.0, 1.0, lo_open=True, doc="step/plateau: lr factor"))
-    patience_epochs: int = field(default=2, metadata=_range(0, 1000, doc="plateau: epochs without val_acc gain"))
+    optimizer: str = field(default="adamw", metadata=one_of("adamw", "sgd"))
+    lr: float = field(default=1e-3, metadata=in_range(0.0, 10.0, lo_open=True, doc="backbone peak learning rate"))
+    head_lr_mult: float = field(default=1.0, metadata=in_range(0.0, 1000.0, lo_open=True, doc="head lr = lr * head_lr_mult (report 000: 10)"))
+    momentum: float = field(default=0.9, metadata=in_range(0.0, 1.0, hi_open=True, doc="SGD momentum"))
+    weight_decay: float = field(default=0.05, metadata=in_range(0.0, 10.0, doc="decoupled; never on norms and biases"))
+    epochs: int = field(default=10, metadata=in_range(1, 10_000))
+    warmup_epochs: int = field(default=0, metadata=in_range(0, 1000, doc="linear warm-up from warmup_lr"))
+    warmup_lr: float = field(default=1e-6, metadata=in_range(0.0, 10.0))
+    scheduler: str = field(default="cosine", metadata=one_of("cosine", "step", "plateau"))
+    min_lr: float = field(default=1e-6, metadata=in_range(0.0, 10.0))
+    decay_epochs: int = field(default=30, metadata=in_range(1, 10_000, doc="step: epochs between decays"))
+    decay_rate: float = field(default=0.1, metadata=in_range(0.0, 1.0, lo_open=True, doc="step/plateau: lr factor"))
+    patience_epochs: int = field(default=2, metadata=in_range(0, 1000, doc="plateau: epochs without val_acc gain"))
     ema: bool = field(default=False, metadata={"doc": "evaluate an exponential moving average of the weights"})
-    ema_decay: float = field(default=0.999, metadata=_range(0.0, 1.0, lo_open=True, hi_open=True))
-    grad_clip: float = field(default=0.0, metadata=_range(0.0, 1e6, doc="max grad norm; 0 = off"))
+    ema_decay: float = field(default=0.999, metadata=in_range(0.0, 1.0, lo_open=True, hi_open=True))
+    grad_clip: float = field(default=0.0, metadata=in_range(0.0, 1e6, doc="max grad norm; 0 = off"))
     # --- runtime ---
-    seed: int = field(default=0, metadata=_range(0, 2**31 - 1))
+    seed: int = field(default=0, metadata=in_range(0, 2**31 - 1))
     amp: bool = field(default=True, metadata={"doc": "autocast on CUDA (bf16 where supported, else fp16); CPU stays fp32"})
     channels_last: bool = field(default=True, metadata={"doc": "on CUDA only; ResNeSt is kept NCHW"})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrialConfig":
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = [k for k in values if k not in fields]
-        if unknown:
-            key = unknown[0]
-            raise ConfigError(
-                f"Unknown trial config key {key!r} (value {values[key]!r})." + close_matches(key, fields)
-                + " Known keys are listed by `python -m trainable --help-config`."
-            )
-        return cls(**{k: _coerce(fields[k], v) for k, v in values.items()})
+        return build_validated(cls, values, what="trial config",
+                               help_hint=" Known keys are listed by `python -m trainable --help-config`.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,10 +101,22 @@ class TrialConfig:
         return self.mixup_prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
 
 
-def describe_fields() -> str:
+def build_validated(cls, values: dict[str, Any], *, what: str, help_hint: str = ""):
+    """Construct dataclass `cls` from a flat dict, checking every key against its field's type and rule."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"The {what} must be a dict of key: value pairs, got {type(values).__name__}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in values if k not in fields]
+    if unknown:
+        key = unknown[0]
+        raise ConfigError(f"Unknown {what} key {key!r} (value {values[key]!r})." + close_matches(str(key), fields) + help_hint)
+    return cls(**{k: _coerce(fields[k], v, what) for k, v in values.items()})
+
+
+def describe_fields(cls=None) -> str:
     """One line per key: name, default, allowed values — for --help-config."""
     lines = []
-    for f in dataclasses.fields(TrialConfig):
+    for f in dataclasses.fields(cls or TrialConfig):
         meta = f.metadata
         allowed = _allowed(f)
         doc = meta.get("doc", "")
@@ -129,13 +134,17 @@ def _allowed(f) -> str:
     return f.type
 
 
-def _coerce(f, value):
+def _coerce(f, value, what: str):
     name, kind, given = f.name, f.type, value
-    bad = lambda: ConfigError(f"Trial config key {name!r} has value {given!r}, but must be {_allowed(f)}.")
+    bad = lambda: ConfigError(f"{what[0].upper() + what[1:]} key {name!r} has value {given!r}, but must be {_allowed(f)}.")
     if kind == "bool":
         if isinstance(value, bool):
             return value
         raise bad()
+    if kind == "dict":
+        if not isinstance(value, dict):
+            raise bad()
+        return value
     if kind == "str":
         if not isinstance(value, str):
             raise bad()

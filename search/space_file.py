@@ -1,0 +1,195 @@
+"""Load a space file (spaces/*.py) and prove it sound before any trial starts.
+
+A space file is plain Python holding:
+    define(trial)   define-by-run: Optuna trial.suggest_* calls only (conditionals allowed); may return
+                    a dict of extra constant values
+    SETTINGS        search settings (see SearchSettings), including fixed trial keys under "trial"
+    WARM_STARTS     optional list of known-good points, evaluated first with exactly these values
+"""
+from __future__ import annotations
+
+import importlib.util
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+
+from trainable.config import ConfigError, TrialConfig, build_validated, in_range, one_of
+from trainable.errors import UserError
+from trainable.model import ModelError, check_budget, count_parameters_for
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# Keys the search owns: a space may not suggest them.
+RESERVED_KEYS = ("data", "epochs", "seed")
+
+
+class SpaceError(UserError):
+    pass
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    metric: str = field(default="val_acc", metadata=one_of("val_acc", "val_macro_f1", "val_top5_acc", "val_loss"))
+    mode: str = field(default="max", metadata=one_of("max", "min"))
+    num_samples: int = field(default=20, metadata=in_range(1, 1_000_000, doc="trials, warm starts included"))
+    max_epochs: int = field(default=10, metadata=in_range(1, 10_000, doc="epochs of a trial ASHA never stops"))
+    grace_period: int = field(default=1, metadata=in_range(1, 10_000, doc="epochs before ASHA may stop a trial"))
+    reduction_factor: int = field(default=3, metadata=in_range(2, 100, doc="ASHA keeps 1/reduction_factor per rung"))
+    cpus_per_trial: float = field(default=2.0, metadata=in_range(0.0, 1024.0, lo_open=True))
+    gpus_per_trial: float = field(default=0.0, metadata=in_range(0.0, 64.0, doc="fractions share a GPU"))
+    max_concurrent: int = field(default=0, metadata=in_range(0, 1_000_000, doc="0 = as many as resources allow"))
+    train_size: int = field(default=224, metadata=in_range(16, 1024, doc="px"))
+    eval_size: int = field(default=224, metadata=in_range(16, 1024, doc="px"))
+    seed: int = field(default=0, metadata=in_range(0, 2**31 - 1, doc="sampler and trial seed"))
+    data: str = field(default="builtin:digits", metadata={"doc": "dataset path or builtin:digits"})
+    keep_checkpoints: int = field(default=2, metadata=in_range(1, 1000, doc="best checkpoints kept per trial"))
+    max_failures: int = field(default=2, metadata=in_range(0, 1000, doc="retries of a failed trial from its last checkpoint"))
+    trial: dict = field(default_factory=dict, metadata={"doc": "trial config keys fixed for every trial"})
+
+    def __post_init__(self):
+        if self.grace_period > self.max_epochs:
+            raise ConfigError(f"grace_period is {self.grace_period}, but must be <= max_epochs ({self.max_epochs}).")
+        expected = "min" if self.metric == "val_loss" else "max"
+        if self.mode != expected:
+            raise ConfigError(f"metric {self.metric!r} with mode {self.mode!r}: {self.metric} must be {expected}imised.")
+
+
+@dataclass(frozen=True)
+class Space:
+    path: Path
+    define: Callable[[Any], dict | None]
+    settings: SearchSettings
+    warm_starts: tuple[dict, ...]
+
+    def trial_config(self, params: dict, data: str | None = None) -> dict:
+        """Sampled params on top of the fixed settings: the flat dict a trial receives."""
+        s = self.settings
+        base = {**s.trial, "data": data or s.data, "epochs": s.max_epochs, "seed": s.seed,
+                "train_size": s.train_size, "eval_size": s.eval_size}
+        return {**base, **params}
+
+    def replace_settings(self, **changes) -> "Space":
+        values = {**{k: getattr(self.settings, k) for k in self.settings.__dataclass_fields__}, **changes}
+        return Space(self.path, self.define, build_validated(SearchSettings, values, what="search setting"), self.warm_starts)
+
+
+def load_space(path: str | Path) -> Space:
+    path = Path(path)
+    if not path.is_file():
+        hint = ", ".join(sorted(p.name for p in Path("spaces").glob("*.py"))) if Path("spaces").is_dir() else ""
+        raise SpaceError(f"Space file {path} does not exist." + (f" Available in spaces/: {hint}." if hint else ""))
+    module = _import(path)
+    define = getattr(module, "define", None)
+    if not callable(define):
+        raise SpaceError(f"{path}: no define(trial) function. A space file defines `def define(trial): ...` "
+                         "using trial.suggest_* (see spaces/quick.py).")
+    settings_dict = getattr(module, "SETTINGS", {})
+    try:
+        settings = build_validated(SearchSettings, settings_dict, what="search setting")
+    except ConfigError as err:
+        raise SpaceError(f"{path}: SETTINGS: {err}") from None
+    warm = getattr(module, "WARM_STARTS", [])
+    if not isinstance(warm, (list, tuple)) or not all(isinstance(w, dict) for w in warm):
+        raise SpaceError(f"{path}: WARM_STARTS must be a list of dicts (one per known-good point).")
+    return Space(path, define, settings, tuple(warm))
+
+
+def _import(path: Path):
+    spec = importlib.util.spec_from_file_location(f"space_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as err:
+        raise SpaceError(f"{path}:{err.lineno}: syntax error: {err.msg}. Fix the space file and run again.") from None
+    except Exception as err:
+        raise SpaceError(f"{path}:{_line_in(path, err)}: loading raised {type(err).__name__}: {err}") from None
+    return module
+
+
+def _line_in(path: Path, err: BaseException) -> str:
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if Path(f.filename).resolve() == path.resolve()]
+    return str(frames[-1].lineno) if frames else "?"
+
+
+def sample_params(space: Space, trial) -> dict:
+    """What Ray's OptunaSearch does with a define-by-run space: suggested values plus any returned constants."""
+    try:
+        extra = space.define(trial)
+    except Exception as err:
+        raise SpaceError(f"{space.path}:{_line_in(space.path, err)}: define(trial) raised "
+                         f"{type(err).__name__}: {err}") from None
+    if extra is not None and not isinstance(extra, dict):
+        raise SpaceError(f"{space.path}: define(trial) must return None or a dict, got {type(extra).__name__}.")
+    return {**trial.params, **(extra or {})}
+
+
+def check_space(space: Space, *, num_classes: int = 100, samples: int = 64, data: str | None = None) -> list[dict]:
+    """Sample configs with a seeded study and validate every one, every categorical choice and every range end.
+
+    Returns the sampled trial configs. Raises SpaceError naming the file and the problem.
+    """
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=space.settings.seed))
+    sampled, distributions = [], {}
+    for _ in range(samples):
+        trial = study.ask()
+        params = sample_params(space, trial)
+        reserved = sorted(set(params) & set(RESERVED_KEYS))
+        if reserved:
+            raise SpaceError(f"{space.path}: define(trial) sets {reserved}, which the search owns "
+                             "(use SETTINGS data / max_epochs / seed).")
+        sampled.append(space.trial_config(params, data))
+        distributions.update(trial.distributions)
+        study.tell(trial, 0.0)
+    # Each parameter alone first, so a message names the parameter rather than a whole config.
+    base = space.trial_config({}, data)
+    for name, dist in distributions.items():
+        for value in _extremes(dist):
+            _checked(space, {**base, name: value}, num_classes, f"parameter {name!r} = {value!r}")
+    configs = [_checked(space, c, num_classes, f"sampled config #{i}") for i, c in enumerate(sampled)]
+    for k, point in enumerate(space.warm_starts):
+        _check_warm_start(space, k, point, num_classes, data)
+    return configs
+
+
+def _extremes(dist) -> list:
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return list(dist.choices)
+    return [dist.low, dist.high]
+
+
+def _checked(space: Space, config: dict, num_classes: int, where: str) -> dict:
+    try:
+        cfg = TrialConfig.from_dict(config)
+        check_budget(cfg, _param_count(cfg.backbone, cfg.head, cfg.head_hidden, num_classes))
+    except (ConfigError, ModelError) as err:
+        raise SpaceError(f"{space.path}: {where}: {err}") from None
+    return config
+
+
+@lru_cache(maxsize=None)
+def _param_count(backbone: str, head: str, head_hidden: int, num_classes: int) -> int:
+    return count_parameters_for(TrialConfig(backbone=backbone, head=head, head_hidden=head_hidden), num_classes)
+
+
+def _check_warm_start(space: Space, k: int, point: dict, num_classes: int, data: str | None) -> None:
+    """A warm start must hold exactly the parameters define() asks for on that branch, with valid values."""
+    trial = optuna.trial.FixedTrial(point)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            params = sample_params(space, trial)
+        except SpaceError as err:
+            raise SpaceError(f"{space.path}: WARM_STARTS[{k}] does not fit define(): {err}") from None
+    outside = [str(w.message) for w in caught if "range" in str(w.message) or "choices" in str(w.message)]
+    if outside:
+        raise SpaceError(f"{space.path}: WARM_STARTS[{k}] lies outside the space: {outside[0]}")
+    unused = sorted(set(point) - set(trial.params))
+    if unused:
+        raise SpaceError(f"{space.path}: WARM_STARTS[{k}] sets {unused}, which define() never suggests on this "
+                         "branch; Optuna would ignore them. Remove them or make define() suggest them.")
+    _checked(space, space.trial_config(params, data), num_classes, f"WARM_STARTS[{k}]")
