@@ -14,3 +14,30 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 
 requires_tiny100 = pytest.mark.skipif(not TINY100.exists(), reason="../shared/datasets/tiny100 is absent (fresh clone)")
+
+
+def make_image_folder(root: Path, classes=("cat", "dog", "fox"), per_class=12, val_per_class=4, size=24,
+                      test=6, seed=0) -> Path:
+    """A learnable toy dataset: each class has its own colour plus noise. Returns root."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(0, 255, size=(len(classes), 3))
+    def save(path, k):
+        pixels = np.clip(palette[k] + rng.normal(0, 30, size=(size, size, 3)), 0, 255).astype("uint8")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(path)
+    for k, name in enumerate(classes):
+        for i in range(per_class):
+            save(root / "train" / name / f"{i}.png", k)
+        for i in range(val_per_class):
+            save(root / "val" / name / f"{i}.png", k)
+    for i in range(test):
+        save(root / "test" / f"t{i:03d}.png", i % len(classes))
+    return root
+
+
+@pytest.fixture
+def toy_data(tmp_path):
+    return make_image_folder(tmp_path / "data")

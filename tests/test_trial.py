@@ -1,0 +1,124 @@
+"""One trial end to end on CPU: metrics, checkpoints, exact resume, and the standalone CLI."""
+import json
+import math
+
+import pytest
+import torch
+
+from trainable import checkpoint
+from trainable.__main__ import main as trainable_main
+from trainable.loop import NonFiniteLossError
+from trainable.reporting import LocalReporter
+from trainable.trial import train_trial
+
+TINY = {"backbone": "resnet10t", "train_size": 32, "eval_size": 32, "batch_size": 8, "num_workers": 0,
+        "lr": 0.01, "epochs": 3, "seed": 1}
+METRICS = {"epoch", "train_loss", "val_loss", "val_acc", "val_macro_f1", "lr", "head_lr", "epoch_seconds",
+           "train_images_per_s", "param_count"}
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_trial_reports_every_epoch_and_checkpoints(toy_data, tmp_path):
+    out = tmp_path / "run"
+    final = train_trial({**TINY, "data": str(toy_data)}, LocalReporter(out, printer=lambda _: None))
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert all(METRICS <= set(r) for r in rows)
+    assert "val_top5_acc" not in rows[0]  # only with more than 5 classes
+    assert final == rows[-1]
+    assert 0.0 <= final["val_acc"] <= 1.0 and final["param_count"] > 1e6
+    latest = LocalReporter(out).latest()
+    assert latest.name == "epoch_0003"
+    saved = checkpoint.load_model_file(latest)
+    assert saved["classes"] == ["cat", "dog", "fox"]  # the class mapping travels with the weights
+    assert saved["config"]["backbone"] == "resnet10t" and saved["epoch"] == 3
+    state = torch.load(latest / checkpoint.TRAIN_STATE_FILE, weights_only=False)
+    assert {"optimizer", "scheduler", "scaler", "rng", "epoch"} <= set(state)
+
+
+@pytest.mark.parametrize("extra", [
+    {},
+    {"mixup_alpha": 0.4, "cutmix_alpha": 1.0, "ema": True, "ema_decay": 0.9, "augment": "trivialaugment",
+     "head": "mlp", "head_hidden": 16, "drop_rate": 0.2, "class_weighting": "inverse", "focal_gamma": 2.0,
+     "warmup_epochs": 1, "random_erasing": 0.3, "num_workers": 1},
+], ids=["plain", "everything-on"])
+def test_resume_continues_exactly(toy_data, tmp_path, extra):
+    config = {**TINY, **extra, "data": str(toy_data)}
+    straight = tmp_path / "straight"
+    train_trial(config, LocalReporter(straight, printer=lambda _: None))
+
+    interrupted = tmp_path / "interrupted"
+    train_trial({**config, "epochs": 3}, LocalReporter(interrupted, printer=lambda _: None, keep=3))
+    # Roll back to the end of epoch 2, as if the run had been killed during epoch 3.
+    import shutil
+    shutil.rmtree(interrupted / "checkpoints" / "epoch_0003")
+    lines = (interrupted / "metrics.jsonl").read_text().splitlines()[:2]
+    (interrupted / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    train_trial(config, LocalReporter(interrupted, resume=True, printer=lambda _: None))
+
+    a, b = read_jsonl(straight / "metrics.jsonl"), read_jsonl(interrupted / "metrics.jsonl")
+    assert [r["epoch"] for r in b] == [1, 2, 3]
+    for key in ("train_loss", "val_loss", "val_acc", "val_macro_f1", "lr"):
+        assert b[2][key] == a[2][key], key
+
+
+def test_val_accuracy_rises_on_learnable_data(toy_data, tmp_path):
+    out = tmp_path / "run"
+    train_trial({**TINY, "epochs": 4, "lr": 0.02, "data": str(toy_data)}, LocalReporter(out, printer=lambda _: None))
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert rows[-1]["val_acc"] > 1 / 3 + 0.2  # well above chance (3 classes)
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+
+
+def test_nan_loss_fails_the_trial_with_its_reason(toy_data, tmp_path, monkeypatch):
+    import trainable.loop
+    monkeypatch.setattr(trainable.loop, "soft_target_loss", lambda *a, **k: torch.tensor(float("nan")))
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at epoch 0, update 0; lower the lr"):
+        train_trial({**TINY, "data": str(toy_data)}, LocalReporter(tmp_path / "run", printer=lambda _: None))
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing written from a broken epoch
+
+
+def test_sgd_optimizer_trains(toy_data, tmp_path):
+    final = train_trial({**TINY, "epochs": 1, "optimizer": "sgd", "momentum": 0.0, "data": str(toy_data)},
+                        LocalReporter(tmp_path / "run", printer=lambda _: None))
+    assert math.isfinite(final["train_loss"])
+
+
+def test_cli_runs_a_trial_and_refuses_to_overwrite(toy_data, tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["--data", str(toy_data), "--backbone", "resnet10t", "--epochs", "1", "--train-size", "32",
+            "--eval-size", "32", "--batch-size", "8", "--num-workers", "0", "--out", str(out)]
+    assert trainable_main(args) == 0
+    assert json.loads((out / "config.json").read_text())["backbone"] == "resnet10t"
+    assert len(read_jsonl(out / "metrics.jsonl")) == 1
+    assert trainable_main(args) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run; nothing was overwritten" in err and f"--out {out} --resume" in err
+    assert len(read_jsonl(out / "metrics.jsonl")) == 1
+    # resume with a higher epoch count continues from epoch 1
+    assert trainable_main(["--out", str(out), "--resume", "--epochs", "2"]) == 0
+    assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
+
+
+def test_cli_from_json_config_with_flag_override(toy_data, tmp_path):
+    cfg = tmp_path / "trial.json"
+    cfg.write_text(json.dumps({**TINY, "epochs": 1, "data": str(toy_data)}))
+    out = tmp_path / "from-json"
+    assert trainable_main(["--config", str(cfg), "--lr", "0.005", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["lr"] == 0.005
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lr", "0"], "Trial config key 'lr' has value 0.0, but must be float in (0.0, 10.0]"),
+    (["--config", "missing.json"], "Config file missing.json does not exist"),
+    (["--data", "/no/such/dir", "--epochs", "1"], "/no/such/dir"),
+    (["--out", "/tmp/does-not-exist-xyz", "--resume"], "Nothing to resume"),
+])
+def test_cli_user_errors_are_one_line_messages(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert trainable_main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -1,0 +1,117 @@
+"""train_one_epoch / evaluate: pure functions of (model, data, state), no Ray, run on CPU in tests."""
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import f1_score
+
+from trainable.losses import smooth_one_hot, soft_target_loss
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf: the trial fails with this reason rather than training on garbage."""
+
+
+@dataclass
+class StepSettings:
+    """What the step needs besides the model: precision, memory format, regularisers."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None = None  # None = fp32
+    channels_last: bool = False
+    grad_clip: float = 0.0
+    label_smoothing: float = 0.0
+    focal_gamma: float = 0.0
+    class_weight: torch.Tensor | None = None
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def to_device(self, images: torch.Tensor) -> torch.Tensor:
+        fmt = torch.channels_last if self.channels_last else torch.preserve_format
+        return images.to(self.device, non_blocking=True, memory_format=fmt)
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, step: StepSettings, *, epoch: int,
+                    mixup=None, scaler=None, ema=None) -> dict:
+    model.train()
+    num_classes = model.head[-1].out_features
+    weight = step.class_weight.to(step.device) if step.class_weight is not None else None
+    updates = epoch * len(loader)
+    total_loss, seen = 0.0, 0
+    start = time.perf_counter()
+    for images, labels in loader:
+        images, labels = step.to_device(images), labels.to(step.device, non_blocking=True)
+        if mixup is not None:
+            images, targets = mixup(images, labels)  # soft targets, label smoothing included
+        else:
+            targets = smooth_one_hot(labels, num_classes, step.label_smoothing)
+        with step.autocast():
+            logits = model(images)
+        loss = soft_target_loss(logits, targets, weight, step.focal_gamma)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"loss is {loss.item()} at epoch {epoch}, update {updates}; lower the lr or enable grad_clip")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if step.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), step.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        updates += 1
+        scheduler.step_update(num_updates=updates)
+        if ema is not None:
+            ema.update(model, step=updates)
+        total_loss += loss.item() * labels.size(0)
+        seen += labels.size(0)
+    if step.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {"train_loss": total_loss / max(seen, 1), "train_images": seen, "train_seconds": seconds,
+            "train_images_per_s": seen / seconds if seconds else 0.0}
+
+
+@torch.no_grad()
+def predict_logits(model, loader, step: StepSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits [N, C] float32 on CPU, labels [N]) over the whole loader, in order."""
+    model.eval()
+    all_logits, all_labels = [], []
+    for images, labels in loader:
+        with step.autocast():
+            logits = model(step.to_device(images))
+        all_logits.append(logits.float().cpu())
+        all_labels.append(labels)
+    return torch.cat(all_logits), torch.cat(all_labels)
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, prefix: str = "val_") -> dict:
+    """loss (plain CE, comparable across trials whatever their training loss), accuracy, macro-F1, top-5."""
+    num_classes = logits.shape[1]
+    pred = logits.argmax(dim=1)
+    metrics = {
+        f"{prefix}loss": F.cross_entropy(logits, labels).item(),
+        f"{prefix}acc": (pred == labels).float().mean().item(),
+        f"{prefix}macro_f1": float(f1_score(labels.numpy(), pred.numpy(), labels=np.arange(num_classes),
+                                            average="macro", zero_division=0)),
+    }
+    if num_classes > 5:
+        top5 = logits.topk(5, dim=1).indices
+        metrics[f"{prefix}top5_acc"] = (top5 == labels[:, None]).any(dim=1).float().mean().item()
+    return metrics
+
+
+def evaluate(model, loader, step: StepSettings) -> dict:
+    return classification_metrics(*predict_logits(model, loader, step))

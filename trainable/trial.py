@@ -1,0 +1,142 @@
+"""train_trial(config, reporter): one fine-tuning run, reading top to bottom in the order it runs.
+
+config → seed → data → model → optimisation → resume → per epoch: train, evaluate, checkpoint, report.
+"""
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import timm.optim
+import timm.scheduler
+import timm.utils
+import torch
+from torch.utils.data import DataLoader
+
+from trainable import checkpoint
+from trainable.config import TrialConfig
+from trainable.data import DatasetIndex, ImageListDataset, index_dataset, resolve_data_root
+from trainable.errors import UserError
+from trainable.losses import class_weights
+from trainable.loop import StepSettings, evaluate, train_one_epoch
+from trainable.model import build_model, count_parameters, uses_channels_last
+from trainable.transforms import data_config_for, eval_transform, mixup_for, train_transform
+
+
+def train_trial(config: dict, reporter) -> dict:
+    """Run (or resume) one trial; returns the last epoch's metrics."""
+    cfg = TrialConfig.from_dict(config)
+    seed_everything(cfg.seed)
+    device = pick_device()
+
+    index = index_dataset(resolve_data_root(cfg.data), val_fraction=cfg.val_fraction, seed=cfg.seed,
+                          min_image_side=cfg.min_image_side)
+    num_classes = len(index.classes)
+    model = build_model(cfg, num_classes)
+    n_params = count_parameters(model)
+    data_config = data_config_for(model.backbone)
+    loader_generator = torch.Generator().manual_seed(cfg.seed)
+    train_loader, val_loader = make_loaders(cfg, index, data_config, loader_generator, device)
+
+    channels_last = device.type == "cuda" and uses_channels_last(cfg)
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    amp_dtype = pick_amp_dtype(cfg, device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    optimizer = make_optimizer(cfg, model)
+    scheduler, _ = timm.scheduler.create_scheduler_v2(
+        optimizer, sched=cfg.scheduler, num_epochs=cfg.epochs, decay_epochs=cfg.decay_epochs,
+        decay_rate=cfg.decay_rate, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr, warmup_epochs=cfg.warmup_epochs,
+        patience_epochs=cfg.patience_epochs, plateau_mode="max",
+        step_on_epochs=cfg.scheduler != "cosine", updates_per_epoch=len(train_loader),
+    )
+    ema = timm.utils.ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
+    step = StepSettings(
+        device=device, amp_dtype=amp_dtype, channels_last=channels_last, grad_clip=cfg.grad_clip,
+        label_smoothing=cfg.label_smoothing, focal_gamma=cfg.focal_gamma,
+        class_weight=class_weights(index.class_counts(), cfg.class_weighting, cfg.class_weight_beta),
+    )
+    mixup = mixup_for(cfg, num_classes)
+
+    start_epoch = 0
+    with reporter.checkpoint_to_resume() as resume_dir:
+        if resume_dir is not None:
+            start_epoch = checkpoint.restore(resume_dir, model=model, ema=ema, optimizer=optimizer,
+                                             scheduler=scheduler, scaler=scaler, classes=index.classes,
+                                             loader_generator=loader_generator)
+
+    metrics = {}
+    for epoch in range(start_epoch, cfg.epochs):
+        started = time.perf_counter()
+        train = train_one_epoch(model, train_loader, optimizer, scheduler, step, epoch=epoch,
+                                mixup=mixup, scaler=scaler, ema=ema)
+        val = evaluate(ema.module if ema is not None else model, val_loader, step)
+        scheduler.step(epoch + 1, metric=val["val_acc"])
+        metrics = {
+            "epoch": epoch + 1, "train_loss": train["train_loss"], **val,
+            "lr": optimizer.param_groups[0]["lr"], "head_lr": optimizer.param_groups[-1]["lr"],
+            "epoch_seconds": time.perf_counter() - started, "train_images_per_s": train["train_images_per_s"],
+            "param_count": n_params, "device": device.type,
+        }
+        ckpt_dir = Path(tempfile.mkdtemp(prefix="trial-ckpt-"))
+        try:
+            checkpoint.save(ckpt_dir, model=model, ema=ema, optimizer=optimizer, scheduler=scheduler,
+                            scaler=scaler, epoch=epoch + 1, classes=index.classes, config=cfg.to_dict(),
+                            data_config=data_config, metrics=metrics, loader_generator=loader_generator)
+            reporter.report(metrics, ckpt_dir)
+        finally:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return metrics
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device() -> torch.device:
+    # Under Ray, CUDA_VISIBLE_DEVICES already restricts this process to the GPUs the trial was given.
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_amp_dtype(cfg: TrialConfig, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or not cfg.amp:
+        return None  # CPU: plain fp32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def make_loaders(cfg: TrialConfig, index: DatasetIndex, data_config: dict, generator: torch.Generator,
+                 device: torch.device) -> tuple[DataLoader, DataLoader]:
+    if len(index.train) < cfg.batch_size:
+        raise UserError(
+            f"batch_size is {cfg.batch_size}, but {index.root} has only {len(index.train)} training images; "
+            f"set batch_size <= {len(index.train)}."
+        )
+    common = {"num_workers": cfg.num_workers, "pin_memory": device.type == "cuda",
+              "persistent_workers": False}
+    # drop_last: mixup needs even batches, and a batch of one breaks BatchNorm.
+    train = DataLoader(ImageListDataset(index.train, train_transform(cfg, data_config)), batch_size=cfg.batch_size,
+                       shuffle=True, drop_last=True, generator=generator, **common)
+    val = DataLoader(ImageListDataset(index.val, eval_transform(cfg, data_config)), batch_size=cfg.batch_size,
+                     shuffle=False, **common)
+    return train, val
+
+
+def make_optimizer(cfg: TrialConfig, model) -> torch.optim.Optimizer:
+    """Four groups: backbone/head x decay/no-decay. Norms and biases (ndim <= 1) get no weight decay."""
+    groups = []
+    for part, lr in ((model.backbone, cfg.lr), (model.head, cfg.lr * cfg.head_lr_mult)):
+        params = [p for p in part.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        groups += [{"params": decay, "lr": lr, "weight_decay": cfg.weight_decay},
+                   {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    # timm's "sgd" is Nesterov SGD; "momentum" is plain torch SGD, which is what sgd means here.
+    opt = {"sgd": "momentum"}.get(cfg.optimizer, cfg.optimizer)
+    return timm.optim.create_optimizer_v2(groups, opt=opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                          momentum=cfg.momentum)
