@@ -8,8 +8,8 @@ A space file is plain Python holding:
 """
 from __future__ import annotations
 
-import importlib.util
 import traceback
+import types
 import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -96,14 +96,42 @@ def load_space(path: str | Path) -> Space:
     warm = getattr(module, "WARM_STARTS", [])
     if not isinstance(warm, (list, tuple)) or not all(isinstance(w, dict) for w in warm):
         raise SpaceError(f"{path}: WARM_STARTS must be a list of dicts (one per known-good point).")
-    return Space(path, define, settings, tuple(warm))
+    return Space(path, DefineFromSource(str(path), path.read_text()), settings, tuple(warm))
+
+
+class DefineFromSource:
+    """define(trial) rebuilt from the space file's source text.
+
+    Ray saves the searcher with plain pickle, which cannot pickle a function from a file loaded at run
+    time; this object pickles as (path, source), so a resumed search needs neither the file nor an
+    importable module.
+    """
+
+    def __init__(self, path: str, source: str):
+        self.path, self.source = path, source
+        self._define = None
+
+    def __call__(self, trial):
+        if self._define is None:
+            self._define = _exec_source(Path(self.path), self.source).define
+        return self._define(trial)
+
+    def __getstate__(self):
+        return {"path": self.path, "source": self.source}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"], state["source"])
 
 
 def _import(path: Path):
-    spec = importlib.util.spec_from_file_location(f"space_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
+    return _exec_source(path, path.read_text())
+
+
+def _exec_source(path: Path, source: str):
+    module = types.ModuleType(f"space_{path.stem}")
+    module.__file__ = str(path)
     try:
-        spec.loader.exec_module(module)
+        exec(compile(source, str(path), "exec"), module.__dict__)
     except SyntaxError as err:
         raise SpaceError(f"{path}:{err.lineno}: syntax error: {err.msg}. Fix the space file and run again.") from None
     except Exception as err:

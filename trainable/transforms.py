@@ -10,8 +10,9 @@ from torchvision import transforms as T
 
 from trainable.config import TrialConfig
 
-# timm auto_augment strings for the policies timm implements.
-_TIMM_POLICIES = {"randaugment": "rand-m9-mstd0.5-inc1", "autoaugment": "original"}
+# timm auto_augment strings for the policies timm implements. Not "inc1": its increasing posterize
+# reaches 0 bits at high magnitude, which Pillow >= 13 rejects (ValueError mid-epoch).
+_TIMM_POLICIES = {"randaugment": "rand-m9-n2-mstd0.5", "autoaugment": "original"}
 
 
 def data_config_for(backbone) -> dict:

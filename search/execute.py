@@ -1,0 +1,56 @@
+"""Run a checked Plan on Ray: start or join Ray, fit (or resume) the Tuner, write the outputs, summarise."""
+from __future__ import annotations
+
+import json
+import sys
+
+import ray
+
+from search.leaderboard import build_leaderboard
+from search.outputs import summary, write_leaderboard, write_run_files
+from search.tensorboard_hparams import HParamsLoggerCallback
+from search.tuner import build_tuner, restore_tuner
+
+
+def execute(plan) -> int:
+    write_run_files(plan.out_dir, plan.space.path)
+    owns_ray = not ray.is_initialized()  # tests and notebooks may have started Ray already
+    if owns_ray:
+        ray.init(address=plan.address, logging_level="WARNING")
+    try:
+        if plan.resume:
+            tuner = restore_tuner(plan.space, plan.experiment_path)
+        else:
+            tuner = build_tuner(plan.space, name=plan.name, storage=plan.storage, data=plan.data,
+                                callbacks=[HParamsLoggerCallback()])
+        results = tuner.fit()
+    except KeyboardInterrupt:
+        print(f"\nInterrupted. Trials and searcher state are saved. To continue: {plan.resume_command}", file=sys.stderr)
+        return 130
+    finally:
+        if owns_ray:
+            ray.shutdown()
+
+    s = plan.space.settings
+    table = build_leaderboard(results, plan.space, plan.space.trial_config({}, plan.data))
+    best_config = None
+    finished = results.num_terminated
+    if len(table) and not table.iloc[0]["ended"].startswith("error"):
+        best_config = _config_of(results, table.iloc[0]["trial_id"])
+    write_leaderboard(plan.out_dir, table, best_config)
+    print()
+    print(summary(table, metric=s.metric, max_epochs=s.max_epochs, out_dir=plan.out_dir,
+                  storage_dir=plan.experiment_path))
+    unfinished = s.num_samples - finished - results.num_errors
+    if unfinished > 0:
+        print(f"\nThe search stopped with {unfinished} trial(s) not run or not finished. To continue it: "
+              f"{plan.resume_command}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _config_of(results, trial_id: str) -> dict:
+    for result in results:
+        if (result.metrics or {}).get("trial_id") == trial_id:
+            return json.loads(json.dumps(result.config))  # plain JSON types
+    return {}

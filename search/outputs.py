@@ -1,0 +1,87 @@
+"""Everything a finished (or interrupted) search leaves in results/<name>/ besides Ray's own files.
+
+    leaderboard.csv / leaderboard.md   one row per trial (search/leaderboard.py)
+    best_config.json                   the best trial's full trial config, runnable with `python -m trainable --config`
+    space.py                           the space file as it was run
+    provenance.json                    git commit, package versions, command line, host
+"""
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from search.leaderboard import to_markdown
+
+PACKAGES = ("torch", "torchvision", "timm", "ray", "optuna", "pandas", "numpy", "pillow", "scikit-learn",
+            "tensorboard", "tensorboardX")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_run_files(out_dir: Path, space_path: Path) -> None:
+    """At the start of a run: the space file and provenance, so even an interrupted run is reproducible."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not (out_dir / "space.py").exists():
+        shutil.copyfile(space_path, out_dir / "space.py")
+    (out_dir / "provenance.json").write_text(json.dumps(provenance(), indent=2))
+
+
+def provenance() -> dict:
+    return {
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "packages": {name: _version(name) for name in PACKAGES},
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "command": " ".join(sys.argv),
+    }
+
+
+def _git(*args) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def write_leaderboard(out_dir: Path, table: pd.DataFrame, best_config: dict | None) -> None:
+    table.to_csv(out_dir / "leaderboard.csv", index=False)
+    (out_dir / "leaderboard.md").write_text(to_markdown(table) + "\n")
+    if best_config is not None:
+        (out_dir / "best_config.json").write_text(json.dumps(best_config, indent=2, sort_keys=True))
+
+
+def summary(table: pd.DataFrame, *, metric: str, max_epochs: int, out_dir: Path, storage_dir: str) -> str:
+    ran = table[~table["ended"].str.startswith("error")]
+    if ran.empty:
+        return f"No trial finished. Reasons are in {out_dir / 'leaderboard.md'}."
+    best = ran.iloc[0]
+    epochs_run = int(table["epochs"].sum())
+    epochs_full = len(table) * max_epochs
+    saved = 1 - epochs_run / epochs_full if epochs_full else 0.0
+    stopped = int(table["ended"].str.startswith("stopped").sum())
+    failed = int(table["ended"].str.startswith("error").sum())
+    metrics = ", ".join(f"{c[5:]} {best[c]:.4f}" for c in table.columns
+                        if c.startswith("best_val") and pd.notna(best[c]))
+    return "\n".join([
+        f"Best trial {best['trial_id']} ({best['backbone'] if 'backbone' in best else ''}): {metrics} "
+        f"at epoch {best['best_epoch']} of {best['epochs']}.",
+        f"Trials: {len(table)} ({stopped} stopped early by ASHA, {failed} failed). ASHA ran {epochs_run} of the "
+        f"{epochs_full} epochs that running every trial to max_epochs would cost: {saved:.0%} saved.",
+        f"Files: {out_dir}/leaderboard.md, best_config.json; trials and checkpoints in {storage_dir}.",
+        f"Compare trials: tensorboard --logdir {storage_dir}",
+    ])

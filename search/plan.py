@@ -1,0 +1,156 @@
+"""A checked search plan: space + settings overrides + data + where results go. Built before Ray starts.
+
+Every user mistake (bad space, bad data, a GPU asked of a machine without one, a name already used)
+ends here as a UserError, before anything is written or any trial starts.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from search.space_file import Space, SpaceError, check_space, load_space
+from trainable.data import DatasetIndex, index_dataset, resolve_data_root
+from trainable.errors import UserError
+
+OVERRIDE_FLAGS = {"num_samples": "--num-samples", "max_concurrent": "--max-concurrent", "seed": "--seed",
+                  "cpus_per_trial": "--cpus-per-trial", "gpus_per_trial": "--gpus-per-trial"}
+
+
+@dataclass
+class Plan:
+    space: Space
+    data: str            # what every trial receives: an absolute path, or builtin:digits
+    index: DatasetIndex
+    name: str
+    storage: str         # absolute local dir or a cloud URI
+    out_dir: Path        # our files (leaderboard, best_config, ...) on the driver's disk
+    resume: bool
+    address: str | None
+
+    @property
+    def experiment_path(self) -> str:
+        return f"{self.storage.rstrip('/')}/{self.name}"
+
+    @property
+    def resume_command(self) -> str:
+        storage = "" if self.storage == str(Path("results").resolve()) else f" --storage {self.storage}"
+        address = f" --address {self.address}" if self.address else ""
+        return f"python search/run.py --name {self.name} --resume{storage}{address}"
+
+    @classmethod
+    def from_args(cls, args) -> "Plan":
+        storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
+        if args.resume:
+            if not args.name:
+                raise UserError("--resume needs --name: the name of the search to continue (see results/).")
+            given = [flag for key, flag in OVERRIDE_FLAGS.items() if getattr(args, key) is not None]
+            if given or args.smoke_test:
+                raise UserError(f"{', '.join(given) or '--smoke-test'} cannot change a search being resumed; "
+                                "drop them, or start a new search under another --name.")
+        local_root = Path(storage) if "://" not in storage else Path("results").resolve()
+        name = args.name or f"{(args.space.stem if args.space else 'search')}-{time.strftime('%Y%m%d-%H%M%S')}"
+        _check_name(name)
+        out_dir = local_root / name
+        space = _load(args, out_dir)
+        data_spec = args.data or space.settings.data
+        root = resolve_data_root(data_spec)
+        data = data_spec if data_spec.startswith("builtin:") else str(root)
+        trial_defaults = space.trial_config({}, data)
+        index = index_dataset(root, val_fraction=trial_defaults.get("val_fraction", 0.1),
+                              seed=space.settings.seed, min_image_side=trial_defaults.get("min_image_side", 8))
+        check_space(space, num_classes=len(index.classes), data=data)
+        plan = cls(space, data, index, name, storage, out_dir, args.resume, args.address)
+        plan._check_existing()
+        if not args.address:
+            _check_local_resources(space)
+        return plan
+
+    def _check_existing(self) -> None:
+        from ray import tune
+
+        exists = tune.Tuner.can_restore(self.experiment_path)
+        if self.resume and not exists:
+            raise UserError(f"No search named {self.name!r} in {self.storage} to resume. "
+                            f"Start it without --resume: python search/run.py --space SPACE --name {self.name}")
+        if not self.resume and (exists or self.out_dir.exists()):
+            raise UserError(f"A search named {self.name!r} already exists in {self.storage}; nothing was "
+                            f"overwritten. To continue it: {self.resume_command}   (or pick another --name)")
+
+    def describe(self) -> str:
+        s, idx = self.space.settings, self.index
+        skipped = sum(len(v) for v in idx.skipped.values())
+        gpu = f", {s.gpus_per_trial:g} GPU" if s.gpus_per_trial else ""
+        lines = [
+            f"Search {self.name!r}{' (resuming)' if self.resume else ''}",
+            f"  space      {self.space.path}  ({len(self.space.warm_starts)} warm starts evaluated first)",
+            f"  data       {self.data}: {len(idx.classes)} classes, {len(idx.train)} train, {len(idx.val)} val"
+            f"{' (hold-out)' if idx.val_is_holdout else ''}, {len(idx.test)} test"
+            + (f", {skipped} files skipped" if skipped else ""),
+            f"  searcher   Optuna TPE (seed {s.seed}), {s.num_samples} trials, metric {s.metric} ({s.mode})",
+            f"  scheduler  ASHA over epochs: max {s.max_epochs}, grace {s.grace_period}, reduction {s.reduction_factor}",
+            f"  resources  {s.cpus_per_trial:g} CPU{gpu} per trial; max concurrent "
+            f"{s.max_concurrent or 'as resources allow'}; {self._capacity()}",
+            f"  images     train {s.train_size}px, eval {s.eval_size}px",
+            f"  storage    {self.experiment_path}",
+            f"  outputs    {self.out_dir}",
+        ]
+        return "\n".join(lines)
+
+    def _capacity(self) -> str:
+        if self.address:
+            return f"cluster at {self.address}"
+        cpus, gpus = os.cpu_count() or 1, _local_gpus()
+        s = self.space.settings
+        fits = int(cpus // s.cpus_per_trial)
+        if s.gpus_per_trial:
+            fits = min(fits, int(gpus // s.gpus_per_trial))
+        return f"this machine ({cpus} CPUs, {gpus} GPUs) runs {fits} at once"
+
+    def execute(self) -> int:
+        from search.execute import execute
+
+        return execute(self)
+
+
+def _load(args, out_dir: Path) -> Space:
+    if args.resume:
+        saved = out_dir / "space.py"
+        space = load_space(saved if saved.exists() else args.space)
+    else:
+        if not args.space:
+            raise UserError("--space is required: a space file such as spaces/quick.py or spaces/full.py.")
+        space = load_space(args.space)
+        overrides = {k: getattr(args, k) for k in OVERRIDE_FLAGS if getattr(args, k) is not None}
+        if args.smoke_test:
+            s = space.settings
+            overrides.update(num_samples=min(s.num_samples, 2), max_epochs=1, grace_period=1,
+                             train_size=min(s.train_size, 64), eval_size=min(s.eval_size, 64))
+        if overrides:
+            try:
+                space = space.replace_settings(**overrides)
+            except UserError as err:
+                raise UserError(f"Command-line override: {err}") from None
+    return space
+
+
+def _check_name(name: str) -> None:
+    if not name or "/" in name or name.startswith("."):
+        raise UserError(f"--name {name!r} must be a plain folder name (no '/', not starting with '.').")
+
+
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _check_local_resources(space: Space) -> None:
+    s, cpus, gpus = space.settings, os.cpu_count() or 1, _local_gpus()
+    if s.gpus_per_trial > gpus:
+        raise SpaceError(f"{space.path} asks for {s.gpus_per_trial:g} GPU per trial, but this machine has {gpus}. "
+                         "Pass --gpus-per-trial 0 to run on CPU, or --address to use a Ray cluster.")
+    if s.cpus_per_trial > cpus:
+        raise SpaceError(f"{space.path} asks for {s.cpus_per_trial:g} CPUs per trial, but this machine has {cpus}. "
+                         f"Pass --cpus-per-trial {cpus} or less, or --address to use a Ray cluster.")

@@ -1,0 +1,66 @@
+"""Hyperparameter search: python search/run.py --space spaces/full.py --data DATA
+
+parse → load and check the space and the data → tune (Optuna TPE + ASHA on Ray Tune) → leaderboard →
+summary. Nothing is run before the space, the data and every backbone's budget have been checked.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from trainable.errors import UserError
+
+USAGE_EXAMPLES = """examples:
+  python search/run.py --space spaces/quick.py                      # CPU demo on builtin:digits
+  python search/run.py --space spaces/full.py --data /data/hw1 --gpus-per-trial 1
+  python search/run.py --space spaces/full.py --data /data/hw1 --dry-run
+  python search/run.py --name full-20261122 --resume                # continue an interrupted search
+  python search/run.py --space spaces/full.py --address auto --storage s3://bucket/tune   # on a cluster
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python search/run.py", description=__doc__, epilog=USAGE_EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", type=Path, help="space file (spaces/*.py); on --resume, the run's saved copy is used")
+    p.add_argument("--data", help="dataset path or builtin:digits (overrides the space's default)")
+    p.add_argument("--name", help="run name: results go to STORAGE/NAME (default: <space>-<date>-<time>)")
+    p.add_argument("--seed", type=int, help="sampler and trial seed (overrides the space)")
+    p.add_argument("--storage", default="results", help="local dir or cloud URI (s3://, gs://) for Tune's storage")
+    p.add_argument("--num-samples", type=int, help="number of trials")
+    p.add_argument("--max-concurrent", type=int, help="trials at once (0 = as many as resources allow)")
+    p.add_argument("--cpus-per-trial", type=float)
+    p.add_argument("--gpus-per-trial", type=float, help="fractions share a GPU, e.g. 0.5")
+    p.add_argument("--address", help="existing Ray cluster (e.g. auto); default: start Ray locally")
+    p.add_argument("--resume", action="store_true", help="continue the search named --name")
+    p.add_argument("--dry-run", action="store_true", help="check space, data and budgets, print the plan, run nothing")
+    p.add_argument("--smoke-test", action="store_true", help="2 trials x 1 epoch at <= 64 px, to check the plumbing")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def run(args) -> int:
+    from search.plan import Plan
+
+    plan = Plan.from_args(args)
+    print(plan.describe())
+    if args.dry_run:
+        print("Dry run: nothing was started.")
+        return 0
+    return plan.execute()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

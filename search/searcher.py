@@ -1,0 +1,48 @@
+"""OptunaSearch that tells Optuna how each trial really ended.
+
+Ray's OptunaSearch reports every per-epoch value (`ot_trial.report`), but then tells Optuna that a
+trial ASHA stopped is COMPLETE with its last, low-fidelity value — and so is a trial that raised after
+reporting. TPE then ranks a 1-epoch curve against 30-epoch ones as equals. Here:
+  - a trial that ran all `max_epochs` is COMPLETE with its last value;
+  - a trial stopped earlier (by ASHA) is PRUNED: Optuna keeps its intermediate values, and TPE ranks
+    pruned trials below completed ones, by how far they got and then by their value at that step;
+  - a trial that errored is FAIL.
+`truthful=False` keeps Ray's behaviour, for the benchmark that measures the difference.
+"""
+from __future__ import annotations
+
+import logging
+
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+logger = logging.getLogger(__name__)
+
+
+class PrunedAwareOptunaSearch(OptunaSearch):
+    def __init__(self, *args, max_epochs: int, truthful: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._max_epochs = max_epochs
+        self._truthful = truthful
+        self.outcomes: dict[str, str] = {}  # trial_id -> COMPLETE / PRUNED / FAIL, for the leaderboard and tests
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if not self._truthful:
+            return super().on_trial_complete(trial_id, result, error)
+        if trial_id in self._completed_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        epochs = (result or {}).get("training_iteration", 0)
+        value = (result or {}).get(self._metric)
+        if error or value is None:
+            state, values = TrialState.FAIL, None
+        elif epochs < self._max_epochs:
+            state, values = TrialState.PRUNED, None  # Optuna uses the last reported intermediate value
+        else:
+            state, values = TrialState.COMPLETE, value
+        try:
+            self._ot_study.tell(ot_trial, values, state=state)
+        except Exception as exc:  # e.g. a NaN value: keep the search going, as Ray does
+            logger.warning("Optuna refused trial %s's outcome: %s", trial_id, exc)
+        self.outcomes[trial_id] = state.name
+        self._completed_trials.add(trial_id)

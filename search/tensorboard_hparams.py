@@ -1,0 +1,43 @@
+"""Ray's TensorBoard logger, with HParams that compare every trial.
+
+Ray's TBXLoggerCallback writes, per trial, an HParams *experiment* summary listing only that trial's
+hyperparameters, and nothing at all for a trial that failed before its first result. TensorBoard's
+HParams plugin takes the first experiment summary it finds as the definition for all runs, so
+conditional hyperparameters of other trials (mixup alpha, MLP width) vanish from its table.
+
+Here each trial writes only its session start (its hyperparameters) and session end (success, or
+failure for an errored trial). With no experiment summary, TensorBoard builds the experiment from
+the union of all sessions: every trial, every hyperparameter, every metric.
+"""
+from __future__ import annotations
+
+from ray.tune.logger import TBXLoggerCallback
+from ray.tune.utils import flatten_dict
+
+
+class HParamsLoggerCallback(TBXLoggerCallback):
+    def log_trial_end(self, trial, failed: bool = False):
+        writer = self._trial_writer.pop(trial, None)
+        self._trial_result.pop(trial, None)
+        if writer is None:
+            return
+        params = {k: v for k, v in flatten_dict(trial.evaluated_params or {}).items()
+                  if isinstance(v, (str, bool, int, float))}
+        for summary in _session_summaries(params, failed):
+            writer.file_writer.add_summary(summary)
+        writer.close()
+
+
+def _session_summaries(params: dict, failed: bool):
+    """tensorboardX's session start and end summaries; the end marked as a failure for an errored trial."""
+    from tensorboardX.proto.api_pb2 import Status
+    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+    from tensorboardX.summary import hparams
+
+    _, start, end = hparams(hparam_dict=params, metric_dict={})
+    if failed:
+        plugin = end.value[0].metadata.plugin_data
+        data = HParamsPluginData.FromString(plugin.content)
+        data.session_end_info.status = Status.Value("STATUS_FAILURE")
+        plugin.content = data.SerializeToString()
+    return start, end

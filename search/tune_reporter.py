@@ -1,0 +1,32 @@
+"""The trial's reporter under Ray Tune: tune.get_checkpoint to resume, tune.report each epoch.
+
+Tune copies each reported checkpoint directory to the run's storage (a local dir, NFS, or s3://),
+so a trial retried on another node resumes from it.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+from ray import tune
+
+from trainable.trial import train_trial
+
+
+class TuneReporter:
+    @contextmanager
+    def checkpoint_to_resume(self):
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            yield None
+        else:
+            with checkpoint.as_directory() as directory:
+                yield Path(directory)
+
+    def report(self, metrics: dict, checkpoint_dir: Path) -> None:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+
+
+def tune_trial(config: dict) -> None:
+    """The function trainable Ray Tune runs: one trial, reporting every epoch."""
+    train_trial(config, TuneReporter())
