@@ -24,7 +24,11 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self._max_epochs = max_epochs
         self._truthful = truthful
-        self.outcomes: dict[str, str] = {}  # trial_id -> COMPLETE / PRUNED / FAIL, for the leaderboard and tests
+        self._reported_steps: dict[str, int] = {}
+
+    def on_trial_result(self, trial_id: str, result: dict):
+        super().on_trial_result(trial_id, result)
+        self._reported_steps[trial_id] = result["training_iteration"]
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         if not self._truthful:
@@ -36,13 +40,17 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         value = (result or {}).get(self._metric)
         if error or value is None:
             state, values = TrialState.FAIL, None
-        elif epochs < self._max_epochs:
-            state, values = TrialState.PRUNED, None  # Optuna uses the last reported intermediate value
         else:
-            state, values = TrialState.COMPLETE, value
+            # Tune passes a trial's final result to on_trial_complete only, never to on_trial_result:
+            # record it, or a trial ASHA stopped at epoch 1 would reach Optuna with no value at all.
+            if epochs > self._reported_steps.get(trial_id, 0):
+                ot_trial.report(value, epochs)
+            if epochs < self._max_epochs:
+                state, values = TrialState.PRUNED, None  # Optuna takes the last intermediate value
+            else:
+                state, values = TrialState.COMPLETE, value
         try:
             self._ot_study.tell(ot_trial, values, state=state)
         except Exception as exc:  # e.g. a NaN value: keep the search going, as Ray does
             logger.warning("Optuna refused trial %s's outcome: %s", trial_id, exc)
-        self.outcomes[trial_id] = state.name
         self._completed_trials.add(trial_id)

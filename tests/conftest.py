@@ -17,7 +17,7 @@ requires_tiny100 = pytest.mark.skipif(not TINY100.exists(), reason="../shared/da
 
 
 def make_image_folder(root: Path, classes=("cat", "dog", "fox"), per_class=12, val_per_class=4, size=24,
-                      test=6, seed=0) -> Path:
+                      test=6, seed=0, noise=30.0) -> Path:
     """A learnable toy dataset: each class has its own colour plus noise. Returns root."""
     import numpy as np
     from PIL import Image
@@ -25,7 +25,7 @@ def make_image_folder(root: Path, classes=("cat", "dog", "fox"), per_class=12, v
     rng = np.random.default_rng(seed)
     palette = rng.integers(0, 255, size=(len(classes), 3))
     def save(path, k):
-        pixels = np.clip(palette[k] + rng.normal(0, 30, size=(size, size, 3)), 0, 255).astype("uint8")
+        pixels = np.clip(palette[k] + rng.normal(0, noise, size=(size, size, 3)), 0, 255).astype("uint8")
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(path)
     for k, name in enumerate(classes):
@@ -41,3 +41,13 @@ def make_image_folder(root: Path, classes=("cat", "dog", "fox"), per_class=12, v
 @pytest.fixture
 def toy_data(tmp_path):
     return make_image_folder(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for every test that runs a search (starting Ray costs seconds)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()

@@ -1,0 +1,200 @@
+"""A real search on CPU: Optuna TPE + ASHA on Ray Tune, asserted from the files it leaves behind."""
+import json
+import pickle
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from conftest import make_image_folder
+from search.run import main as search_main
+
+NUM_SAMPLES, MAX_EPOCHS = 8, 4
+SPACE = f'''
+SETTINGS = {{
+    "num_samples": {NUM_SAMPLES}, "max_epochs": {MAX_EPOCHS}, "grace_period": 1, "reduction_factor": 2,
+    "cpus_per_trial": 1, "max_concurrent": 2, "train_size": 32, "eval_size": 32, "max_failures": 0,
+    "trial": {{"num_workers": 0}},
+}}
+
+def define(trial):
+    trial.suggest_float("lr", 1e-5, 5e-2, log=True)
+    trial.suggest_int("batch_size", 8, 64, step=8)  # 64 > the 60 training images: that trial fails
+    if trial.suggest_categorical("head", ["linear", "mlp"]) == "mlp":
+        trial.suggest_categorical("head_hidden", [16, 32])
+
+WARM_STARTS = [
+    {{"lr": 0.02, "batch_size": 8, "head": "mlp", "head_hidden": 16}},
+    {{"lr": 0.01, "batch_size": 64, "head": "linear"}},
+]
+'''
+TRIAL_KEYS = {"backbone": "resnet10t"}
+
+
+@pytest.fixture(scope="module")
+def search_dir(ray_session, tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    data = make_image_folder(root / "data", classes=("a", "b", "c", "d", "e"), noise=90.0)
+    space = root / "space.py"
+    space.write_text(SPACE.replace('"trial": {"num_workers": 0}', '"trial": {"num_workers": 0, "backbone": "resnet10t"}'))
+    code = search_main(["--space", str(space), "--data", str(data), "--storage", str(root / "results"),
+                        "--name", "toy", "--seed", "3"])
+    assert code == 0
+    return root / "results" / "toy"
+
+
+@pytest.fixture(scope="module")
+def leaderboard(search_dir):
+    return pd.read_csv(search_dir / "leaderboard.csv")
+
+
+@pytest.fixture(scope="module")
+def study(search_dir):
+    (state,) = search_dir.glob("searcher-state-*.pkl")
+    return pickle.loads(state.read_bytes())["_ot_study"]
+
+
+def test_leaderboard_has_one_row_per_trial_with_outcomes(leaderboard):
+    assert len(leaderboard) == NUM_SAMPLES
+    assert list(leaderboard["rank"]) == list(range(1, NUM_SAMPLES + 1))
+    for col in ("trial_id", "ended", "epochs", "best_val_acc", "best_val_macro_f1", "lr", "batch_size", "head",
+                "head_hidden", "param_count", "trial_hours", "accelerator_hours"):
+        assert col in leaderboard.columns, col
+    ended = leaderboard["ended"]
+    completed = leaderboard[ended == "completed"]
+    stopped = leaderboard[ended.str.startswith("stopped by ASHA at epoch")]
+    failed = leaderboard[ended.str.startswith("error")]
+    assert len(completed) >= 1 and (completed["epochs"] == MAX_EPOCHS).all()
+    assert len(stopped) >= 1, "ASHA stopped no trial early"
+    for _, row in stopped.iterrows():
+        assert row["ended"] == f"stopped by ASHA at epoch {row['epochs']}" and row["epochs"] < MAX_EPOCHS
+    assert len(failed) >= 1 and (failed["batch_size"] == 64).all()
+    assert failed["ended"].str.contains("batch_size is 64, but .* has only 60 training images").all()
+    assert set(failed["rank"]) == set(range(NUM_SAMPLES - len(failed) + 1, NUM_SAMPLES + 1))  # errors rank last
+    ok = leaderboard[~ended.str.startswith("error")]
+    assert ok["best_val_acc"].is_monotonic_decreasing
+    assert (ok["param_count"] > 1e6).all() and (ok["accelerator_hours"] == 0).all()  # CPU-only: no GPU hours
+
+
+def test_run_files_make_it_reproducible(search_dir, leaderboard):
+    best = json.loads((search_dir / "best_config.json").read_text())
+    top = leaderboard.iloc[0]
+    assert best["lr"] == pytest.approx(top["lr"]) and best["backbone"] == "resnet10t" and best["epochs"] == MAX_EPOCHS
+    assert (search_dir / "space.py").read_text() == (search_dir.parents[1] / "space.py").read_text()
+    provenance = json.loads((search_dir / "provenance.json").read_text())
+    assert len(provenance["git_commit"]) == 40 or provenance["git_commit"] == "unknown"
+    assert {"torch", "timm", "ray", "optuna"} <= set(provenance["packages"])
+    assert "| rank |" in (search_dir / "leaderboard.md").read_text().replace("|   rank |", "| rank |")
+
+
+def test_warm_starts_run_first_with_exactly_their_values(study, search_dir):
+    trials = sorted(study.trials, key=lambda t: t.number)
+    assert trials[0].params == {"lr": 0.02, "batch_size": 8, "head": "mlp", "head_hidden": 16}
+    assert trials[1].params == {"lr": 0.01, "batch_size": 64, "head": "linear"}
+    configs = [json.loads(p.read_text()) for p in search_dir.glob("*/params.json")]
+    first = [c for c in configs if c["lr"] == 0.02 and c.get("head_hidden") == 16]
+    assert len(first) == 1 and first[0]["head"] == "mlp" and first[0]["batch_size"] == 8
+
+
+def test_optuna_is_told_how_each_trial_ended(study, leaderboard):
+    by_params = {}
+    for t in study.trials:
+        by_params[(round(t.params["lr"], 12), t.params["batch_size"])] = t
+    for _, row in leaderboard.iterrows():
+        t = by_params[(round(row["lr"], 12), row["batch_size"])]
+        if row["ended"] == "completed":
+            assert t.state == TrialState.COMPLETE and t.value == pytest.approx(t.intermediate_values[MAX_EPOCHS])
+        elif row["ended"].startswith("stopped"):
+            assert t.state == TrialState.PRUNED  # Ray alone would say COMPLETE
+            assert sorted(t.intermediate_values) == list(range(1, row["epochs"] + 1))
+        else:
+            assert t.state == TrialState.FAIL
+
+
+def test_tensorboard_event_files_hold_curves_and_hparams(search_dir, leaderboard):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for _, row in leaderboard.iterrows():
+        acc = EventAccumulator(str(search_dir / row["trial_id"]))
+        acc.Reload()
+        tags = acc.Tags()
+        if not row["ended"].startswith("error"):
+            steps = [e.step for e in acc.Scalars("ray/tune/val_acc")]
+            assert steps == list(range(1, row["epochs"] + 1))
+            assert max(e.value for e in acc.Scalars("ray/tune/val_acc")) == pytest.approx(row["best_val_acc"])
+        assert "_hparams_/session_start_info" in tags["tensors"] + tags.get("scalars", []) or \
+            any("session_start" in t for t in acc.summary_metadata)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url, body):
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_tensorboard_hparams_tab_shows_every_trial(search_dir, leaderboard):
+    """Start TensorBoard on the finished run and read what its HParams tab would show."""
+    port = _free_port()
+    tb = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(search_dir), "--port", str(port),
+                           "--host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/data/plugin/hparams"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                experiment = _post(f"{base}/experiment", {"experimentName": ""})
+                groups = _post(f"{base}/session_groups", {
+                    "experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
+                    "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]})
+                if groups.get("totalSize", 0) >= NUM_SAMPLES:
+                    break
+            except OSError:
+                pass
+            assert time.time() < deadline, "TensorBoard did not list every trial within 60 s"
+            time.sleep(1)
+    finally:
+        tb.terminate()
+        tb.wait(10)
+    assert {"lr", "batch_size", "head", "head_hidden"} <= {h["name"] for h in experiment["hparamInfos"]}
+    assert "ray/tune/val_acc" in {m["name"]["tag"] for m in experiment["metricInfos"]}
+    sessions = {g["name"]: g for g in groups["sessionGroups"]}
+    assert set(sessions) == set(leaderboard["trial_id"])
+    for _, row in leaderboard.iterrows():
+        group = sessions[row["trial_id"]]
+        assert group["hparams"]["lr"] == pytest.approx(row["lr"])
+        assert ("head_hidden" in group["hparams"]) == (row["head"] == "mlp")
+        status = group["sessions"][0]["status"]
+        if row["ended"].startswith("error"):
+            assert status == "STATUS_FAILURE"
+        else:
+            assert status == "STATUS_SUCCESS"
+            values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
+            assert values["ray/tune/val_acc"] == pytest.approx(
+                _last_val_acc(search_dir / row["trial_id"]), abs=1e-6)
+
+
+def _last_val_acc(trial_dir: Path) -> float:
+    return json.loads((trial_dir / "result.json").read_text().splitlines()[-1])["val_acc"]
+
+
+def test_existing_name_is_refused_and_nothing_overwritten(search_dir, capsys):
+    before = (search_dir / "leaderboard.csv").read_bytes()
+    code = search_main(["--space", str(search_dir / "space.py"), "--data", "builtin:digits",
+                        "--storage", str(search_dir.parent), "--name", "toy"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "A search named 'toy' already exists" in err and "nothing was overwritten" in err
+    assert "python search/run.py --name toy --resume" in err
+    assert (search_dir / "leaderboard.csv").read_bytes() == before
