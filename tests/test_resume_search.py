@@ -1,0 +1,87 @@
+"""An interrupted search (killed driver, or Ctrl-C) continues with --resume: no finished trial re-runs,
+the interrupted trial continues from its checkpoint, and the searcher keeps its state."""
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import make_image_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+NUM_SAMPLES, MAX_EPOCHS = 5, 3
+SPACE = f'''
+SETTINGS = {{"num_samples": {NUM_SAMPLES}, "max_epochs": {MAX_EPOCHS}, "grace_period": {MAX_EPOCHS},
+            "cpus_per_trial": 1, "max_concurrent": 1, "train_size": 32, "eval_size": 32,
+            "trial": {{"num_workers": 0, "backbone": "resnet10t", "batch_size": 8}}}}
+
+def define(trial):
+    trial.suggest_float("lr", 1e-3, 5e-2, log=True)
+'''
+
+
+def trial_dirs(experiment: Path) -> list[Path]:
+    return sorted(p for p in experiment.iterdir() if (p / "params.json").exists()) if experiment.exists() else []
+
+
+def study_params(experiment: Path) -> list[dict]:
+    state = max(experiment.glob("searcher-state-*.pkl"), key=lambda p: p.stat().st_mtime)  # one per session
+    study = pickle.loads(state.read_bytes())["_ot_study"]
+    return [t.params for t in sorted(study.trials, key=lambda t: t.number)]
+
+
+def iterations(trial_dir: Path) -> list[int]:
+    path = trial_dir / "result.json"
+    return [json.loads(line)["training_iteration"] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.parametrize("interrupt", [signal.SIGKILL, signal.SIGINT], ids=["killed-driver", "ctrl-c"])
+def test_interrupted_search_resumes(tmp_path, interrupt):
+    data = make_image_folder(tmp_path / "data")
+    space = tmp_path / "space.py"
+    space.write_text(SPACE)
+    storage = tmp_path / "results"
+    experiment = storage / "resumable"
+    cmd = [sys.executable, "search/run.py", "--storage", str(storage), "--name", "resumable"]
+    log = open(tmp_path / "first.log", "w")
+    driver = subprocess.Popen(cmd + ["--space", str(space), "--data", str(data)], cwd=ROOT, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    # Interrupt once two trials have finished and the third has written its first checkpoint.
+    deadline = time.time() + 240
+    while not (len(trial_dirs(experiment)) >= 3 and list(trial_dirs(experiment)[-1].glob("checkpoint_*"))):
+        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        assert time.time() < deadline, "the search made no progress"
+        time.sleep(0.5)
+    time.sleep(1)  # let Tune save its experiment state
+    if interrupt == signal.SIGKILL:
+        os.killpg(driver.pid, signal.SIGKILL)
+    else:
+        driver.send_signal(signal.SIGINT)
+    driver.wait(120)
+    log.close()
+    first_log = (tmp_path / "first.log").read_text()
+    if interrupt == signal.SIGINT:
+        assert "To continue" in first_log and "--name resumable --resume" in first_log
+
+    finished = {d.name: iterations(d) for d in trial_dirs(experiment) if len(iterations(d)) == MAX_EPOCHS}
+    assert len(finished) >= 2
+    params_before = study_params(experiment)
+
+    resumed = subprocess.run(cmd + ["--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+
+    table = pd.read_csv(experiment / "leaderboard.csv")
+    assert len(table) == NUM_SAMPLES and (table["ended"] == "completed").all()
+    for name, its in finished.items():  # no finished trial ran again
+        assert iterations(experiment / name) == its
+    for d in trial_dirs(experiment):  # every trial's epochs run once each: resumed, not restarted
+        assert iterations(d) == list(range(1, MAX_EPOCHS + 1)), d.name
+    params_after = study_params(experiment)
+    assert len(params_after) == NUM_SAMPLES
+    assert params_after[: len(params_before)] == params_before  # the searcher kept its state
