@@ -13,8 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m trainable --data builtin:digits --backbone resnet10t --train-size 32 --eval-size 32 \
-		--epochs 3 --batch-size 64 --lr 3e-3 --out results/trials/demo-$$(date +%Y%m%d-%H%M%S)
+	$(PY) search/run.py --space spaces/quick.py
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

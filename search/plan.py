@@ -53,6 +53,10 @@ class Plan:
         name = args.name or f"{(args.space.stem if args.space else 'search')}-{time.strftime('%Y%m%d-%H%M%S')}"
         _check_name(name)
         out_dir = local_root / name
+        experiment = f"{storage.rstrip('/')}/{name}"
+        if args.resume and not _can_restore(experiment):
+            raise UserError(f"No search named {name!r} in {storage} to resume. "
+                            f"Start it without --resume: python search/run.py --space SPACE --name {name}")
         space = _load(args, out_dir)
         data_spec = args.data or space.settings.data
         root = resolve_data_root(data_spec)
@@ -68,13 +72,7 @@ class Plan:
         return plan
 
     def _check_existing(self) -> None:
-        from ray import tune
-
-        exists = tune.Tuner.can_restore(self.experiment_path)
-        if self.resume and not exists:
-            raise UserError(f"No search named {self.name!r} in {self.storage} to resume. "
-                            f"Start it without --resume: python search/run.py --space SPACE --name {self.name}")
-        if not self.resume and (exists or self.out_dir.exists()):
+        if not self.resume and (_can_restore(self.experiment_path) or self.out_dir.exists()):
             raise UserError(f"A search named {self.name!r} already exists in {self.storage}; nothing was "
                             f"overwritten. To continue it: {self.resume_command}   (or pick another --name)")
 
@@ -133,6 +131,12 @@ def _load(args, out_dir: Path) -> Space:
             except UserError as err:
                 raise UserError(f"Command-line override: {err}") from None
     return space
+
+
+def _can_restore(experiment_path: str) -> bool:
+    from ray import tune
+
+    return tune.Tuner.can_restore(experiment_path)
 
 
 def _check_name(name: str) -> None:

@@ -81,7 +81,7 @@ class Space:
 def load_space(path: str | Path) -> Space:
     path = Path(path)
     if not path.is_file():
-        hint = ", ".join(sorted(p.name for p in Path("spaces").glob("*.py"))) if Path("spaces").is_dir() else ""
+        hint = ", ".join(sorted(p.name for p in Path("spaces").glob("[!_]*.py"))) if Path("spaces").is_dir() else ""
         raise SpaceError(f"Space file {path} does not exist." + (f" Available in spaces/: {hint}." if hint else ""))
     module = _import(path)
     define = getattr(module, "define", None)

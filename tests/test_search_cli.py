@@ -1,0 +1,67 @@
+"""search/run.py's user mistakes end in one clear message and write nothing; --dry-run runs nothing."""
+from pathlib import Path
+
+import pytest
+
+from conftest import make_image_folder
+from search.run import main as search_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def data(tmp_path):
+    return make_image_folder(tmp_path / "data")
+
+
+def run(capsys, *args):
+    code = search_main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path, data, capsys):
+    storage = tmp_path / "results"
+    code, out, err = run(capsys, "--space", str(ROOT / "spaces/quick.py"), "--data", str(data), "--storage",
+                         str(storage), "--name", "plan", "--dry-run")
+    assert code == 0, err
+    assert "3 classes, 36 train, 12 val, 6 test" in out
+    assert "12 trials, metric val_acc (max)" in out and "ASHA over epochs: max 6, grace 1, reduction 3" in out
+    assert "1 CPU per trial; max concurrent 2" in out and "1 warm starts" in out
+    assert "Dry run: nothing was started." in out
+    assert not storage.exists()
+
+
+def test_smoke_test_shrinks_the_run(tmp_path, data, capsys):
+    code, out, _ = run(capsys, "--space", str(ROOT / "spaces/full.py"), "--data", str(data), "--storage",
+                       str(tmp_path / "r"), "--gpus-per-trial", "0", "--cpus-per-trial", "1", "--smoke-test",
+                       "--dry-run")
+    assert code == 0
+    assert "2 trials" in out and "max 1, grace 1" in out and "train 64px, eval 64px" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--space", "spaces/nope.py"], "Space file spaces/nope.py does not exist. Available in spaces/: full.py, quick.py"),
+    (["--space", "spaces/quick.py", "--data", "/no/such/data"], "Dataset folder /no/such/data does not exist"),
+    (["--space", "spaces/quick.py", "--data", "builtin:digitz"], "Unknown built-in dataset 'builtin:digitz'"),
+    (["--space", "spaces/full.py", "--data", "builtin:digits"],
+     "spaces/full.py asks for 1 GPU per trial, but this machine has 0. Pass --gpus-per-trial 0"),
+    (["--space", "spaces/quick.py", "--cpus-per-trial", "64"], "asks for 64 CPUs per trial, but this machine has"),
+    (["--space", "spaces/quick.py", "--num-samples", "0"],
+     "Command-line override: Search setting key 'num_samples' has value 0, but must be int in [1, 1000000]"),
+    (["--resume"], "--resume needs --name"),
+    (["--name", "ghost", "--resume", "--storage", "STORAGE"], "No search named 'ghost'"),
+    (["--name", "x", "--resume", "--num-samples", "3"], "--num-samples cannot change a search being resumed"),
+    (["--space", "spaces/quick.py", "--name", "a/b"], "must be a plain folder name"),
+    ([], "--space is required"),
+])
+def test_user_errors(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    args = [str(tmp_path) if a == "STORAGE" else a for a in args]
+    if "--storage" not in args:
+        args += ["--storage", str(tmp_path / "results")]
+    code, out, err = run(capsys, *args, "--dry-run")
+    assert code == 2
+    assert message in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "results").exists()
