@@ -17,6 +17,7 @@ import platform
 import statistics
 import time
 
+import timm.scheduler
 import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets
@@ -29,8 +30,6 @@ from trainable.losses import class_weights
 from trainable.model import build_model, uses_channels_last
 from trainable.transforms import data_config_for
 from trainable.trial import make_loaders, make_optimizer, pick_amp_dtype, pick_device
-
-import timm.scheduler
 
 
 class Limited:

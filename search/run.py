@@ -6,10 +6,7 @@ summary. Nothing is run before the space, the data and every backbone's budget h
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import time
 from pathlib import Path
 
 from trainable.errors import UserError

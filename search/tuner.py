@@ -14,13 +14,13 @@ from search.space_file import Space
 from search.tune_reporter import tune_trial
 
 
-def make_searcher(space: Space, *, truthful: bool = True) -> PrunedAwareOptunaSearch:
+def make_searcher(space: Space, *, truthful: bool = True, sampler=None) -> PrunedAwareOptunaSearch:
     s = space.settings
     return PrunedAwareOptunaSearch(
         space=space.define,
         metric=s.metric,  # a define-by-run space needs metric and mode on the searcher itself
         mode=s.mode,
-        sampler=optuna.samplers.TPESampler(seed=s.seed),
+        sampler=sampler or optuna.samplers.TPESampler(seed=s.seed),
         points_to_evaluate=[dict(p) for p in space.warm_starts] or None,
         max_epochs=s.max_epochs,
         truthful=truthful,

@@ -1,0 +1,100 @@
+"""Predict a folder of images with a run's saved ensemble (results/<name>/ensemble.json); no search needed.
+
+    python search/predict.py results/<name> IMAGES_DIR [--out predictions.csv]
+
+IMAGES_DIR is flat (like DATA/test). The output is `image_name,pred_label`: the file stem and the
+original class-folder name. Every member's checkpoint must still exist: the ensemble's weights were
+chosen with all of them, so a missing one is an error here, not a skip.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from search.ensemble import MANIFEST, EnsembleError, Inference, Member, write_predictions
+from search.ensemble_strategies import combine
+from trainable.data import CORRUPT, NOT_IMAGE, scan_images
+from trainable.errors import UserError
+
+
+def read_manifest(run_dir: Path) -> dict:
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        raise EnsembleError(f"No ensemble at {path}. Build one first: python search/ensemble.py {run_dir}")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise EnsembleError(f"{path} is not valid JSON ({err}); rebuild it with python search/ensemble.py {run_dir}") from err
+
+
+def list_images(folder: Path, min_side: int, say=print) -> list[str]:
+    """The usable images directly in `folder`, sorted; unusable files are skipped with one counted message."""
+    folder = Path(folder).expanduser().absolute()
+    if not folder.is_dir():
+        raise EnsembleError(f"Image folder {folder} {'is not a folder' if folder.exists() else 'does not exist'}.")
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    files = [str(p) for p in entries if p.is_file()]
+    scans = scan_images(folder, files)
+    usable = [p for p in files if scans[p][0] not in (NOT_IMAGE, CORRUPT) and min(scans[p][1:]) >= min_side]
+    ignored = len(entries) - len(usable)
+    if ignored:
+        say(f"Skipped {ignored} of {len(entries)} entries in {folder}: sub-folders, non-images, corrupt images "
+            f"or images smaller than {min_side} px (the folder is read flat).")
+    if not usable:
+        raise EnsembleError(f"{folder} has no usable images to predict.")
+    return usable
+
+
+def predict_folder(run_dir: Path, images_dir: Path, out: Path | None = None, say=print) -> Path:
+    """Write the ensemble's predictions for every image in images_dir; returns the CSV's path."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    files = list_images(images_dir, manifest["min_image_side"], say)
+    inference = Inference(**manifest["inference"])
+    logits = [_member_logits(m, manifest["classes"], files, inference) for m in manifest["members"]]
+    weights = np.array([m["weight"] for m in manifest["members"]])
+    pred = combine(manifest["strategy"], np.stack(logits), weights).argmax(axis=1)
+    out = Path(out) if out else run_dir / f"prediction-{Path(images_dir).absolute().name}.csv"
+    write_predictions(out, files, pred, manifest["classes"], say)
+    say(f"Predictions for {len(files)} images ({manifest['strategy']} of {len(logits)} member(s)): {out}")
+    return out
+
+
+def _member_logits(entry: dict, classes: list[str], files: list[str], inference: Inference) -> np.ndarray:
+    try:
+        member = Member.load(Path(entry["checkpoint"]))
+    except Exception as err:
+        raise EnsembleError(f"Ensemble member {entry['trial_id']}'s checkpoint {entry['checkpoint']} cannot be "
+                            f"loaded ({type(err).__name__}: {err}); rebuild the ensemble with "
+                            "python search/ensemble.py.") from err
+    if member.classes != classes:
+        raise EnsembleError(f"Ensemble member {entry['trial_id']}'s checkpoint has other classes than the ensemble; "
+                            "it was overwritten since. Rebuild the ensemble with python search/ensemble.py.")
+    return member.logits(files, inference)[0]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python search/predict.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path, help="a results folder holding ensemble.json")
+    p.add_argument("images_dir", type=Path, help="a flat folder of images")
+    p.add_argument("--out", type=Path, help="output CSV (default: RUN_DIR/prediction-<folder name>.csv)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        predict_folder(args.run_dir, args.images_dir, args.out)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
