@@ -2,7 +2,7 @@
 
 SETTINGS = {
     "metric": "val_acc", "mode": "max", "num_samples": 1000,  # the epoch budget ends each search
-    "max_epochs": 6, "grace_period": 1, "reduction_factor": 3,
+    "max_epochs": 4, "grace_period": 1, "reduction_factor": 2,
     "cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent": 2,
     "train_size": 32, "eval_size": 32, "seed": 0, "data": "../shared/datasets/tiny100",
     "max_failures": 0,

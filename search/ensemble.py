@@ -80,7 +80,8 @@ class Member:
     """A checkpoint rebuilt into an evaluable model."""
 
     model: nn.Module
-    cfg: TrialConfig
+    cfg: TrialConfig  # as rebuilt for inference (pretrained off)
+    config: dict      # as the trial ran
     data_config: dict
     classes: list[str]
 
@@ -92,7 +93,7 @@ class Member:
         cfg = TrialConfig.from_dict({**saved["config"], "pretrained": False, "weights_file": ""})
         model = build_model(cfg, len(saved["classes"]))
         model.load_state_dict(saved["model"])
-        return cls(model, cfg, saved["data_config"], list(saved["classes"]))
+        return cls(model, cfg, saved["config"], saved["data_config"], list(saved["classes"]))
 
     def logits(self, samples, inference: Inference) -> tuple[np.ndarray, np.ndarray]:
         """(logits [N, C], labels [N]; -1 for bare paths) in the order of `samples`."""
@@ -195,7 +196,7 @@ class Loader:
         return cached.val_samples == list(index.val) and cached.test_files == list(index.test)
 
     def _compute(self, trial_id: str, checkpoint: Path, member: Member) -> Candidate:
-        index = self.index_for(member.cfg.to_dict())
+        index = self.index_for(member.config)
         if member.classes != list(index.classes):
             raise EnsembleError(f"Trial {trial_id} was trained on classes {member.classes[:5]}..., but "
                                 f"{index.root} now has {list(index.classes)[:5]}...; its predictions would be "
@@ -204,7 +205,7 @@ class Loader:
                  f"{len(index.val)} val and {len(index.test)} test images")
         val_logits, _ = member.logits(list(index.val), self.inference)
         test_logits, _ = member.logits(list(index.test), self.inference)
-        return Candidate(trial_id, str(checkpoint), member.cfg.to_dict(), member.classes,
+        return Candidate(trial_id, str(checkpoint), member.config, member.classes,
                          count_parameters(member.model), list(index.val), val_logits, list(index.test), test_logits)
 
     def _skip(self, trial_id: str, reason: str) -> None:
@@ -403,6 +404,8 @@ def plot_confusion(run_dir: Path, labels, pred, classes: list[str], selection) -
     ax.set_title(f"{selection.strategy} ensemble on val (rows normalised)")
     fig.savefig(run_dir / CONFUSION_PNG, dpi=100)
 
+    for old in (run_dir / TENSORBOARD_DIR).glob("events.out.tfevents.*"):
+        old.unlink()  # TensorBoard shows the current ensemble, not every earlier attempt on top of it
     with SummaryWriter(str(run_dir / TENSORBOARD_DIR)) as writer:
         writer.add_figure("ensemble/confusion_matrix_val", fig, close=False)
         scores = selection.strategies[selection.strategy]
@@ -426,7 +429,7 @@ def summary(manifest: dict) -> str:
         members[["params_m", "acc", "macro_f1"]].to_string(float_format="%.4f"),
         f"Strategies (val: fitted and scored on all of val; cv: out-of-fold; chosen by "
         f"{manifest['selection']['picked_by']}):",
-        pd.DataFrame(rows).T.to_string(float_format="%.4f"),
+        pd.DataFrame.from_dict(rows, orient="index").to_string(float_format="%.4f"),
         f"Ensemble: {manifest['strategy']} of {len(manifest['members'])} member(s), "
         f"{manifest['param_total'] / 1e6:.2f}M of {manifest['budget_m']:g}M parameters: {chosen}.",
         f"Worst classes on val: {worst}.",

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from functools import cached_property
+
 import numpy as np
 
 STRATEGIES = ("best_single", "softmax_average", "logit_average", "majority_vote", "caruana")
@@ -39,34 +41,37 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def combine(strategy: str, logits: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Ensemble scores [N, C]: the prediction is their argmax."""
+    return combine_with_probs(strategy, logits, weights)[0]
+
+
+def combine_with_probs(strategy: str, logits: np.ndarray, weights: np.ndarray,
+                       probs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(scores [N, C], class probabilities [N, C]); the probabilities feed the log-loss tie-breaker, and a
+    vote's are its voters' mean softmax. `probs` = softmax(logits), when the caller has it already."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}.")
     w = np.asarray(weights, dtype=np.float64)
+    active = np.flatnonzero(w)  # members with weight 0 cost nothing
+    w = w[active] / w[active].sum()
     if strategy == "logit_average":
-        return np.tensordot(w / w.sum(), logits, axes=1)
-    if strategy == "majority_vote":
-        return vote_scores(logits[w > 0])
-    if strategy in ("softmax_average", "caruana", "best_single"):
-        return np.tensordot(w / w.sum(), softmax(logits), axes=1)
-    raise ValueError(f"Unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}.")
+        scores = np.tensordot(w, logits[active], axes=1)
+        return scores, softmax(scores)
+    member_probs = softmax(logits[active]) if probs is None else probs[active]
+    if strategy == "majority_vote":  # one vote per member in the ensemble, whatever its weight
+        return vote_scores(logits[active], member_probs), member_probs.mean(axis=0)
+    mean = np.tensordot(w, member_probs, axes=1)  # softmax_average, caruana, best_single
+    return mean, mean
 
 
-def vote_scores(logits: np.ndarray) -> np.ndarray:
+def vote_scores(logits: np.ndarray, probs: np.ndarray | None = None) -> np.ndarray:
     """One vote per member; ties broken by the summed softmax of all voters.
 
     votes + softmax_sum / (M + 1): the tie-breaker is < 1, so it never outweighs a whole vote.
     """
     m, _, c = logits.shape
+    probs = softmax(logits) if probs is None else probs
     votes = np.eye(c)[logits.argmax(axis=-1)].sum(axis=0)
-    return votes + softmax(logits).sum(axis=0) / (m + 1)
-
-
-def ensemble_probs(strategy: str, logits: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Class probabilities [N, C], used for the log-loss tie-breaker (a vote uses its voters' mean softmax)."""
-    if strategy == "logit_average":
-        return softmax(combine(strategy, logits, weights))
-    w = np.asarray(weights, dtype=np.float64)
-    if strategy == "majority_vote":
-        w = (w > 0).astype(np.float64)
-    return np.tensordot(w / w.sum(), softmax(logits), axes=1)
+    return votes + probs.sum(axis=0) / (m + 1)
 
 
 # ---------------------------------------------------------------------------------------- metrics
@@ -111,6 +116,10 @@ class Problem:
     min_gain: float = 0.0
     max_rounds: int = 25  # Caruana's additions
 
+    @cached_property
+    def probs(self) -> np.ndarray:
+        return softmax(self.logits)  # once per problem, not once per candidate ensemble
+
     @property
     def num_members(self) -> int:
         return self.logits.shape[0]
@@ -134,11 +143,13 @@ class Problem:
 
         The log-loss only separates ensembles whose metric ties: accuracy moves in steps of 1/N.
         """
-        pred = combine(strategy, self.logits, weights).argmax(axis=1)
-        value = metric_value(self.metric, pred, self.labels, self.num_classes)
+        scores, probs = self.predict(strategy, weights)
+        value = metric_value(self.metric, scores.argmax(axis=1), self.labels, self.num_classes)
         extra_members = int((weights > 0).sum()) - 1
-        return (value - self.min_gain * extra_members,
-                -log_loss(ensemble_probs(strategy, self.logits, weights), self.labels))
+        return value - self.min_gain * extra_members, -log_loss(probs, self.labels)
+
+    def predict(self, strategy: str, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return combine_with_probs(strategy, self.logits, weights, self.probs)
 
 
 def uniform_weights(members, num_members: int) -> np.ndarray:
@@ -256,8 +267,9 @@ def out_of_fold_scores(problem: Problem, strategy: str, folds: np.ndarray) -> di
     for k in np.unique(folds):
         held_out, rest = folds == k, folds != k
         weights = fit(problem.rows(rest), strategy)
-        pred[held_out] = combine(strategy, problem.logits[:, held_out], weights).argmax(axis=1)
-        probs[held_out] = ensemble_probs(strategy, problem.logits[:, held_out], weights)
+        scores, fold_probs = problem.rows(held_out).predict(strategy, weights)
+        pred[held_out] = scores.argmax(axis=1)
+        probs[held_out] = fold_probs
     return {"acc": accuracy(pred, problem.labels), "macro_f1": macro_f1(pred, problem.labels, c),
             "log_loss": log_loss(probs, problem.labels)}
 
@@ -274,10 +286,11 @@ class Selection:
 
 
 def score_weights(problem: Problem, strategy: str, weights: np.ndarray) -> dict:
-    pred = combine(strategy, problem.logits, weights).argmax(axis=1)
+    scores, probs = problem.predict(strategy, weights)
+    pred = scores.argmax(axis=1)
     return {"acc": accuracy(pred, problem.labels),
             "macro_f1": macro_f1(pred, problem.labels, problem.num_classes),
-            "log_loss": log_loss(ensemble_probs(strategy, problem.logits, weights), problem.labels)}
+            "log_loss": log_loss(probs, problem.labels)}
 
 
 def select_ensemble(logits: np.ndarray, labels: np.ndarray, param_counts, *, budget: float,

@@ -38,6 +38,8 @@ def execute(plan) -> int:
     if len(table) and not table.iloc[0]["ended"].startswith("error"):
         best_config = _config_of(results, table.iloc[0]["trial_id"])
     write_leaderboard(plan.out_dir, table, best_config)
+    if plan.ensemble_top_k and best_config is not None:
+        _ensemble(plan)
     print()
     print(summary(table, metric=s.metric, max_epochs=s.max_epochs, out_dir=plan.out_dir,
                   storage_dir=plan.experiment_path))
@@ -47,6 +49,19 @@ def execute(plan) -> int:
               f"{plan.resume_command}", file=sys.stderr)
         return 130
     return 0
+
+
+def _ensemble(plan) -> None:
+    """The search's last stage; its problems (e.g. no DATA/test) are reported, never fail the search."""
+    from search.ensemble import build_ensemble
+    from trainable.errors import UserError
+
+    print("\nEnsemble of the top trials:")
+    try:
+        build_ensemble(plan.out_dir, top_k=plan.ensemble_top_k,
+                       budget_m=plan.space.settings.trial.get("param_budget_m", 100.0))
+    except UserError as err:
+        print(f"Ensemble: {err}")
 
 
 def _config_of(results, trial_id: str) -> dict:

@@ -28,6 +28,7 @@ class Plan:
     out_dir: Path        # our files (leaderboard, best_config, ...) on the driver's disk
     resume: bool
     address: str | None
+    ensemble_top_k: int = 5
 
     @property
     def experiment_path(self) -> str:
@@ -65,7 +66,9 @@ class Plan:
         index = index_dataset(root, val_fraction=trial_defaults.get("val_fraction", 0.1),
                               seed=space.settings.seed, min_image_side=trial_defaults.get("min_image_side", 8))
         check_space(space, num_classes=len(index.classes), data=data)
-        plan = cls(space, data, index, name, storage, out_dir, args.resume, args.address)
+        if args.ensemble_top_k < 0:
+            raise UserError(f"--ensemble-top-k is {args.ensemble_top_k}, but must be >= 0 (0 skips the ensemble).")
+        plan = cls(space, data, index, name, storage, out_dir, args.resume, args.address, args.ensemble_top_k)
         plan._check_existing()
         if not args.address:
             _check_local_resources(space)

@@ -198,3 +198,14 @@ def test_existing_name_is_refused_and_nothing_overwritten(search_dir, capsys):
     assert "A search named 'toy' already exists" in err and "nothing was overwritten" in err
     assert "python search/run.py --name toy --resume" in err
     assert (search_dir / "leaderboard.csv").read_bytes() == before
+
+
+def test_search_ends_with_an_ensemble_and_test_predictions(search_dir, leaderboard):
+    manifest = json.loads((search_dir / "ensemble.json").read_text())
+    finished = set(leaderboard.loc[leaderboard["ended"] == "completed", "trial_id"])
+    assert manifest["members"] and {m["trial_id"] for m in manifest["members"]} <= finished
+    assert manifest["param_total"] <= 100e6
+    predictions = pd.read_csv(search_dir / "prediction.csv", dtype=str)
+    assert list(predictions.columns) == ["image_name", "pred_label"]
+    assert sorted(predictions["image_name"]) == [f"t{i:03d}" for i in range(6)]
+    assert set(predictions["pred_label"]) <= {"a", "b", "c", "d", "e"}
