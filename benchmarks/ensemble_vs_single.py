@@ -1,0 +1,53 @@
+"""Test accuracy of a search's ensemble against its best single member, from one search run.
+
+Reads results/<name>/ensemble.json and prediction.csv (written by the search's ensemble stage), the
+candidates' cached test logits in ensemble_cache/, and DATA/test_labels.csv (image_name,label).
+"Best single member" is the candidate with the best validation accuracy — what you would submit
+without an ensemble; every candidate's test accuracy is listed too.
+
+    python benchmarks/ensemble_vs_single.py results/<name> --labels ../shared/datasets/tiny100/test_labels.csv
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+
+def accuracy(names, predicted_labels, truth: dict) -> float:
+    hits = [truth[n] == p for n, p in zip(names, predicted_labels)]
+    return sum(hits) / len(hits)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--labels", type=Path, required=True)
+    args = p.parse_args()
+    truth = dict(pd.read_csv(args.labels, dtype=str).itertuples(index=False, name=None))
+    manifest = json.loads((args.run_dir / "ensemble.json").read_text())
+    predictions = pd.read_csv(args.run_dir / "prediction.csv", dtype=str)
+    rows = []
+    for entry in manifest["scores"]["members"]:
+        (cache,) = (args.run_dir / "ensemble_cache").glob(f"{entry['trial_id']}-*plain-eval*.pt")
+        c = torch.load(cache, weights_only=False)
+        names = [Path(f).stem for f in c["test_files"]]
+        pred = [c["classes"][i] for i in c["test_logits"].argmax(axis=1)]
+        rows.append({"model": entry["trial_id"], "val_acc": entry["val"]["acc"], "test_acc": accuracy(names, pred, truth),
+                     "params_m": entry["param_count"] / 1e6})
+    members = pd.DataFrame(rows).sort_values("val_acc", ascending=False)
+    best = members.iloc[0]
+    ensemble_test = accuracy(predictions["image_name"], predictions["pred_label"], truth)
+    chosen = "+".join(f"{m['trial_id']}x{m['weight']:.2f}" for m in manifest["members"])
+    print(members.to_markdown(index=False, floatfmt=".4f"))
+    summary = {"ensemble": manifest["strategy"], "members": chosen, "params_m": manifest["param_total"] / 1e6,
+               "ensemble_test_acc": ensemble_test, "best_single": best["model"], "best_single_test_acc": best["test_acc"],
+               "gain": ensemble_test - best["test_acc"], "test_images": len(predictions)}
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
