@@ -122,3 +122,13 @@ def test_cli_user_errors_are_one_line_messages(args, message, capsys, tmp_path, 
     assert trainable_main(args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_head_and_backbone_learning_rates(toy_data, tmp_path):
+    out = tmp_path / "run"
+    final = train_trial({**TINY, "epochs": 1, "lr": 1e-3, "head_lr_mult": 10.0, "scheduler": "step",
+                         "decay_epochs": 100, "data": str(toy_data)}, LocalReporter(out, printer=lambda _: None))
+    assert final["lr"] == pytest.approx(1e-3) and final["head_lr"] == pytest.approx(1e-2)
+    frozen = train_trial({**TINY, "epochs": 1, "frozen_stages": 4, "scheduler": "step", "decay_epochs": 100,
+                          "data": str(toy_data)}, LocalReporter(tmp_path / "frozen", printer=lambda _: None))
+    assert frozen["lr"] == 0.0 and frozen["head_lr"] == pytest.approx(TINY["lr"])

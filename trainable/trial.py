@@ -77,7 +77,7 @@ def train_trial(config: dict, reporter) -> dict:
         scheduler.step(epoch + 1, metric=val["val_acc"])
         metrics = {
             "epoch": epoch + 1, "train_loss": train["train_loss"], **val,
-            "lr": optimizer.param_groups[0]["lr"], "head_lr": optimizer.param_groups[-1]["lr"],
+            "lr": current_lr(optimizer, "backbone"), "head_lr": current_lr(optimizer, "head"),
             "epoch_seconds": time.perf_counter() - started, "train_images_per_s": train["train_images_per_s"],
             "param_count": n_params, "device": device.type,
         }
@@ -126,15 +126,20 @@ def make_loaders(cfg: TrialConfig, index: DatasetIndex, data_config: dict, gener
     return train, val
 
 
+def current_lr(optimizer, part: str) -> float:
+    """The scheduled lr of the backbone or head groups (0.0 for a fully frozen backbone)."""
+    return next((g["lr"] for g in optimizer.param_groups if g.get("name") == part), 0.0)
+
+
 def make_optimizer(cfg: TrialConfig, model) -> torch.optim.Optimizer:
     """Four groups: backbone/head x decay/no-decay. Norms and biases (ndim <= 1) get no weight decay."""
     groups = []
-    for part, lr in ((model.backbone, cfg.lr), (model.head, cfg.lr * cfg.head_lr_mult)):
+    for name, part, lr in (("backbone", model.backbone, cfg.lr), ("head", model.head, cfg.lr * cfg.head_lr_mult)):
         params = [p for p in part.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim > 1]
         no_decay = [p for p in params if p.ndim <= 1]
-        groups += [{"params": decay, "lr": lr, "weight_decay": cfg.weight_decay},
-                   {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
+        groups += [{"params": decay, "lr": lr, "weight_decay": cfg.weight_decay, "name": name},
+                   {"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": name}]
     groups = [g for g in groups if g["params"]]
     # timm's "sgd" is Nesterov SGD; "momentum" is plain torch SGD, which is what sgd means here.
     opt = {"sgd": "momentum"}.get(cfg.optimizer, cfg.optimizer)
