@@ -6,6 +6,7 @@ SETTINGS = {
     "cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent": 2,
     "train_size": 32, "eval_size": 32, "seed": 0, "data": "../shared/datasets/tiny100",
     "max_failures": 0,
+    "tpe_startup_trials": 4,  # a search here has ~6-15 trials: with Optuna's default 10, TPE would never model
     "trial": {"backbone": "resnet10t", "batch_size": 128, "num_workers": 0, "scale_min": 0.35},
 }
 

@@ -46,6 +46,7 @@ class SearchSettings:
     train_size: int = field(default=224, metadata=in_range(16, 1024, doc="px"))
     eval_size: int = field(default=224, metadata=in_range(16, 1024, doc="px"))
     seed: int = field(default=0, metadata=in_range(0, 2**31 - 1, doc="sampler and trial seed"))
+    tpe_startup_trials: int = field(default=10, metadata=in_range(1, 100_000, doc="random trials before TPE models (Optuna's default 10)"))
     data: str = field(default="builtin:digits", metadata={"doc": "dataset path or builtin:digits"})
     keep_checkpoints: int = field(default=2, metadata=in_range(1, 1000, doc="best checkpoints kept per trial"))
     max_failures: int = field(default=2, metadata=in_range(0, 1000, doc="retries of a failed trial from its last checkpoint"))

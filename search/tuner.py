@@ -20,7 +20,7 @@ def make_searcher(space: Space, *, truthful: bool = True, sampler=None) -> Prune
         space=space.define,
         metric=s.metric,  # a define-by-run space needs metric and mode on the searcher itself
         mode=s.mode,
-        sampler=sampler or optuna.samplers.TPESampler(seed=s.seed),
+        sampler=sampler or optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.tpe_startup_trials),
         points_to_evaluate=[dict(p) for p in space.warm_starts] or None,
         max_epochs=s.max_epochs,
         truthful=truthful,
