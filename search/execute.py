@@ -38,12 +38,12 @@ def execute(plan) -> int:
     if len(table) and not table.iloc[0]["ended"].startswith("error"):
         best_config = _config_of(results, table.iloc[0]["trial_id"])
     write_leaderboard(plan.out_dir, table, best_config)
-    if plan.ensemble_top_k and best_config is not None:
+    unfinished = s.num_samples - finished - results.num_errors
+    if plan.ensemble_top_k and best_config is not None and unfinished <= 0:  # an interrupted search ensembles on --resume
         _ensemble(plan)
     print()
     print(summary(table, metric=s.metric, max_epochs=s.max_epochs, out_dir=plan.out_dir,
                   storage_dir=plan.experiment_path))
-    unfinished = s.num_samples - finished - results.num_errors
     if unfinished > 0:
         print(f"\nThe search stopped with {unfinished} trial(s) not run or not finished. To continue it: "
               f"{plan.resume_command}", file=sys.stderr)
