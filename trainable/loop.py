@@ -1,6 +1,7 @@
 """train_one_epoch / evaluate: pure functions of (model, data, state), no Ray, run on CPU in tests."""
 from __future__ import annotations
 
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -45,7 +46,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, step: StepSettings, *, 
     num_classes = model.head[-1].out_features
     weight = step.class_weight.to(step.device) if step.class_weight is not None else None
     updates = epoch * len(loader)
-    total_loss, seen = 0.0, 0
+    # Summed on the device: a .item() per step would stall the GPU on every batch.
+    total_loss, seen = torch.zeros((), device=step.device), 0
     start = time.perf_counter()
     for images, labels in loader:
         images, labels = step.to_device(images), labels.to(step.device, non_blocking=True)
@@ -56,8 +58,6 @@ def train_one_epoch(model, loader, optimizer, scheduler, step: StepSettings, *, 
         with step.autocast():
             logits = model(images)
         loss = soft_target_loss(logits, targets, weight, step.focal_gamma)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"loss is {loss.item()} at epoch {epoch}, update {updates}; lower the lr or enable grad_clip")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -75,12 +75,14 @@ def train_one_epoch(model, loader, optimizer, scheduler, step: StepSettings, *, 
         scheduler.step_update(num_updates=updates)
         if ema is not None:
             ema.update(model, step=updates)
-        total_loss += loss.item() * labels.size(0)
+        total_loss += loss.detach() * labels.size(0)
         seen += labels.size(0)
-    if step.device.type == "cuda":
-        torch.cuda.synchronize()
+    mean_loss = total_loss.item() / max(seen, 1)  # the one sync per epoch
     seconds = time.perf_counter() - start
-    return {"train_loss": total_loss / max(seen, 1), "train_images": seen, "train_seconds": seconds,
+    # Checked once per epoch, before any checkpoint of it is written: a NaN epoch never gets saved.
+    if not math.isfinite(mean_loss):
+        raise NonFiniteLossError(f"train loss is {mean_loss} in epoch {epoch}; lower the lr or enable grad_clip")
+    return {"train_loss": mean_loss, "train_images": seen, "train_seconds": seconds,
             "train_images_per_s": seen / seconds if seconds else 0.0}
 
 
