@@ -44,7 +44,9 @@ def test_trial_reports_every_epoch_and_checkpoints(toy_data, tmp_path):
     {"mixup_alpha": 0.4, "cutmix_alpha": 1.0, "ema": True, "ema_decay": 0.9, "augment": "trivialaugment",
      "head": "mlp", "head_hidden": 16, "drop_rate": 0.2, "class_weighting": "inverse", "focal_gamma": 2.0,
      "warmup_epochs": 1, "random_erasing": 0.3, "num_workers": 1},
-], ids=["plain", "everything-on"])
+    {"loader": "cache", "mixup_alpha": 0.4, "augment": "randaugment", "random_erasing": 0.3, "vflip": 0.5,
+     "num_workers": 1},
+], ids=["plain", "everything-on", "cache-loader"])
 def test_resume_continues_exactly(toy_data, tmp_path, extra):
     config = {**TINY, **extra, "data": str(toy_data)}
     straight = tmp_path / "straight"
@@ -65,9 +67,11 @@ def test_resume_continues_exactly(toy_data, tmp_path, extra):
         assert b[2][key] == a[2][key], key
 
 
-def test_val_accuracy_rises_on_learnable_data(toy_data, tmp_path):
+@pytest.mark.parametrize("loader", ["pil", "cache"])
+def test_val_accuracy_rises_on_learnable_data(toy_data, tmp_path, loader):
     out = tmp_path / "run"
-    train_trial({**TINY, "epochs": 4, "lr": 0.02, "data": str(toy_data)}, LocalReporter(out, printer=lambda _: None))
+    train_trial({**TINY, "epochs": 4, "lr": 0.02, "loader": loader, "data": str(toy_data)},
+                LocalReporter(out, printer=lambda _: None))
     rows = read_jsonl(out / "metrics.jsonl")
     assert rows[-1]["val_acc"] > 1 / 3 + 0.2  # well above chance (3 classes)
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]

@@ -32,6 +32,8 @@ class TrialConfig:
     data: str = field(default="builtin:digits", metadata={"doc": "dataset root (DATA/train, DATA/val, DATA/test) or builtin:digits"})
     val_fraction: float = field(default=0.1, metadata=in_range(0.0, 0.5, lo_open=True, doc="stratified hold-out from train when DATA/val is absent"))
     min_image_side: int = field(default=8, metadata=in_range(1, 4096, doc="px; smaller images are skipped with a warning"))
+    loader: str = field(default="pil", metadata=one_of("pil", "cache", doc="pil: decode every image every epoch; cache: decode once per node into a shared uint8 memory map, augment uint8 tensors, normalise/flip/erase on the device"))
+    cache_short_side: int = field(default=0, metadata=in_range(0, 4096, doc="px, loader=cache: short side images are stored at; 0 = max(train_size, eval_size / crop_pct). Give every trial of a search the same value to share one cache"))
     num_workers: int = field(default=2, metadata=in_range(0, 64, doc="DataLoader worker processes"))
     batch_size: int = field(default=64, metadata=in_range(2, 4096, doc="images per optimizer step"))
     # --- image sizes and augmentation ---
@@ -83,6 +85,9 @@ class TrialConfig:
     seed: int = field(default=0, metadata=in_range(0, 2**31 - 1))
     amp: bool = field(default=True, metadata={"doc": "autocast on CUDA (bf16 where supported, else fp16); CPU stays fp32"})
     channels_last: bool = field(default=True, metadata={"doc": "on CUDA only; ResNeSt is kept NCHW"})
+    fused_optimizer: bool = field(default=True, metadata={"doc": "on CUDA: the optimizer's fused kernel (one launch for all parameters)"})
+    cudnn_benchmark: bool = field(default=True, metadata={"doc": "on CUDA: let cuDNN time and pick convolution algorithms (input sizes are fixed)"})
+    compile: bool = field(default=False, metadata={"doc": "torch.compile the model (minutes of compile time; pays off on long GPU runs)"})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrialConfig":
@@ -95,6 +100,16 @@ class TrialConfig:
     def __post_init__(self):
         if self.mixup_active and self.batch_size % 2:
             raise ConfigError(f"batch_size is {self.batch_size}, but mixup/cutmix needs an even batch_size.")
+        needed = self.required_cache_side
+        if self.cache_short_side and self.cache_short_side < needed:
+            raise ConfigError(
+                f"cache_short_side is {self.cache_short_side}, but train_size {self.train_size} and eval_size "
+                f"{self.eval_size} at crop_pct {self.crop_pct} need at least {needed}; set cache_short_side >= {needed} or 0.")
+
+    @property
+    def required_cache_side(self) -> int:
+        """Large enough for the train crop and for eval's resize-then-center-crop."""
+        return max(self.train_size, int(self.eval_size / self.crop_pct))
 
     @property
     def mixup_active(self) -> bool:

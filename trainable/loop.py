@@ -5,6 +5,7 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ class StepSettings:
     label_smoothing: float = 0.0
     focal_gamma: float = 0.0
     class_weight: torch.Tensor | None = None
+    # loader='cache' hands over uint8 batches: these finish them on the device (float, normalise, flips, erasing).
+    train_batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    eval_batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -51,6 +55,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, step: StepSettings, *, 
     start = time.perf_counter()
     for images, labels in loader:
         images, labels = step.to_device(images), labels.to(step.device, non_blocking=True)
+        if step.train_batch_transform is not None:
+            images = step.train_batch_transform(images)
         if mixup is not None:
             images, targets = mixup(images, labels)  # soft targets, label smoothing included
         else:
@@ -74,7 +80,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, step: StepSettings, *, 
         updates += 1
         scheduler.step_update(num_updates=updates)
         if ema is not None:
-            ema.update(model, step=updates)
+            ema.update(getattr(model, "_orig_mod", model), step=updates)  # the uncompiled module
         total_loss += loss.detach() * labels.size(0)
         seen += labels.size(0)
     mean_loss = total_loss.item() / max(seen, 1)  # the one sync per epoch
@@ -92,8 +98,11 @@ def predict_logits(model, loader, step: StepSettings) -> tuple[torch.Tensor, tor
     model.eval()
     all_logits, all_labels = [], []
     for images, labels in loader:
+        images = step.to_device(images)
+        if step.eval_batch_transform is not None:
+            images = step.eval_batch_transform(images)
         with step.autocast():
-            logits = model(step.to_device(images))
+            logits = model(images)
         all_logits.append(logits.float().cpu())
         all_labels.append(labels)
     return torch.cat(all_logits), torch.cat(all_labels)

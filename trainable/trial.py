@@ -8,6 +8,7 @@ import random
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from trainable import checkpoint
+from trainable.cached_pipeline import CachedImageDataset, DeviceBatchTransform, eval_image_transform, train_image_transform
 from trainable.config import TrialConfig
+from trainable.decoded_cache import ensure_decoded
 from trainable.data import DatasetIndex, ImageListDataset, index_dataset, resolve_data_root
 from trainable.errors import UserError
 from trainable.losses import class_weights
@@ -27,65 +30,97 @@ from trainable.model import build_model, count_parameters, uses_channels_last
 from trainable.transforms import data_config_for, eval_transform, mixup_for, train_transform
 
 
-def train_trial(config: dict, reporter) -> dict:
-    """Run (or resume) one trial; returns the last epoch's metrics."""
-    cfg = TrialConfig.from_dict(config)
-    seed_everything(cfg.seed)
-    device = pick_device()
+@dataclass
+class TrialRun:
+    """Everything one trial trains with, built from its config (the benchmarks build the same)."""
 
+    cfg: TrialConfig
+    index: DatasetIndex
+    model: torch.nn.Module        # saved, averaged by EMA
+    step_model: torch.nn.Module   # what the loops call: `model`, or its torch.compile wrapper
+    n_params: int
+    data_config: dict
+    loader_generator: torch.Generator
+    train_loader: DataLoader
+    val_loader: DataLoader
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: object
+    ema: object
+    step: StepSettings
+    mixup: object
+
+
+def setup_run(cfg: TrialConfig, device: torch.device) -> TrialRun:
     index = index_dataset(resolve_data_root(cfg.data), val_fraction=cfg.val_fraction, seed=cfg.seed,
                           min_image_side=cfg.min_image_side)
     num_classes = len(index.classes)
     model = build_model(cfg, num_classes)
-    n_params = count_parameters(model)
     data_config = data_config_for(model.backbone)
     loader_generator = torch.Generator().manual_seed(cfg.seed)
-    train_loader, val_loader = make_loaders(cfg, index, data_config, loader_generator, device)
+    train_loader, val_loader, on_device = make_loaders(cfg, index, data_config, loader_generator, device)
 
     channels_last = device.type == "cuda" and uses_channels_last(cfg)
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
     amp_dtype = pick_amp_dtype(cfg, device)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    optimizer = make_optimizer(cfg, model)
+    optimizer = make_optimizer(cfg, model, fused=cfg.fused_optimizer and device.type == "cuda")
     scheduler, _ = timm.scheduler.create_scheduler_v2(
         optimizer, sched=cfg.scheduler, num_epochs=cfg.epochs, decay_epochs=cfg.decay_epochs,
         decay_rate=cfg.decay_rate, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr, warmup_epochs=cfg.warmup_epochs,
         patience_epochs=cfg.patience_epochs, plateau_mode="max",
         step_on_epochs=cfg.scheduler != "cosine", updates_per_epoch=len(train_loader),
     )
-    ema = timm.utils.ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
     step = StepSettings(
         device=device, amp_dtype=amp_dtype, channels_last=channels_last, grad_clip=cfg.grad_clip,
         label_smoothing=cfg.label_smoothing, focal_gamma=cfg.focal_gamma,
         class_weight=class_weights(index.class_counts(), cfg.class_weighting, cfg.class_weight_beta),
+        train_batch_transform=on_device[0], eval_batch_transform=on_device[1],
     )
-    mixup = mixup_for(cfg, num_classes)
+    return TrialRun(
+        cfg=cfg, index=index, model=model, step_model=torch.compile(model) if cfg.compile else model,
+        n_params=count_parameters(model), data_config=data_config, loader_generator=loader_generator,
+        train_loader=train_loader, val_loader=val_loader, optimizer=optimizer, scheduler=scheduler,
+        scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None,
+        ema=timm.utils.ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None,
+        step=step, mixup=mixup_for(cfg, num_classes),
+    )
+
+
+def train_trial(config: dict, reporter) -> dict:
+    """Run (or resume) one trial; returns the last epoch's metrics."""
+    cfg = TrialConfig.from_dict(config)
+    seed_everything(cfg.seed)
+    run = setup_run(cfg, pick_device())
+    model, ema, optimizer, scheduler, scaler = run.model, run.ema, run.optimizer, run.scheduler, run.scaler
+    index, step = run.index, run.step
 
     start_epoch = 0
     with reporter.checkpoint_to_resume() as resume_dir:
         if resume_dir is not None:
             start_epoch = checkpoint.restore(resume_dir, model=model, ema=ema, optimizer=optimizer,
                                              scheduler=scheduler, scaler=scaler, classes=index.classes,
-                                             loader_generator=loader_generator)
+                                             loader_generator=run.loader_generator)
 
     metrics = {}
     for epoch in range(start_epoch, cfg.epochs):
         started = time.perf_counter()
-        train = train_one_epoch(model, train_loader, optimizer, scheduler, step, epoch=epoch,
-                                mixup=mixup, scaler=scaler, ema=ema)
-        val = evaluate(ema.module if ema is not None else model, val_loader, step)
+        train = train_one_epoch(run.step_model, run.train_loader, optimizer, scheduler, step, epoch=epoch,
+                                mixup=run.mixup, scaler=scaler, ema=ema)
+        val = evaluate(ema.module if ema is not None else run.step_model, run.val_loader, step)
         scheduler.step(epoch + 1, metric=val["val_acc"])
         metrics = {
             "epoch": epoch + 1, "train_loss": train["train_loss"], **val,
             "lr": current_lr(optimizer, "backbone"), "head_lr": current_lr(optimizer, "head"),
             "epoch_seconds": time.perf_counter() - started, "train_images_per_s": train["train_images_per_s"],
-            "param_count": n_params, "device": device.type,
+            "param_count": run.n_params, "device": step.device.type,
         }
         ckpt_dir = Path(tempfile.mkdtemp(prefix="trial-ckpt-"))
         try:
             checkpoint.save(ckpt_dir, model=model, ema=ema, optimizer=optimizer, scheduler=scheduler,
                             scaler=scaler, epoch=epoch + 1, classes=index.classes, config=cfg.to_dict(),
-                            data_config=data_config, metrics=metrics, loader_generator=loader_generator)
+                            data_config=run.data_config, metrics=metrics, loader_generator=run.loader_generator)
             reporter.report(metrics, ckpt_dir)
         finally:
             shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -110,7 +145,8 @@ def pick_amp_dtype(cfg: TrialConfig, device: torch.device) -> torch.dtype | None
 
 
 def make_loaders(cfg: TrialConfig, index: DatasetIndex, data_config: dict, generator: torch.Generator,
-                 device: torch.device) -> tuple[DataLoader, DataLoader]:
+                 device: torch.device) -> tuple[DataLoader, DataLoader, tuple]:
+    """Train and val loaders, and the (train, eval) batch transforms to run on the device (None for pil)."""
     if len(index.train) < cfg.batch_size:
         raise UserError(
             f"batch_size is {cfg.batch_size}, but {index.root} has only {len(index.train)} training images; "
@@ -118,12 +154,22 @@ def make_loaders(cfg: TrialConfig, index: DatasetIndex, data_config: dict, gener
         )
     common = {"num_workers": cfg.num_workers, "pin_memory": device.type == "cuda",
               "persistent_workers": False}
+    if cfg.loader == "cache":
+        decoded = ensure_decoded([p for p, _ in index.train + index.val], cfg.cache_short_side or cfg.required_cache_side,
+                                 workers=max(cfg.num_workers, 1))
+        train_set = CachedImageDataset(decoded, index.train, train_image_transform(cfg, data_config))
+        val_set = CachedImageDataset(decoded, index.val, eval_image_transform(cfg, data_config))
+        on_device = (DeviceBatchTransform(data_config, device, hflip=cfg.hflip, vflip=cfg.vflip,
+                                          random_erasing=cfg.random_erasing),
+                     DeviceBatchTransform(data_config, device))
+    else:
+        train_set = ImageListDataset(index.train, train_transform(cfg, data_config))
+        val_set = ImageListDataset(index.val, eval_transform(cfg, data_config))
+        on_device = (None, None)
     # drop_last: mixup needs even batches, and a batch of one breaks BatchNorm.
-    train = DataLoader(ImageListDataset(index.train, train_transform(cfg, data_config)), batch_size=cfg.batch_size,
-                       shuffle=True, drop_last=True, generator=generator, **common)
-    val = DataLoader(ImageListDataset(index.val, eval_transform(cfg, data_config)), batch_size=cfg.batch_size,
-                     shuffle=False, **common)
-    return train, val
+    train = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=generator, **common)
+    val = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False, **common)
+    return train, val, on_device
 
 
 def current_lr(optimizer, part: str) -> float:
@@ -131,7 +177,7 @@ def current_lr(optimizer, part: str) -> float:
     return next((g["lr"] for g in optimizer.param_groups if g.get("name") == part), 0.0)
 
 
-def make_optimizer(cfg: TrialConfig, model) -> torch.optim.Optimizer:
+def make_optimizer(cfg: TrialConfig, model, *, fused: bool = False) -> torch.optim.Optimizer:
     """Four groups: backbone/head x decay/no-decay. Norms and biases (ndim <= 1) get no weight decay."""
     groups = []
     for name, part, lr in (("backbone", model.backbone, cfg.lr), ("head", model.head, cfg.lr * cfg.head_lr_mult)):
@@ -143,5 +189,7 @@ def make_optimizer(cfg: TrialConfig, model) -> torch.optim.Optimizer:
     groups = [g for g in groups if g["params"]]
     # timm's "sgd" is Nesterov SGD; "momentum" is plain torch SGD, which is what sgd means here.
     opt = {"sgd": "momentum"}.get(cfg.optimizer, cfg.optimizer)
+    # fused: one kernel for every parameter on CUDA; otherwise torch picks foreach (also batched).
+    extra = {"fused": True} if fused else {}
     return timm.optim.create_optimizer_v2(groups, opt=opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                          momentum=cfg.momentum)
+                                          momentum=cfg.momentum, **extra)
