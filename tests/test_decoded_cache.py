@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from trainable import decoded_cache
-from trainable.cached_pipeline import DeviceBatchTransform, eval_image_transform
+from trainable.cached_pipeline import DeviceBatchTransform, RandomResizedCropFlipU8, eval_image_transform
 from trainable.config import ConfigError, TrialConfig
 from trainable.data import load_rgb
 from trainable.decoded_cache import DecodedImages, ensure_decoded
@@ -121,13 +121,21 @@ def test_cache_eval_pipeline_matches_the_pil_one(tmp_path):
     assert (from_cache - from_pil).abs().mean() < 0.15
 
 
-def test_device_transform_normalises_like_timm_and_flips():
+def test_device_transform_normalises_like_timm():
     images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
     expected = (images.float() / 255 - torch.tensor(DATA_CONFIG["mean"]).view(1, 3, 1, 1)) \
         / torch.tensor(DATA_CONFIG["std"]).view(1, 3, 1, 1)
     assert torch.allclose(DeviceBatchTransform(DATA_CONFIG, torch.device("cpu"))(images), expected, atol=1e-5)
-    flipped = DeviceBatchTransform(DATA_CONFIG, torch.device("cpu"), hflip=1.0)(images)
-    assert torch.allclose(flipped, expected.flip(-1), atol=1e-5)
+
+
+def test_train_crop_flips_and_keeps_the_whole_image_at_scale_one():
+    image = torch.arange(2 * 6 * 3, dtype=torch.uint8).view(3, 2, 6)  # 2x6: ratio 3 is outside [3/4, 4/3]
+    square = image[:, :, :2]
+    crop = RandomResizedCropFlipU8(2, (1.0, 1.0), "bilinear", hflip=1.0, vflip=0.0)
+    # Falls back to the central crop of the allowed ratio, like torchvision; size 2 -> no resampling.
+    out = crop(image[:, :, 2:4].contiguous())
+    assert torch.equal(out, image[:, :, 2:4].flip(-1))
+    assert torch.equal(RandomResizedCropFlipU8(2, (1.0, 1.0), "bilinear", 0.0, 1.0)(square.contiguous()), square.flip(-2))
 
 
 def test_cache_side_smaller_than_the_sizes_need_is_refused():

@@ -21,7 +21,23 @@ def data_config_for(backbone) -> dict:
 
 
 def train_transform(cfg: TrialConfig, data_config: dict):
-    primary, secondary, final = timm.data.create_transform(
+    primary, secondary, final = _timm_train_parts(cfg, data_config)
+    if cfg.augment == "trivialaugment":
+        secondary = T.Compose([T.TrivialAugmentWide()])
+    return T.Compose([primary, secondary, final])
+
+
+def augment_policy(cfg: TrialConfig, data_config: dict):
+    """The PIL augment policy alone (None for 'none'): the same object train_transform applies."""
+    if cfg.augment == "none":
+        return None
+    if cfg.augment == "trivialaugment":
+        return T.TrivialAugmentWide()
+    return _timm_train_parts(cfg, data_config)[1]
+
+
+def _timm_train_parts(cfg: TrialConfig, data_config: dict):
+    return timm.data.create_transform(
         cfg.train_size,
         is_training=True,
         scale=(cfg.scale_min, 1.0),
@@ -36,9 +52,6 @@ def train_transform(cfg: TrialConfig, data_config: dict):
         re_mode="pixel",
         separate=True,
     )
-    if cfg.augment == "trivialaugment":
-        secondary = T.Compose([T.TrivialAugmentWide()])
-    return T.Compose([primary, secondary, final])
 
 
 def eval_transform(cfg: TrialConfig, data_config: dict, size: int | None = None):

@@ -159,8 +159,7 @@ def make_loaders(cfg: TrialConfig, index: DatasetIndex, data_config: dict, gener
                                  workers=max(cfg.num_workers, 1))
         train_set = CachedImageDataset(decoded, index.train, train_image_transform(cfg, data_config))
         val_set = CachedImageDataset(decoded, index.val, eval_image_transform(cfg, data_config))
-        on_device = (DeviceBatchTransform(data_config, device, hflip=cfg.hflip, vflip=cfg.vflip,
-                                          random_erasing=cfg.random_erasing),
+        on_device = (DeviceBatchTransform(data_config, device, random_erasing=cfg.random_erasing),
                      DeviceBatchTransform(data_config, device))
     else:
         train_set = ImageListDataset(index.train, train_transform(cfg, data_config))
