@@ -8,6 +8,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
+import ray
 from ray import tune
 
 from trainable.trial import train_trial
@@ -24,6 +25,9 @@ class TuneReporter:
                 yield Path(directory)
 
     def report(self, metrics: dict, checkpoint_dir: Path) -> None:
+        # Tune adds node_ip and hostname to every result; the Ray node id tells apart nodes that share a
+        # machine (and a node that replaced a lost one at the same address).
+        metrics = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
 
