@@ -21,6 +21,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
+README = ROOT / "README.md"
 
 
 def raw():
@@ -138,6 +139,50 @@ def test_token_auth_stays_on_and_the_token_is_not_in_the_repo(prepared):
     assert not re.search(r"[0-9a-fA-F]{32,}", text)
     assert not re.search(r"AKIA[0-9A-Z]{16}|aws_secret_access_key|RAY_AUTH_TOKEN=", text)
     assert not (ROOT / ".ray").exists()
+
+
+def test_setup_commands_are_safe_to_rerun(prepared):
+    """`ray up` reruns setup_commands on every update: nothing may pile up or fail the second time."""
+    setup = prepared["setup_commands"]
+    for cmd in setup:
+        for appended in re.findall(r"echo '([^']+)' >> ~/\.bashrc", cmd):
+            assert f"grep -qxF '{appended}' ~/.bashrc ||" in cmd, cmd  # appended once, not once per `ray up`
+        if "python3 -m venv" in cmd:
+            assert cmd.startswith("test -x"), cmd  # an existing venv is kept
+        if "mkdir" in cmd:
+            assert "mkdir -p" in cmd, cmd
+    sync = next(c for c in setup if "aws s3 sync" in c)
+    assert "/data/hw1" in sync and "--delete" not in sync  # copies what is missing; never wipes a node's data
+
+
+def cluster_section() -> str:
+    text = README.read_text()
+    start = text.index("## On a GPU cluster (AWS)")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else None]
+
+
+def test_readme_has_the_commands_to_start_use_watch_and_stop_it():
+    text = cluster_section()
+    for command in ("ray up cluster.yaml", "ray dashboard cluster.yaml", "ray down cluster.yaml",
+                    "ray get-auth-token --generate"):
+        assert command in text, command
+    runs = [line for line in text.splitlines() if re.search(r"ray (exec|submit)\b.*search/run\.py", line)]
+    assert runs, "no `ray exec`/`ray submit` command running search/run.py"
+    for line in runs:  # the driver joins the cluster and writes to shared storage, never a node's disk
+        assert "--address auto" in line and "--storage s3://" in line, line
+    assert re.search(r"tensorboard --logdir s3://\S+", text)
+    assert "tests/local_cluster.py" in text and "tests/test_multinode.py" in text
+
+
+def test_readme_matches_cluster_yaml_types_counts_and_prices(prepared):
+    text = " ".join(cluster_section().split())
+    for name, t in prepared["available_node_types"].items():
+        instance = t["node_config"]["InstanceType"]
+        assert re.search(rf"{re.escape(instance)} ~\$\d+(\.\d+)?/h", text), f"no hourly price for {instance}"
+        if name != prepared["head_node_type"] and t["max_workers"] > 0:
+            assert f"{t['max_workers']} x {instance}" in text, f"README's count of {name} differs from cluster.yaml"
+    assert "approximately" in text and "check current pricing" in text
 
 
 def test_dashboard_and_gcs_are_not_exposed(prepared):
