@@ -9,7 +9,9 @@ its own `ray start` on this machine, token authentication on), asserted from the
 Run with `pytest -s tests/test_multinode.py` to see what was killed, when, and what was recovered.
 """
 import json
+import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -59,19 +61,29 @@ def start_search(cluster, tmp_path, data, name, text, log_name="driver.log"):
     storage = tmp_path / "results"  # one local dir: storage that every node (here: process) shares
     cmd = [sys.executable, "search/run.py", "--space", str(space_file), "--data", str(data), "--address",
            cluster.address, "--storage", str(storage), "--name", name, "--ensemble-top-k", "0"]
-    log = open(tmp_path / log_name, "w")
-    driver = subprocess.Popen(cmd, cwd=ROOT, env=cluster.env(), stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    with open(tmp_path / log_name, "w") as log:
+        driver = subprocess.Popen(cmd, cwd=ROOT, env=cluster.env(), stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
     driver.log_path = tmp_path / log_name
     return driver, storage / name
 
 
+def kill_driver(driver) -> None:
+    try:
+        os.killpg(driver.pid, signal.SIGKILL)  # its own session: the driver and nothing else
+    except ProcessLookupError:
+        pass
+    driver.wait(10)
+
+
 def finish(driver, timeout):
+    """The driver's exit code ("timeout" if it ran past timeout) and its output; it never outlives the test."""
     try:
         code = driver.wait(timeout)
-    except subprocess.TimeoutExpired:
-        subprocess.run(["kill", "-KILL", f"-{driver.pid}"])
-        driver.wait(10)
+    except BaseException as err:  # a timeout, or the test interrupted
+        kill_driver(driver)
+        if not isinstance(err, subprocess.TimeoutExpired):
+            raise
         code = "timeout"
     return code, driver.log_path.read_text()
 
@@ -128,8 +140,8 @@ def test_a_driver_needs_the_token(cluster, credentials):
     proc = subprocess.run([sys.executable, "-c", DRIVER.format(address=cluster.address)], env=env,
                           capture_output=True, text=True, timeout=120)
     out = proc.stdout + proc.stderr
-    print(f"\n[auth] driver with {credentials}: exit {proc.returncode}: "
-          f"{next((l for l in out.splitlines() if 'CONNECTED' in l or 'AuthenticationError' in l), out[-300:])}")
+    said = next((line for line in out.splitlines() if "CONNECTED" in line or "AuthenticationError:" in line), out[-300:])
+    print(f"\n[auth] driver with {credentials}: exit {proc.returncode}: {said[:160]}")
     if credentials == "the token":
         assert proc.returncode == 0 and f"CONNECTED to {len(cluster.alive_nodes())} nodes" in out, out[-3000:]
         return
@@ -189,17 +201,17 @@ def test_a_killed_worker_node_loses_no_trial(cluster, data, tmp_path):
         finished_before = {d.name: results(d) for d in trial_dirs(experiment)
                            if len(results(d)) == max_epochs}
         cluster.kill_worker("w1")
+        killed_at = w1.killed_at - started
+        report = [f"[fault] killed: node w1 ({w1.node_id[:8]}), SIGKILL to its process group, {killed_at:.1f} s "
+                  f"into the search, while trial {victim.name} had reported epochs 1..{seen[-1]['epoch']} there "
+                  f"(checkpoint_{seen[-1]['training_iteration'] - 1:06d} in storage); "
+                  f"{len(finished_before)} trial(s) already finished"]
+        w3 = cluster.add_worker("w3", cpus=1)  # as the autoscaler would replace a lost node
+        report.append(f"[fault] replacement node w3 ({w3.node_id[:8]}) joined {time.time() - w1.killed_at:.1f} s "
+                      "after the kill")
     except BaseException:
-        subprocess.run(["kill", "-KILL", f"-{driver.pid}"])
+        kill_driver(driver)
         raise
-    killed_at = w1.killed_at - started
-    report = [f"[fault] killed: node w1 ({w1.node_id[:8]}), SIGKILL to its process group, {killed_at:.1f} s into "
-              f"the search, while trial {victim.name} had reported epochs 1..{seen[-1]['epoch']} there "
-              f"(checkpoint_{seen[-1]['training_iteration'] - 1:06d} in storage); "
-              f"{len(finished_before)} trial(s) already finished"]
-    w3 = cluster.add_worker("w3", cpus=1)
-    report.append(f"[fault] replacement node w3 ({w3.node_id[:8]}) joined {time.time() - w1.killed_at:.1f} s "
-                  "after the kill")
 
     code, log = finish(driver, 300)
     report.append("[fault] Tune: " + " / ".join(line.strip() for line in log.splitlines()
@@ -232,6 +244,7 @@ def test_a_killed_worker_node_loses_no_trial(cluster, data, tmp_path):
     # Tune saw the node die (detected by the GCS health check) and retried the trial: not a silent restart.
     assert f"Trial tune_trial_{victim.name} errored after" in log, log[-4000:]
     assert f"its node has died. Node Id: {w1.node_id}" in log, log[-4000:]
+    assert w1.node_id not in {n["node_id"] for n in cluster.alive_nodes()}, "the GCS still lists w1 as alive"
     # No finished trial was lost or rerun.
     for name, before in finished_before.items():
         assert results(experiment / name) == before, name
