@@ -2,22 +2,25 @@
 
 Reference: torchvision ImageFolder + PIL transforms (RandomResizedCrop, flip, ToTensor, Normalize)
 + CrossEntropyLoss + AdamW, fp32 — what the seed reports ran. Trial: trainable's dataset, timm
-transforms, soft-target loss, timm optimizer and scheduler, and (on CUDA) AMP + channels_last.
+transforms, soft-target loss, timm optimizer and scheduler, and (on CUDA) bf16 + channels_last + fused
+optimizer + cudnn.benchmark, built by the trial's own setup_run — once per loader ('pil', 'cache').
 Same model, batch size, image size and workers. Runs alternate (ref, trial, ref, trial, ...) so that
 machine noise hits both; the ratio of medians is the figure to quote.
 
     python benchmarks/trial_vs_reference.py --data ../shared/datasets/tiny100 --backbone resnet18 --size 64
+    # GPU: python benchmarks/trial_vs_reference.py --data DATA --backbone resnet50 --size 224 --batch-size 256 \
+    #        --workers 14 --batches 50   (then once per --no-* switch, and with --compile)
 """
 from __future__ import annotations
 
 import argparse
 import itertools
 import json
+import os
 import platform
 import statistics
 import time
 
-import timm.scheduler
 import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets
@@ -25,11 +28,10 @@ from torchvision import transforms as T
 
 from trainable.config import TrialConfig
 from trainable.data import index_dataset, resolve_data_root
-from trainable.loop import StepSettings, train_one_epoch
-from trainable.losses import class_weights
-from trainable.model import build_model, uses_channels_last
+from trainable.loop import train_one_epoch
+from trainable.model import build_model
 from trainable.transforms import data_config_for
-from trainable.trial import make_loaders, make_optimizer, pick_amp_dtype, pick_device
+from trainable.trial import pick_device, setup_run
 
 
 class Limited:
@@ -70,25 +72,18 @@ def reference_images_per_s(args, device) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def trial_images_per_s(args, device) -> float:
-    cfg = TrialConfig(backbone=args.backbone, train_size=args.size, eval_size=args.size,
-                      batch_size=args.batch_size, num_workers=args.workers, data=args.data)
-    index = index_dataset(resolve_data_root(args.data), warn=lambda _: None)
-    model = build_model(cfg, len(index.classes))
-    channels_last = device.type == "cuda" and uses_channels_last(cfg)
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    train_loader, _ = make_loaders(cfg, index, data_config_for(model.backbone), torch.Generator().manual_seed(0), device)
-    amp = pick_amp_dtype(cfg, device)
-    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
-    optimizer = make_optimizer(cfg, model)
-    loader = Limited(train_loader, args.warmup)
-    scheduler, _ = timm.scheduler.create_scheduler_v2(optimizer, num_epochs=2, step_on_epochs=False,
-                                                      updates_per_epoch=args.batches)
-    step = StepSettings(device=device, amp_dtype=amp, channels_last=channels_last,
-                        class_weight=class_weights(index.class_counts(), cfg.class_weighting))
-    train_one_epoch(model, loader, optimizer, scheduler, step, epoch=0, scaler=scaler)  # warm-up batches
-    result = train_one_epoch(model, Limited(train_loader, args.batches), optimizer, scheduler, step, epoch=1,
-                             scaler=scaler)
+def trial_images_per_s(args, device, loader: str) -> float:
+    """The trial's own objects (trainable.trial.setup_run), timed over `args.batches` batches."""
+    cfg = TrialConfig(backbone=args.backbone, train_size=args.size, eval_size=args.size, batch_size=args.batch_size,
+                      num_workers=args.workers, data=args.data, loader=loader, amp=not args.no_amp,
+                      channels_last=not args.no_channels_last, fused_optimizer=not args.no_fused,
+                      cudnn_benchmark=not args.no_cudnn_benchmark, compile=args.compile)
+    run = setup_run(cfg, device)
+    warm = train_one_epoch(run.step_model, Limited(run.train_loader, args.warmup), run.optimizer, run.scheduler,
+                           run.step, epoch=0, scaler=run.scaler)  # untimed: worker start, cudnn autotune, compile
+    del warm
+    result = train_one_epoch(run.step_model, Limited(run.train_loader, args.batches), run.optimizer, run.scheduler,
+                             run.step, epoch=1, scaler=run.scaler)
     return result["train_images_per_s"]
 
 
@@ -107,20 +102,32 @@ def main():
     p.add_argument("--batches", type=int, default=30, help="timed batches per run")
     p.add_argument("--warmup", type=int, default=3, help="untimed batches per run")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--loaders", nargs="+", default=["pil", "cache"], choices=["pil", "cache"])
+    # Each GPU-step switch can be turned off alone to measure what it buys (they do nothing on CPU).
+    p.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast")
+    p.add_argument("--no-channels-last", action="store_true")
+    p.add_argument("--no-fused", action="store_true", help="foreach instead of the fused optimizer")
+    p.add_argument("--no-cudnn-benchmark", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
     args = p.parse_args()
     args.num_classes = len(index_dataset(resolve_data_root(args.data), warn=lambda _: None).classes)
     device = pick_device()
     torch.manual_seed(0)
-    ref, trial = [], []
+    runs = {"reference": [], **{f"trial_{loader}": [] for loader in args.loaders}}
     for _ in range(args.repeats):
-        ref.append(reference_images_per_s(args, device))
-        trial.append(trial_images_per_s(args, device))
-        print(f"reference {ref[-1]:.1f} img/s   trial {trial[-1]:.1f} img/s", flush=True)
+        runs["reference"].append(reference_images_per_s(args, device))
+        for loader in args.loaders:
+            runs[f"trial_{loader}"].append(trial_images_per_s(args, device, loader))
+        print({k: round(v[-1], 1) for k, v in runs.items()}, flush=True)
+    med = {k: statistics.median(v) for k, v in runs.items()}
     summary = {
         "backbone": args.backbone, "size": args.size, "batch_size": args.batch_size, "workers": args.workers,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-        "cpus": torch.get_num_threads(), "reference_img_s": statistics.median(ref),
-        "trial_img_s": statistics.median(trial), "ratio": statistics.median(trial) / statistics.median(ref),
+        "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "switches": {k: getattr(args, k) for k in ("no_amp", "no_channels_last", "no_fused", "no_cudnn_benchmark",
+                                                   "compile")},
+        **{f"{k}_img_s": round(v, 1) for k, v in med.items()},
+        **{f"{k}_vs_reference": round(v / med["reference"], 2) for k, v in med.items() if k != "reference"},
         "date": time.strftime("%Y-%m-%d"),
     }
     print(json.dumps(summary))

@@ -1,0 +1,76 @@
+"""Epochs per hour of N trials running at once on one node, with loader='pil' and with the shared cache.
+
+N processes (one core each, as Ray would place 1-CPU trials) each train the same small config on
+realistic ~500 px JPEGs at 224 px. 'pil' decodes every JPEG in every trial every epoch; 'cache'
+shares one decoded memory map per node, built by whichever trial gets the lock first (its build time
+is inside the wall clock of the first 'cache' run of each N: the cold figure; a second 'cache' run
+reuses it: the warm figure, what every later trial on the node sees).
+
+    python benchmarks/concurrent_trials.py --trials 1 2 --images 200 --epochs 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from realistic_jpegs import make_jpeg_folder
+
+CONFIG = {"backbone": "resnet10t", "train_size": 224, "eval_size": 224, "batch_size": 32, "num_workers": 0,
+          "lr": 0.003, "augment": "none", "scale_min": 0.35}
+
+
+def one_trial(config: dict, out: str, cache: str) -> int:
+    os.environ["RESNET_SEARCH_CACHE"] = cache
+    import torch
+    torch.set_num_threads(1)
+    from trainable.reporting import LocalReporter
+    from trainable.trial import train_trial
+    return train_trial(config, LocalReporter(Path(out), printer=lambda _: None))["epoch"]
+
+
+def run(n: int, loader: str, data: Path, epochs: int, cache: Path, tmp: Path, tag: str) -> dict:
+    ctx = multiprocessing.get_context("spawn")
+    jobs = [({**CONFIG, "data": str(data), "epochs": epochs, "seed": i, "loader": loader},
+             str(tmp / f"{tag}-{loader}-{n}-{i}"), str(cache)) for i in range(n)]
+    started = time.perf_counter()
+    with ctx.Pool(n) as pool:
+        epochs_done = sum(pool.starmap(one_trial, jobs))
+    wall = time.perf_counter() - started
+    return {"trials": n, "loader": loader, "run": tag, "epochs": epochs_done, "wall_s": round(wall, 1),
+            "epochs_per_hour": round(epochs_done * 3600 / wall, 1)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--trials", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--images", type=int, default=200)
+    p.add_argument("--epochs", type=int, default=2)
+    args = p.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data = make_jpeg_folder(tmp / "jpegs", classes=10, per_class=args.images // 10)
+        for n in args.trials:
+            cache = tmp / f"cache-{n}"  # a cold node per N
+            for loader, tag in (("pil", "run1"), ("cache", "cold"), ("cache", "warm"), ("pil", "run2")):
+                rows.append(run(n, loader, data, args.epochs, cache, tmp, tag))
+                print(json.dumps(rows[-1]), flush=True)
+    summary = []
+    for n in args.trials:
+        pil = [r["epochs_per_hour"] for r in rows if r["trials"] == n and r["loader"] == "pil"]
+        cold, warm = ([r["epochs_per_hour"] for r in rows if r["trials"] == n and r["run"] == t][0]
+                      for t in ("cold", "warm"))
+        base = sum(pil) / len(pil)
+        summary.append({"trials": n, "pil_epochs_per_hour": round(base, 1), "cache_cold": cold, "cache_warm": warm,
+                        "warm_vs_pil": round(warm / base, 2), "cold_vs_pil": round(cold / base, 2)})
+    print(json.dumps({"config": CONFIG, "images": args.images, "epochs": args.epochs, "cpus": os.cpu_count(),
+                      "date": time.strftime("%Y-%m-%d"), "summary": summary}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
