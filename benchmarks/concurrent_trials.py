@@ -6,6 +6,9 @@ shares one decoded memory map per node, built by whichever trial gets the lock f
 is inside the wall clock of the first 'cache' run of each N: the cold figure; a second 'cache' run
 reuses it: the warm figure, what every later trial on the node sees).
 
+On a GPU node the N trials share the one visible GPU: that is Ray's fractional placement
+(gpus_per_trial = 1/N), and each row then also records every trial's peak GPU memory.
+
     python benchmarks/concurrent_trials.py --trials 1 2 --images 200 --epochs 2
 """
 from __future__ import annotations
@@ -24,13 +27,16 @@ CONFIG = {"backbone": "resnet10t", "train_size": 224, "eval_size": 224, "batch_s
           "lr": 0.003, "augment": "none", "scale_min": 0.35}
 
 
-def one_trial(config: dict, out: str, cache: str) -> int:
+def one_trial(config: dict, out: str, cache: str) -> tuple[int, float]:
+    """Epochs trained, and peak GPU memory in GB (0 on CPU)."""
     os.environ["RESNET_SEARCH_CACHE"] = cache
     import torch
     torch.set_num_threads(1)
     from trainable.reporting import LocalReporter
     from trainable.trial import train_trial
-    return train_trial(config, LocalReporter(Path(out), printer=lambda _: None))["epoch"]
+    epochs = train_trial(config, LocalReporter(Path(out), printer=lambda _: None))["epoch"]
+    peak = torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else 0.0
+    return epochs, round(peak, 2)
 
 
 def run(n: int, loader: str, data: Path, epochs: int, cache: Path, tmp: Path, tag: str) -> dict:
@@ -39,10 +45,11 @@ def run(n: int, loader: str, data: Path, epochs: int, cache: Path, tmp: Path, ta
              str(tmp / f"{tag}-{loader}-{n}-{i}"), str(cache)) for i in range(n)]
     started = time.perf_counter()
     with ctx.Pool(n) as pool:
-        epochs_done = sum(pool.starmap(one_trial, jobs))
+        results = pool.starmap(one_trial, jobs)
     wall = time.perf_counter() - started
+    epochs_done = sum(e for e, _ in results)
     return {"trials": n, "loader": loader, "run": tag, "epochs": epochs_done, "wall_s": round(wall, 1),
-            "epochs_per_hour": round(epochs_done * 3600 / wall, 1)}
+            "epochs_per_hour": round(epochs_done * 3600 / wall, 1), "peak_gpu_gb": [m for _, m in results]}
 
 
 def main():
@@ -50,7 +57,10 @@ def main():
     p.add_argument("--trials", type=int, nargs="+", default=[1, 2])
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--backbone", default=CONFIG["backbone"])
+    p.add_argument("--batch-size", type=int, default=CONFIG["batch_size"])
     args = p.parse_args()
+    CONFIG.update(backbone=args.backbone, batch_size=args.batch_size)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

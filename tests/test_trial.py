@@ -137,3 +137,19 @@ def test_head_and_backbone_learning_rates(toy_data, tmp_path):
     frozen = train_trial({**TINY, "epochs": 1, "frozen_stages": 4, "scheduler": "step", "decay_epochs": 100,
                           "data": str(toy_data)}, LocalReporter(tmp_path / "frozen", printer=lambda _: None))
     assert frozen["lr"] == 0.0 and frozen["head_lr"] == pytest.approx(TINY["lr"])
+
+
+def test_gpu_step_switches_reach_the_objects(toy_data):
+    from trainable.config import TrialConfig
+    from trainable.trial import make_optimizer, setup_run
+
+    cfg = TrialConfig.from_dict({**TINY, "data": str(toy_data), "compile": True})
+    run = setup_run(cfg, torch.device("cpu"))
+    # compile wraps what the loops call; the module that is saved and averaged stays the plain one.
+    assert isinstance(run.step_model, torch._dynamo.eval_frame.OptimizedModule)
+    assert run.step_model._orig_mod is run.model
+    assert not any(k.startswith("_orig_mod") for k in run.model.state_dict())
+    assert run.optimizer.defaults.get("fused") in (None, False)  # fused is asked for on CUDA only
+    assert make_optimizer(cfg, run.model, fused=True).defaults["fused"] is True
+    plain = setup_run(TrialConfig.from_dict({**TINY, "data": str(toy_data)}), torch.device("cpu"))
+    assert plain.step_model is plain.model
