@@ -36,9 +36,14 @@ def study_params(experiment: Path) -> list[dict]:
     return [t.params for t in sorted(study.trials, key=lambda t: t.number)]
 
 
-def iterations(trial_dir: Path) -> list[int]:
+def iterations(trial_dir: Path, key: str = "training_iteration") -> list[int]:
     path = trial_dir / "result.json"
-    return [json.loads(line)["training_iteration"] for line in path.read_text().splitlines()] if path.exists() else []
+    return [json.loads(line)[key] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def epochs(trial_dir: Path) -> list[int]:
+    """The trial's own epoch counter (restored from its checkpoint; Tune's training_iteration is Tune's)."""
+    return iterations(trial_dir, "epoch")
 
 
 @pytest.mark.parametrize("interrupt", [signal.SIGKILL, signal.SIGINT], ids=["killed-driver", "ctrl-c"])
@@ -50,6 +55,7 @@ def test_interrupted_search_resumes(tmp_path, interrupt):
     experiment = storage / "resumable"
     cmd = [sys.executable, "search/run.py", "--storage", str(storage), "--name", "resumable"]
     log = open(tmp_path / "first.log", "w")
+    started = time.time()
     driver = subprocess.Popen(cmd + ["--space", str(space), "--data", str(data)], cwd=ROOT, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
     # Interrupt once two trials have finished and the third has written its first checkpoint.
@@ -59,12 +65,19 @@ def test_interrupted_search_resumes(tmp_path, interrupt):
         assert time.time() < deadline, "the search made no progress"
         time.sleep(0.5)
     time.sleep(1)  # let Tune save its experiment state
+    at_kill = {d.name: iterations(d) for d in trial_dirs(experiment)}
+    killed_at = time.time() - started
     if interrupt == signal.SIGKILL:
-        os.killpg(driver.pid, signal.SIGKILL)
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and every Ray process it started: nothing shuts down
     else:
         driver.send_signal(signal.SIGINT)
     driver.wait(120)
     log.close()
+    at_stop = {d.name: epochs(d) for d in trial_dirs(experiment)}  # what --resume starts from
+    interrupted = [name for name, its in at_stop.items() if len(its) < MAX_EPOCHS]
+    report = [f"[resume] killed: the driver (pid {driver.pid}) with {signal.Signals(interrupt).name}"
+              f"{' to its process group' if interrupt == signal.SIGKILL else ''}, {killed_at:.1f} s into the search; "
+              f"epochs reported per trial then: {at_kill}; when it had stopped: {at_stop}"]
     first_log = (tmp_path / "first.log").read_text()
     if interrupt == signal.SIGINT:
         assert "To continue" in first_log and "--name resumable --resume" in first_log
@@ -73,15 +86,27 @@ def test_interrupted_search_resumes(tmp_path, interrupt):
     assert len(finished) >= 2
     params_before = study_params(experiment)
 
+    resumed_at = time.time()
     resumed = subprocess.run(cmd + ["--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    table = pd.read_csv(experiment / "leaderboard.csv") if (experiment / "leaderboard.csv").exists() else None
+    report.append(f"[resume] --resume exited {resumed.returncode} after {time.time() - resumed_at:.1f} s: "
+                  + (", ".join(f"{r.trial_id} {r.ended} ({r.epochs} epochs)" for r in table.itertuples())
+                     if table is not None else "no leaderboard"))
+    report.append("[resume] recovered: " + ("; ".join(
+        f"{name} (epochs {at_stop[name]} before) continued with epochs "
+        f"{epochs(experiment / name)[len(at_stop[name]):]}" for name in interrupted) or "no trial was left mid-way")
+        + f"; {len(finished)} finished trial(s) kept as they were")
+    report = "\n".join(report)
+    print("\n" + report)
+    assert resumed.returncode == 0, report + "\n" + resumed.stdout[-3000:] + resumed.stderr[-3000:]
 
     table = pd.read_csv(experiment / "leaderboard.csv")
-    assert len(table) == NUM_SAMPLES and (table["ended"] == "completed").all()
+    assert len(table) == NUM_SAMPLES and (table["ended"] == "completed").all(), report
     for name, its in finished.items():  # no finished trial ran again
-        assert iterations(experiment / name) == its
+        assert iterations(experiment / name) == its, report
     for d in trial_dirs(experiment):  # every trial's epochs run once each: resumed, not restarted
-        assert iterations(d) == list(range(1, MAX_EPOCHS + 1)), d.name
+        assert iterations(d) == list(range(1, MAX_EPOCHS + 1)), f"{d.name}\n{report}"
+        assert epochs(d) == list(range(1, MAX_EPOCHS + 1)), f"{d.name} restarted from epoch 1?\n{report}"
     # The resumed searcher started from the interrupted one's study (its periodic state file can lag
     # the last trials by a few seconds, so compare the prefix; the leaderboard above has all trials).
     params_after = study_params(experiment)
