@@ -1,0 +1,330 @@
+"""Scale, on real Ray: 32 or 64 concurrent trials on fake accelerators, driven by the project's searcher and scheduler.
+
+Ray starts locally with N fake accelerators as a custom resource (`fake_gpu`) and N logical CPUs; each
+trial asks for {"cpu": 1, "fake_gpu": 1}, so exactly N trials run at once. The trials sleep instead of
+training: per epoch they sleep the epoch time of benchmarks/scale_simulation.py's trial model times
+`--time-scale` (0.07: 0.5 s for resnet50 up to 2.1 s for seresnextaa101d_32x8d), then report the model's
+val_acc for that epoch with a `tune.Checkpoint` (a directory holding one `--checkpoint-kb` file), as
+the real trial (search/tune_reporter.py) does every epoch. Searcher and scheduler are the project's:
+`make_searcher(space)` (PrunedAwareOptunaSearch, TPE, warm starts) and `make_scheduler(space)` (ASHA),
+from spaces/full.py (max 30 epochs, grace 3, reduction factor 3), with Tune's defaults otherwise (one
+actor per trial, default loggers, experiment checkpoints).
+
+Measured:
+  - fake-accelerator utilisation: sum over trials of (last report seen by the driver - function entered)
+    / (N x wall time of tuner.fit()); "useful" counts the sleeps only;
+  - per-trial overhead: first report reaching the driver - function entered - first sleep; and the gap
+    between consecutive reports inside the trial minus the sleep (checkpoint persisted + waiting for the
+    driver to ask for the next result);
+  - the driver's CPU time and peak RSS, and the peak RSS of GCS, raylet and the worker processes
+    (sampled every 0.5 s with psutil).
+
+    python benchmarks/scale_real_ray.py --concurrency 32 64
+    python benchmarks/scale_real_ray.py --quick
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+for _p in (str(REPO), str(HERE)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+# Ray's worker processes inherit the driver's environment: let them import scale_simulation too.
+os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+
+
+def sleeping_trial(config: dict) -> None:
+    """The function trainable: sleep each epoch, report the simulated val_acc with a checkpoint."""
+    t_enter = time.time()
+    from ray import tune
+    from scale_simulation import trial_model, trial_seed
+
+    meta = config["_scale"]
+    params = {k: v for k, v in config.items() if k != "_scale"}
+    trial_id = tune.get_context().get_trial_id()
+    durations, accs = trial_model(params, max_epochs=meta["max_epochs"], base_epoch_s=meta["epoch_s"],
+                                  seed=trial_seed(trial_id, meta["seed"]))
+    payload = os.urandom(int(meta["checkpoint_kb"] * 1024))
+    for epoch, (d, acc) in enumerate(zip(durations, accs), start=1):
+        t_sleep = time.time()
+        time.sleep(d * meta["time_scale"])
+        slept = time.time() - t_sleep
+        with tempfile.TemporaryDirectory() as ckpt:
+            Path(ckpt, "state.bin").write_bytes(payload)
+            t_report = time.time()
+            tune.report({"val_acc": acc, "t_enter": t_enter, "t_report": t_report, "slept": slept,
+                         "t_sleep": t_sleep},
+                        checkpoint=tune.Checkpoint.from_directory(ckpt))
+
+
+class Timeline:
+    """A Tune callback: driver-side clock of each trial's start, results and end."""
+
+    def __new__(cls):
+        from ray import tune
+
+        class _Timeline(tune.Callback):
+            def __init__(self):
+                self.started, self.results, self.ended = {}, {}, {}
+
+            def on_trial_start(self, iteration, trials, trial, **info):
+                self.started[trial.trial_id] = time.time()
+
+            def on_trial_result(self, iteration, trials, trial, result, **info):
+                self.results.setdefault(trial.trial_id, []).append((time.time(), dict(result)))
+
+            def on_trial_complete(self, iteration, trials, trial, **info):
+                self.ended[trial.trial_id] = time.time()
+
+            def on_trial_error(self, iteration, trials, trial, **info):
+                self.ended[trial.trial_id] = time.time()
+
+        return _Timeline()
+
+
+class MemorySampler(threading.Thread):
+    """Peak RSS of the driver, GCS, raylet and Ray's worker processes (every `every` s)."""
+
+    def __init__(self, every: float = 0.5):
+        super().__init__(daemon=True)
+        import ray  # noqa: F401  (Ray's vendored psutil)
+        import psutil
+
+        self.psutil, self.every, self.stop_flag = psutil, every, threading.Event()
+        self.me = psutil.Process()
+        self.peak = {"driver": 0, "gcs_server": 0, "raylet": 0, "workers_total": 0, "worker_max": 0, "other": 0}
+        self.peak_workers = 0
+
+    def classify(self, proc) -> str:
+        name = proc.name()
+        if "gcs_server" in name:
+            return "gcs_server"
+        if name == "raylet" or "raylet" in name:
+            return "raylet"
+        if name.startswith("ray::") or "default_worker.py" in " ".join(proc.cmdline()[:3]):
+            return "worker"
+        return "other"
+
+    def sample(self):
+        totals = {"driver": self.me.memory_info().rss, "gcs_server": 0, "raylet": 0, "workers_total": 0,
+                  "worker_max": 0, "other": 0}
+        workers = 0
+        for child in self.me.children(recursive=True):
+            try:
+                kind, rss = self.classify(child), child.memory_info().rss
+            except (self.psutil.NoSuchProcess, self.psutil.AccessDenied, self.psutil.ZombieProcess):
+                continue
+            if kind == "worker":
+                workers += 1
+                totals["workers_total"] += rss
+                totals["worker_max"] = max(totals["worker_max"], rss)
+            else:
+                totals[kind] += rss
+        for k, v in totals.items():
+            self.peak[k] = max(self.peak[k], v)
+        self.peak_workers = max(self.peak_workers, workers)
+
+    def run(self):
+        while not self.stop_flag.is_set():
+            try:
+                self.sample()
+            except Exception:
+                pass
+            self.stop_flag.wait(self.every)
+
+
+def pct(values, q):
+    values = sorted(values)
+    if not values:
+        return None
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
+def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, checkpoint_kb: float,
+            seed: int, storage: str, reuse_actors: bool = False) -> dict:
+    import ray
+    import psutil
+    from ray import tune
+
+    from search.tuner import make_scheduler, make_searcher
+
+    space = space.replace_settings(num_samples=trials, seed=seed)
+    s = space.settings
+    me = psutil.Process()
+    ray.init(num_cpus=n, resources={"fake_gpu": n}, include_dashboard=False, logging_level="ERROR",
+             log_to_driver=False, object_store_memory=256 * 1024**2)
+    sampler = MemorySampler()
+    sampler.start()
+    timeline = Timeline()
+    param_space = {**space.trial_config({}), "_scale": {"max_epochs": s.max_epochs, "epoch_s": epoch_s,
+                                                       "time_scale": time_scale, "seed": seed,
+                                                       "checkpoint_kb": checkpoint_kb}}
+    tuner = tune.Tuner(
+        tune.with_resources(sleeping_trial, {"cpu": 1, "fake_gpu": 1}),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(metric=s.metric, mode=s.mode, search_alg=make_searcher(space),
+                                    scheduler=make_scheduler(space), num_samples=trials,
+                                    reuse_actors=reuse_actors, trial_dirname_creator=lambda t: t.trial_id),
+        run_config=tune.RunConfig(name=f"scale-{n}", storage_path=storage, callbacks=[timeline], verbose=0,
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=s.keep_checkpoints,
+                                                                          checkpoint_score_attribute=s.metric,
+                                                                          checkpoint_score_order=s.mode)),
+    )
+    cpu0 = me.cpu_times()
+    t0 = time.time()
+    results = tuner.fit()
+    t1 = time.time()
+    cpu1 = me.cpu_times()
+    sampler.stop_flag.set()
+    sampler.join()
+    ray.shutdown()
+
+    wall = t1 - t0
+    held, useful, first_overhead, gaps, driver_gaps, enter_delay, ends, enters = [], [], [], [], [], [], [], []
+    epochs = stopped_early = errors = 0
+    spans = []
+    for trial_id, rows in timeline.results.items():
+        rows.sort(key=lambda r: r[0])
+        res = [r for _, r in rows]
+        t_enter = res[0]["t_enter"]
+        t_last = rows[-1][0]
+        enters.append(t_enter)
+        ends.append(t_last)
+        held.append(t_last - t_enter)
+        useful.append(sum(r["slept"] for r in res))
+        first_overhead.append(rows[0][0] - t_enter - res[0]["slept"])
+        for ra, rb in zip(res, res[1:]):  # between two report() calls, less the sleep in between
+            gaps.append(rb["t_report"] - ra["t_report"] - rb["slept"])
+        for (ta, _), (tb, rb) in zip(rows, rows[1:]):
+            driver_gaps.append(tb - ta - rb["slept"])
+        if trial_id in timeline.started:
+            enter_delay.append(t_enter - timeline.started[trial_id])
+        epochs += len(res)
+        spans.append((round(t_enter - t0, 2), round(t_last - t0, 2), len(res)))
+        stopped_early += res[-1]["training_iteration"] < s.max_epochs
+    for r in results:
+        errors += r.error is not None
+    last_enter = max(enters)
+    ordered = sorted(enters)
+    start_intervals = [b - a for a, b in zip(ordered, ordered[1:])]
+    steady_held = sum(max(0.0, min(e, last_enter) - st) for st, e in zip(enters, ends))
+    # Average number of trials inside their function over the run.
+    avg_running = sum(held) / wall
+    report_gap = gaps  # the blocking report (checkpoint persisted, driver asks for more) + checkpoint dir
+    ms = lambda xs: None if not xs else round(1e3 * statistics.median(xs), 1)
+    p90 = lambda xs: None if not xs else round(1e3 * pct(xs, 90), 1)
+    return {
+        "concurrency": n, "trials": trials, "trials_reported": len(timeline.results), "errors": errors,
+        "stopped_early": stopped_early, "epochs": epochs, "wall_s": wall,
+        "fake_gpu_util_held": sum(held) / (n * wall), "fake_gpu_util_useful": sum(useful) / (n * wall),
+        "fake_gpu_util_held_until_last_start": steady_held / (n * (last_enter - t0)),
+        "avg_trials_running": avg_running,
+        "first_trial_entered_s": min(enters) - t0, "last_trial_entered_s": last_enter - t0,
+        "first_report_overhead_ms_median": ms(first_overhead), "first_report_overhead_ms_p90": p90(first_overhead),
+        "report_gap_minus_sleep_ms_median": ms(report_gap), "report_gap_minus_sleep_ms_p90": p90(report_gap),
+        "driver_result_gap_minus_sleep_ms_median": ms(driver_gaps),
+        "driver_result_gap_minus_sleep_ms_p90": p90(driver_gaps),
+        "on_trial_start_to_function_ms_median": ms(enter_delay),
+        "trial_start_interval_ms_median": ms(start_intervals),
+        "trials_started_per_s": (len(enters) - 1) / (last_enter - min(enters)) if len(enters) > 1 else None,
+        "driver_cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
+        "driver_cpu_per_result_ms": 1e3 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / max(1, epochs),
+        "peak_rss_mb": {k: round(v / 2**20) for k, v in sampler.peak.items()},
+        "peak_worker_processes": sampler.peak_workers,
+        "reuse_actors": reuse_actors, "time_scale": time_scale, "epoch_s": epoch_s, "checkpoint_kb": checkpoint_kb, "seed": seed,
+        "max_epochs": s.max_epochs, "grace_period": s.grace_period, "reduction_factor": s.reduction_factor,
+        "trial_spans": sorted(spans),  # (function entered, last report at the driver, epochs), s after fit()
+    }
+
+
+def print_tables(rows):
+    print("\n| concurrent trials | trials | epochs | wall s | util held | util useful | util held until last start | "
+          "first report overhead ms (median / p90) | report gap - sleep ms in trial (median / p90) | "
+          "driver result gap - sleep ms (median / p90) | driver CPU s (ms per result) | trials started per s |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['concurrency']} | {r['trials_reported']} | {r['epochs']} | {r['wall_s']:.0f} | "
+              f"{r['fake_gpu_util_held']:.3f} | {r['fake_gpu_util_useful']:.3f} | "
+              f"{r['fake_gpu_util_held_until_last_start']:.3f} | {r['first_report_overhead_ms_median']} / "
+              f"{r['first_report_overhead_ms_p90']} | {r['report_gap_minus_sleep_ms_median']} / "
+              f"{r['report_gap_minus_sleep_ms_p90']} | {r['driver_result_gap_minus_sleep_ms_median']} / "
+              f"{r['driver_result_gap_minus_sleep_ms_p90']} | {r['driver_cpu_s']:.1f} ({r['driver_cpu_per_result_ms']:.1f}) | "
+              f"{r['trials_started_per_s']:.2f} |")
+    print("\n| concurrent trials | driver peak RSS MB | GCS MB | raylet MB | workers total MB (processes) | largest worker MB |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        m = r["peak_rss_mb"]
+        print(f"| {r['concurrency']} | {m['driver']} | {m['gcs_server']} | {m['raylet']} | {m['workers_total']} "
+              f"({r['peak_worker_processes']}) | {m['worker_max']} |")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", default=str(REPO / "spaces" / "full.py"))
+    p.add_argument("--concurrency", type=int, nargs="+", default=[32, 64], help="fake accelerators, one run each")
+    p.add_argument("--trials-per-slot", type=float, default=2.0, help="trials = this x concurrency")
+    p.add_argument("--max-epochs", type=int, default=0, help="override the space's max_epochs (0 = keep)")
+    p.add_argument("--epoch-s", type=float, default=7.0, help="resnet50 224 px epoch on one GPU (see scale_simulation)")
+    p.add_argument("--time-scale", type=float, default=0.07, help="sleep = simulated epoch seconds x this")
+    p.add_argument("--checkpoint-kb", type=float, default=64.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-free-gb", type=float, default=4.0, help="skip a run if less memory than this would be left")
+    p.add_argument("--quick", action="store_true", help="8 trials on 4 fake GPUs, 6 epochs: under a minute")
+    p.add_argument("--reuse-actors", action="store_true",
+                   help="Tune's reuse_actors=True (the project keeps Tune's default, False: one actor per trial)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary Tune storage")
+    p.add_argument("--out", default="", help="append one JSON line per run here")
+    args = p.parse_args(argv)
+    import ray  # noqa: F401  (puts Ray's vendored psutil, ray/thirdparty_files, on sys.path)
+    import psutil
+
+    from search.space_file import load_space
+
+    space = load_space(args.space)
+    if args.quick:
+        args.concurrency, args.trials_per_slot, args.max_epochs = [4], 2.0, 6
+    if args.max_epochs:
+        s = space.settings
+        space = space.replace_settings(max_epochs=args.max_epochs, grace_period=min(s.grace_period, args.max_epochs))
+    rows = []
+    for n in args.concurrency:
+        need_gb = n * 0.25  # Ray worker processes measured at 150-250 MB each
+        free_gb = psutil.virtual_memory().available / 2**30
+        if free_gb - need_gb < args.min_free_gb:
+            print(f"skipping {n}: {free_gb:.1f} GiB available, ~{need_gb:.0f} GiB needed", file=sys.stderr)
+            continue
+        storage = tempfile.mkdtemp(prefix="scale_real_ray_")
+        trials = int(round(n * args.trials_per_slot))
+        print(f"running {n} concurrent trials, {trials} trials, storage {storage} ...", file=sys.stderr, flush=True)
+        try:
+            row = run_one(space, n, trials, time_scale=args.time_scale, epoch_s=args.epoch_s,
+                          checkpoint_kb=args.checkpoint_kb, seed=args.seed, storage=storage,
+                          reuse_actors=args.reuse_actors)
+        finally:
+            if not args.keep:
+                shutil.rmtree(storage, ignore_errors=True)
+        row.update(space=str(args.space), date=time.strftime("%Y-%m-%d"), load_avg=os.getloadavg(),
+                   machine=f"{platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}")
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "trial_spans"}), flush=True)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+    print_tables(rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

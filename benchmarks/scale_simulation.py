@@ -1,0 +1,389 @@
+"""Scale, by simulation: the project's TPE searcher and ASHA scheduler driving hundreds of GPUs in simulated time.
+
+No Ray actors and no training. The searcher is `search.tuner.make_searcher(space)` (PrunedAwareOptunaSearch,
+TPE) and the scheduler `search.tuner.make_scheduler(space)` (ASHA), built from a space file
+(default spaces/full.py, the mission's space) and called exactly as Ray Tune's controller calls them:
+`set_search_properties`, `suggest` / `on_trial_add`, then per reported epoch `scheduler.on_trial_result`
+and, unless it says STOP, `searcher.on_trial_result`; on STOP `scheduler.on_trial_complete` and
+`searcher.on_trial_complete` with the last result.
+
+A heap of events in simulated seconds stands in for the cluster: "GPU free" (start the next trial) and
+"epoch end" (a trial reports). The driver is one serial server, as Tune's controller is: every call into
+the searcher or scheduler is timed on this CPU, and that real wall time advances the driver's clock, so
+a GPU whose trial reported waits until the driver has decided, and a freed GPU waits for `suggest()`.
+
+Trials (`trial_model`), shared with benchmarks/scale_real_ray.py:
+  - epoch time: resnet50 at 224 px = `--epoch-s` (default 7 s: 21,024 HW1 images at ~3,000 img/s on an
+    H100 with AMP; an assumption, not measured here, as no GPU was lent), scaled per backbone by
+    approximate GMACs at 224 px (timm model cards), the eval share (20%) by (eval_size/224)^2, and
+    jittered by the 1.3% spread of the uncontended epoch times in BENCHMARKS.md section 3;
+  - learning curve: val_acc(e) = C * (1 - exp(-k e/E)) / (1 - exp(-k)), with C the config's ceiling and k
+    drawn from the rates fitted to the 13 real curves recorded on tiny100 (RECORDED_CURVES below), plus
+    binomial noise of a `--val-images` validation set (the recorded curves' residuals match binomial
+    noise of their 1,000-image val set);
+  - ceiling C: a SYNTHETIC response surface over the full space's dimensions (`ceiling`), peaked near
+    the seed reports' recipes (~0.95) with a better region around them; it makes the search non-trivial,
+    it is not a claim about which hyperparameters are good.
+
+    python benchmarks/scale_simulation.py --gpus 256 1024 --trials-per-gpu 4
+    python benchmarks/scale_simulation.py --quick
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import heapq
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# Real per-epoch val_acc curves, recorded 2026-11-22 on this machine (BENCHMARKS.md sections 1 and 3):
+# results/bench/search/random-seed{0,1,2}/<trial>/result.json (resnet10t from scratch, 32 px, 30% of
+# tiny100 train, 4 epochs, every random-search trial that ran all 4) and
+# results/bench/tiny100-resnet18-64/metrics.jsonl (resnet18 from scratch, 64 px, 5 epochs).
+RECORDED_CURVES = {
+    "random-seed0/367bd7fa": (0.019, 0.021, 0.059, 0.064),
+    "random-seed0/93c7370c": (0.042, 0.039, 0.060, 0.064),
+    "random-seed0/bdeab6d1": (0.037, 0.049, 0.076, 0.079),
+    "random-seed0/fce13cc5": (0.014, 0.024, 0.033, 0.031),
+    "random-seed1/3ce48966": (0.022, 0.026, 0.074, 0.079),
+    "random-seed1/567d5fcb": (0.038, 0.052, 0.058, 0.059),
+    "random-seed1/8beb0ef6": (0.025, 0.033, 0.061, 0.058),
+    "random-seed1/a1e3f98e": (0.048, 0.081, 0.083, 0.099),
+    "random-seed2/30d3fdbb": (0.020, 0.010, 0.041, 0.055),
+    "random-seed2/70890ea3": (0.034, 0.029, 0.084, 0.088),
+    "random-seed2/cee5e7e4": (0.039, 0.068, 0.085, 0.095),
+    "random-seed2/d64af827": (0.023, 0.044, 0.046, 0.043),
+    "tiny100-resnet18-64": (0.049, 0.102, 0.160, 0.188, 0.190),
+}
+EPOCH_TIME_CV = 0.013  # std/mean of the uncontended epoch_seconds in results/bench/search/random-seed2
+
+# Approximate GMACs per image at 224 px (timm model cards); epoch time scales with them.
+BACKBONE_GMACS = {
+    "resnet50": 4.1, "resnet101": 7.8, "resnet152d": 11.8, "resnext50_32x4d": 4.3, "resnext101_32x8d": 16.5,
+    "resnext101_64x4d": 15.5, "seresnext50_32x4d": 4.3, "seresnext101_32x8d": 16.5,
+    "seresnextaa101d_32x8d": 17.3, "resnest50d": 5.4, "resnest101e": 10.2, "seresnet152d": 11.8,
+}
+# Synthetic: a backbone's ceiling with a good recipe (bigger is a little better, as in the seed reports).
+BACKBONE_BASE = {
+    "resnet50": 0.925, "resnet101": 0.935, "resnet152d": 0.940, "resnext50_32x4d": 0.930,
+    "resnext101_32x8d": 0.945, "resnext101_64x4d": 0.948, "seresnext50_32x4d": 0.935,
+    "seresnext101_32x8d": 0.948, "seresnextaa101d_32x8d": 0.952, "resnest50d": 0.938, "resnest101e": 0.946,
+    "seresnet152d": 0.944,
+}
+
+
+def fit_rates(curves=RECORDED_CURVES) -> list[float]:
+    """Least-squares rate k of C * (1 - exp(-k p)) / (1 - exp(-k)) for each recorded curve (p = epoch / epochs)."""
+    grid = np.exp(np.linspace(math.log(0.05), math.log(50.0), 400))
+    rates = []
+    for values in curves.values():
+        y = np.asarray(values, dtype=float)
+        p = np.arange(1, len(y) + 1) / len(y)
+        best = None
+        for k in grid:
+            g = (1 - np.exp(-k * p)) / (1 - np.exp(-k))
+            c = (g @ y) / (g @ g)
+            sse = float(((y - c * g) ** 2).sum())
+            if best is None or sse < best[0]:
+                best = (sse, float(k))
+        rates.append(best[1])
+    return rates
+
+
+RATES = fit_rates()
+
+
+def ceiling(p: dict) -> float:
+    """SYNTHETIC final val_acc of a config of spaces/full.py (missing keys take the space's neutral values)."""
+    bb = p.get("backbone", "resnet50")
+    c = BACKBONE_BASE.get(bb, 0.93) - 0.012
+    frozen = p.get("frozen_stages", 0)
+    best_lr = 1.5e-4 * (1.6 if frozen else 1.0) * (0.7 if BACKBONE_GMACS.get(bb, 4) > 12 else 1.0)
+    c -= 0.06 * math.log10(p.get("lr", 1e-4) / best_lr) ** 2
+    c -= 0.006 * math.log10(p.get("head_lr_mult", 1.0) / 10.0) ** 2
+    c -= 0.008 * (math.log10(p.get("weight_decay", 1e-2)) + 3.0) ** 2
+    c += 0.002 * (p.get("warmup_epochs", 0) >= 1) - 0.001 * max(0, p.get("warmup_epochs", 0) - 3)
+    c += 0.003 * (p.get("scheduler", "cosine") == "cosine")
+    c += {"none": 0.0, "trivialaugment": 0.012, "randaugment": 0.010, "autoaugment": 0.008}[p.get("augment", "none")]
+    re = p.get("random_erasing", 0.0)
+    c += 0.02 * re - 0.05 * max(0.0, re - 0.3)
+    c += {0.0: 0.0, 0.2: 0.002, 0.5: -0.001}.get(p.get("vflip", 0.0), 0.0)
+    mix = p.get("mixup_prob", 0.0)
+    if mix > 0:
+        c += {0.5: 0.006, 1.0: 0.003}.get(mix, 0.0) - 0.008 * max(0.0, p.get("mixup_alpha", 0.2) - 1.0)
+        c += 0.002 * (p.get("cutmix_alpha", 0.0) > 0)
+    d = p.get("drop_rate", 0.0)
+    c += 0.012 * d - 0.04 * max(0.0, d - 0.35)
+    c += 0.02 * p.get("drop_path_rate", 0.0)
+    c += {0: 0.0, 1: -0.002, 2: -0.012}.get(frozen, 0.0)
+    c += 0.002 * (p.get("head", "linear") == "mlp")
+    ls = p.get("label_smoothing", 0.0)
+    c += 0.04 * ls - 0.12 * max(0.0, ls - 0.12)
+    c += {"none": 0.0, "inverse": -0.002, "sqrt_inverse": 0.004, "effective_number": 0.003}[p.get("class_weighting", "none")]
+    c += {0.0: 0.0, 1.0: 0.001, 2.0: -0.004}.get(p.get("focal_gamma", 0.0), 0.0)
+    c += {224: 0.0, 288: 0.005, 320: 0.007}.get(p.get("eval_size", 224), 0.0)
+    return float(min(0.985, max(0.05, c)))
+
+
+def epoch_seconds_for(p: dict, base_s: float) -> float:
+    """Mean epoch time: resnet50 at 224 px is base_s; train part by GMACs, eval part (20%) also by eval_size^2."""
+    gmacs = BACKBONE_GMACS.get(p.get("backbone", "resnet50"), 4.1) / BACKBONE_GMACS["resnet50"]
+    eval_scale = (p.get("eval_size", 224) / 224) ** 2
+    return base_s * gmacs * (0.8 + 0.2 * eval_scale)
+
+
+def trial_seed(trial_id: str, seed: int) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{trial_id}".encode(), digest_size=8).digest(), "little")
+
+
+def trial_model(params: dict, *, max_epochs: int, base_epoch_s: float, seed: int, val_images: int = 2100):
+    """One simulated trial: (epoch durations, val_acc per epoch), deterministic in `seed`."""
+    rng = np.random.default_rng(seed)
+    c = min(0.99, ceiling(params) + rng.normal(0.0, 0.004))  # trial-to-trial (seed) spread of the ceiling
+    k = float(rng.choice(RATES))
+    e = np.arange(1, max_epochs + 1)
+    mean = c * (1 - np.exp(-k * e / max_epochs)) / (1 - np.exp(-k))
+    acc = np.clip(mean + rng.normal(0.0, 1.0, max_epochs) * np.sqrt(mean * (1 - mean) / val_images), 0.0, 1.0)
+    mean_s = epoch_seconds_for(params, base_epoch_s)
+    durations = np.maximum(0.05 * mean_s, mean_s * (1 + EPOCH_TIME_CV * rng.normal(0.0, 1.0, max_epochs)))
+    return durations.tolist(), acc.tolist()
+
+
+class SimTrial:
+    """All ASHA reads from a trial: its id (it keys its bookkeeping on trial.trial_id)."""
+
+    __slots__ = ("trial_id", "config", "durations", "accs", "epochs", "start")
+
+    def __init__(self, trial_id, config, durations, accs):
+        self.trial_id, self.config, self.durations, self.accs = trial_id, config, durations, accs
+        self.epochs, self.start = 0, 0.0
+
+
+def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, seed: int = 0,
+             targets=(0.94, 0.95, 0.955), val_images: int = 2100, start_overhead_s: float = 0.0,
+             report_overhead_s: float = 0.0, decision_scale: float = 1.0, bucket: int = 100,
+             progress_every: float = 0.0) -> dict:
+    """Run one simulated search; returns its figures (BENCHMARKS.md, section Scale, explains each)."""
+    from search.tuner import make_scheduler, make_searcher
+
+    s = space.settings
+    searcher = make_searcher(space)
+    searcher.set_search_properties(s.metric, s.mode, space.trial_config({}))  # as Tune does (a no-op here)
+    scheduler = make_scheduler(space)
+    scheduler.set_search_properties(s.metric, s.mode)
+    max_epochs = s.max_epochs
+
+    events: list = []  # (time, seq, kind, trial)
+    seq = 0
+
+    def push(t, kind, trial=None):
+        nonlocal seq
+        heapq.heappush(events, (t, seq, kind, trial))
+        seq += 1
+
+    for _ in range(gpus):
+        push(0.0, "free")
+    driver_free = 0.0
+    started = finished = stopped_early = completed = 0
+    busy = []            # (start, end) of every trained epoch
+    wait_driver = 0.0    # GPU-seconds spent waiting for the driver to decide or suggest
+    decision_total = 0.0
+    suggest_ms: list[tuple[int, float]] = []   # (finished trials at call time, ms)
+    complete_ms: list[tuple[int, float]] = []
+    result_ms: list[float] = []
+    time_to_target = {float(x): None for x in targets}
+    best = (0.0, None)
+    last_suggest_t = 0.0
+    wall0 = time.perf_counter()
+    next_progress = progress_every
+
+    while events:
+        t, _, kind, trial = heapq.heappop(events)
+        begin = max(t, driver_free)
+        if kind == "free":
+            if started >= num_trials:
+                continue
+            trial_id = f"sim_{started:05d}"
+            t0 = time.perf_counter()
+            config = searcher.suggest(trial_id)
+            t1 = time.perf_counter()
+            durations, accs = trial_model(config, max_epochs=max_epochs, base_epoch_s=base_epoch_s,
+                                          seed=trial_seed(trial_id, seed), val_images=val_images)
+            trial = SimTrial(trial_id, config, durations, accs)
+            t2 = time.perf_counter()
+            scheduler.on_trial_add(None, trial)
+            t3 = time.perf_counter()
+            spent = ((t1 - t0) + (t3 - t2)) * decision_scale
+            suggest_ms.append((finished, (t1 - t0) * 1e3))
+            started += 1
+            driver_free = begin + spent
+            decision_total += spent
+            wait_driver += driver_free - t
+            last_suggest_t = driver_free
+            trial.start = driver_free + start_overhead_s
+            push(trial.start + trial.durations[0], "epoch_end", trial)
+            busy.append((trial.start, trial.start + trial.durations[0]))
+        else:
+            trial.epochs += 1
+            e = trial.epochs
+            value = trial.accs[e - 1]
+            if value > best[0]:
+                best = (value, trial.trial_id)
+            for x, when in time_to_target.items():
+                if when is None and value >= x:
+                    time_to_target[x] = t
+            result = {s.metric: value, "training_iteration": e, "trial_id": trial.trial_id, "done": False}
+            t0 = time.perf_counter()
+            decision = scheduler.on_trial_result(None, trial, result)
+            if decision == "STOP":
+                t1 = time.perf_counter()
+                scheduler.on_trial_complete(None, trial, result)
+                searcher.on_trial_complete(trial.trial_id, result)
+                t2 = time.perf_counter()
+                spent = (t2 - t0) * decision_scale
+                complete_ms.append((finished, (t2 - t1) * 1e3))
+                finished += 1
+                if e < max_epochs:
+                    stopped_early += 1
+                else:
+                    completed += 1
+                driver_free = begin + spent
+                wait_driver += driver_free - t
+                push(driver_free, "free")
+            else:
+                searcher.on_trial_result(trial.trial_id, result)
+                t1 = time.perf_counter()
+                spent = (t1 - t0) * decision_scale
+                result_ms.append((t1 - t0) * 1e3)
+                driver_free = begin + spent
+                wait_driver += driver_free - t
+                nxt = driver_free + report_overhead_s
+                push(nxt + trial.durations[e], "epoch_end", trial)
+                busy.append((nxt, nxt + trial.durations[e]))
+            decision_total += spent
+        if progress_every and time.perf_counter() - wall0 > next_progress:
+            next_progress += progress_every
+            print(f"  [{gpus} GPUs] {time.perf_counter() - wall0:.0f}s wall: {started} started, {finished} "
+                  f"finished, sim t={t / 3600:.2f} h", file=sys.stderr, flush=True)
+
+    makespan = max(end for _, end in busy)
+    busy_s = sum(end - start for start, end in busy)
+    steady_busy = sum(max(0.0, min(end, last_suggest_t) - start) for start, end in busy)
+    study = searcher._ot_study
+    states = {}
+    for ot_trial in study.get_trials(deepcopy=False):
+        states[ot_trial.state.name] = states.get(ot_trial.state.name, 0) + 1
+
+    def per_bucket(rows):
+        out = {}
+        for n_done, ms in rows:
+            out.setdefault(n_done // bucket * bucket, []).append(ms)
+        return {f"{b}-{b + bucket - 1}": {"mean_ms": statistics.mean(v), "calls": len(v)} for b, v in sorted(out.items())}
+
+    epochs_run = len(busy)
+    return {
+        "gpus": gpus, "trials": num_trials, "started": started, "finished": finished,
+        "stopped_early": stopped_early, "completed_max_epochs": completed, "epochs_run": epochs_run,
+        "epochs_if_no_asha": num_trials * max_epochs, "max_epochs": max_epochs,
+        "sim_makespan_h": makespan / 3600, "gpu_utilisation": busy_s / (gpus * makespan),
+        "gpu_utilisation_until_last_suggest": steady_busy / (gpus * last_suggest_t) if last_suggest_t else None,
+        "last_suggest_h": last_suggest_t / 3600,
+        "gpu_s_waiting_for_driver": wait_driver, "gpu_s_busy": busy_s,
+        "driver_busy_s": decision_total, "driver_busy_fraction": decision_total / makespan,
+        "hours_to_target": {str(x): None if w is None else w / 3600 for x, w in time_to_target.items()},
+        "best_val_acc": best[0], "best_trial": best[1],
+        "suggest_ms_by_finished": per_bucket(suggest_ms),
+        "on_trial_complete_ms_by_finished": per_bucket(complete_ms),
+        "on_trial_result_ms_mean": statistics.mean(result_ms) if result_ms else None,
+        "suggest_ms_mean": statistics.mean(ms for _, ms in suggest_ms),
+        "optuna_states": states, "searcher_completed": len(searcher._completed_trials),
+        "asha_stopped": scheduler._num_stopped, "wall_s": time.perf_counter() - wall0,
+        "base_epoch_s": base_epoch_s, "seed": seed, "start_overhead_s": start_overhead_s,
+        "report_overhead_s": report_overhead_s, "decision_scale": decision_scale,
+    }
+
+
+def print_tables(rows: list[dict]) -> None:
+    targets = list(rows[0]["hours_to_target"]) if rows else []
+    print("\n| GPUs | trials | stopped early / ran max | epochs run (vs no ASHA) | sim makespan h | GPU util | "
+          "util until last suggest | GPU-s waiting for driver | driver busy | best val_acc | h to "
+          + " / ".join(targets) + " | wall s |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        ttt = " / ".join("-" if v is None else f"{v:.2f}" for v in r["hours_to_target"].values())
+        print(f"| {r['gpus']} | {r['trials']} | {r['stopped_early']} / {r['completed_max_epochs']} | "
+              f"{r['epochs_run']} ({r['epochs_run'] / r['epochs_if_no_asha']:.0%}) | {r['sim_makespan_h']:.2f} | "
+              f"{r['gpu_utilisation']:.3f} | {r['gpu_utilisation_until_last_suggest']:.3f} | "
+              f"{r['gpu_s_waiting_for_driver']:.0f} ({r['gpu_s_waiting_for_driver'] / r['gpu_s_busy']:.2%} of busy) | "
+              f"{r['driver_busy_fraction']:.1%} | {r['best_val_acc']:.4f} | {ttt} | {r['wall_s']:.0f} |")
+    for r in rows:
+        print(f"\nsuggest() ms by finished trials, {r['gpus']} GPUs:")
+        print("| finished trials | suggest calls | mean suggest ms | mean on_trial_complete ms |")
+        print("|---|---:|---:|---:|")
+        comp = r["on_trial_complete_ms_by_finished"]
+        for b, v in r["suggest_ms_by_finished"].items():
+            c = comp.get(b, {}).get("mean_ms")
+            print(f"| {b} | {v['calls']} | {v['mean_ms']:.1f} | {'' if c is None else f'{c:.2f}'} |")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", default=str(REPO / "spaces" / "full.py"))
+    p.add_argument("--gpus", type=int, nargs="+", default=[256, 1024], help="concurrent GPUs, one run each")
+    p.add_argument("--trials-per-gpu", type=float, default=4.0, help="trial budget = this x GPUs")
+    p.add_argument("--max-trials", type=int, default=0, help="cap the trial budget (0 = no cap)")
+    p.add_argument("--epoch-s", type=float, default=7.0, help="resnet50 224 px epoch on one GPU, seconds")
+    p.add_argument("--targets", type=float, nargs="+", default=[0.94, 0.95, 0.955],
+                   help="val_acc levels whose first report is timed (simulated hours)")
+    p.add_argument("--val-images", type=int, default=2100, help="validation set size (binomial noise)")
+    p.add_argument("--start-overhead-s", type=float, default=0.0, help="per trial, before its first epoch")
+    p.add_argument("--report-overhead-s", type=float, default=0.0, help="per report, e.g. checkpoint upload")
+    p.add_argument("--decision-scale", type=float, default=1.0, help="multiply measured driver time (0 = free)")
+    p.add_argument("--bucket", type=int, default=0, help="finished-trials bucket for suggest() times (0 = auto)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="16 GPUs, 48 trials: well under a minute")
+    p.add_argument("--out", default="", help="append one JSON line per run here")
+    args = p.parse_args(argv)
+    from search.space_file import load_space
+
+    space = load_space(args.space)
+    if args.quick:
+        args.gpus, args.trials_per_gpu, args.max_trials = [16], 3.0, 48
+    space = space.replace_settings(seed=args.seed)
+    rows = []
+    for gpus in args.gpus:
+        n = int(round(gpus * args.trials_per_gpu))
+        if args.max_trials:
+            n = min(n, args.max_trials)
+        space_n = space.replace_settings(num_samples=n)
+        bucket = args.bucket or (100 if n <= 1500 else 500)
+        print(f"simulating {gpus} GPUs, {n} trials ...", file=sys.stderr, flush=True)
+        row = simulate(space_n, gpus=gpus, num_trials=n, base_epoch_s=args.epoch_s, seed=args.seed,
+                       targets=args.targets, val_images=args.val_images, start_overhead_s=args.start_overhead_s,
+                       report_overhead_s=args.report_overhead_s, decision_scale=args.decision_scale,
+                       bucket=bucket, progress_every=60.0)
+        row.update(space=str(args.space), date=time.strftime("%Y-%m-%d"), machine=f"{platform.machine()} "
+                   f"{os.cpu_count()} CPUs, Python {platform.python_version()}", load_avg=os.getloadavg())
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+    print_tables(rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""The discrete-event scale simulation (benchmarks/scale_simulation.py) in a tiny configuration: no Ray actors."""
+import importlib.util
+from pathlib import Path
+
+from search.space_file import load_space
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location("scale_simulation", ROOT / "benchmarks" / "scale_simulation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_simulated_search_finishes_every_trial_and_asha_stops_some():
+    sim = _load_benchmark()
+    space = load_space(ROOT / "spaces" / "full.py").replace_settings(num_samples=30)
+    r = sim.simulate(space, gpus=8, num_trials=30, base_epoch_s=7.0, seed=0, bucket=10)
+
+    assert r["started"] == r["finished"] == 30                        # every trial ran and ended
+    assert r["stopped_early"] + r["completed_max_epochs"] == 30
+    assert r["stopped_early"] > 0                                    # ASHA stopped some before max_epochs
+    assert r["epochs_run"] < r["epochs_if_no_asha"]
+    assert 0.0 < r["gpu_utilisation"] <= 1.0
+    assert 0.0 < r["gpu_utilisation_until_last_suggest"] <= 1.0
+    assert r["gpu_s_waiting_for_driver"] >= 0.0 and r["driver_busy_s"] > 0.0
+    # The searcher heard every trial's outcome: ASHA-stopped ones as PRUNED, full-length ones as COMPLETE.
+    assert r["searcher_completed"] == 30
+    assert r["optuna_states"] == {"PRUNED": r["stopped_early"], "COMPLETE": r["completed_max_epochs"]}
+    assert 0.0 < r["best_val_acc"] < 1.0
+    assert sum(b["calls"] for b in r["suggest_ms_by_finished"].values()) == 30
+
+
+def test_trial_model_is_deterministic_and_scales_epoch_time_with_backbone():
+    sim = _load_benchmark()
+    small = {"backbone": "resnet50", "lr": 1.5e-4}
+    big = {"backbone": "seresnextaa101d_32x8d", "lr": 1.5e-4}
+    a = sim.trial_model(small, max_epochs=30, base_epoch_s=7.0, seed=1)
+    assert a == sim.trial_model(small, max_epochs=30, base_epoch_s=7.0, seed=1)
+    durations, accs = a
+    assert len(durations) == len(accs) == 30 and all(0.0 <= x <= 1.0 for x in accs)
+    assert accs[-1] > accs[0]                                        # the curve learns
+    big_durations, _ = sim.trial_model(big, max_epochs=30, base_epoch_s=7.0, seed=1)
+    assert sum(big_durations) > 3 * sum(durations)                   # ~17 vs ~4 GMACs per image
