@@ -38,12 +38,34 @@ def study_params(experiment: Path) -> list[dict]:
 
 def iterations(trial_dir: Path, key: str = "training_iteration") -> list[int]:
     path = trial_dir / "result.json"
-    return [json.loads(line)[key] for line in path.read_text().splitlines()] if path.exists() else []
+    values = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            values.append(json.loads(line)[key])
+        except json.JSONDecodeError:  # the line Tune is writing right now
+            break
+    return values
 
 
 def epochs(trial_dir: Path) -> list[int]:
     """The trial's own epoch counter (restored from its checkpoint; Tune's training_iteration is Tune's)."""
     return iterations(trial_dir, "epoch")
+
+
+def mid_way_trial(experiment: Path, state_saved: bool) -> Path | None:
+    """Once two trials have finished: a trial with some but not all epochs done and its last epoch's checkpoint
+    written; with state_saved, Tune's experiment state (what --resume restores from) saved since."""
+    dirs = trial_dirs(experiment)
+    if sum(len(iterations(d)) == MAX_EPOCHS for d in dirs) < 2:
+        return None
+    saved = max((p.stat().st_mtime for p in experiment.glob("experiment_state-*.json")), default=0.0)
+    for d in dirs:
+        its = iterations(d)
+        checkpoint = d / f"checkpoint_{its[-1] - 1:06d}" if its else None
+        if 1 <= len(its) < MAX_EPOCHS and checkpoint.exists() and \
+                (not state_saved or saved > checkpoint.stat().st_mtime + 0.2):
+            return d
+    return None
 
 
 @pytest.mark.parametrize("interrupt", [signal.SIGKILL, signal.SIGINT], ids=["killed-driver", "ctrl-c"])
@@ -56,15 +78,19 @@ def test_interrupted_search_resumes(tmp_path, interrupt):
     cmd = [sys.executable, "search/run.py", "--storage", str(storage), "--name", "resumable"]
     log = open(tmp_path / "first.log", "w")
     started = time.time()
+    # Tune saves its experiment state (what --resume restores) at most every 10 s by default, and a trial here
+    # runs its 3 epochs in ~3 s; every 0.5 s here, so the driver can be killed while a trial is mid-way.
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0.5"}
     driver = subprocess.Popen(cmd + ["--space", str(space), "--data", str(data)], cwd=ROOT, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
-    # Interrupt once two trials have finished and the third has written its first checkpoint.
+                              stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    # Interrupt once two trials have finished and another one is mid-way, with a checkpoint on record (a
+    # killed driver saves nothing more; Ctrl-C makes Tune save its state as it stops).
     deadline = time.time() + 240
-    while not (len(trial_dirs(experiment)) >= 3 and list(trial_dirs(experiment)[-1].glob("checkpoint_*"))):
-        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    while (victim := mid_way_trial(experiment, state_saved=interrupt == signal.SIGKILL)) is None:
+        assert driver.poll() is None, "the search ended before a trial could be interrupted mid-way:\n" + \
+            (tmp_path / "first.log").read_text()[-3000:]
         assert time.time() < deadline, "the search made no progress"
-        time.sleep(0.5)
-    time.sleep(1)  # let Tune save its experiment state
+        time.sleep(0.1)
     at_kill = {d.name: iterations(d) for d in trial_dirs(experiment)}
     killed_at = time.time() - started
     if interrupt == signal.SIGKILL:
@@ -77,11 +103,14 @@ def test_interrupted_search_resumes(tmp_path, interrupt):
     interrupted = [name for name, its in at_stop.items() if len(its) < MAX_EPOCHS]
     report = [f"[resume] killed: the driver (pid {driver.pid}) with {signal.Signals(interrupt).name}"
               f"{' to its process group' if interrupt == signal.SIGKILL else ''}, {killed_at:.1f} s into the search; "
-              f"epochs reported per trial then: {at_kill}; when it had stopped: {at_stop}"]
+              f"mid-way trial {victim.name}; epochs reported per trial then: {at_kill}; when it had stopped: "
+              f"{at_stop}"]
     first_log = (tmp_path / "first.log").read_text()
     if interrupt == signal.SIGINT:
         assert "To continue" in first_log and "--name resumable --resume" in first_log
 
+    if interrupt == signal.SIGKILL:  # a graceful Ctrl-C may let the trial finish its last epoch first
+        assert victim.name in interrupted, report
     finished = {d.name: iterations(d) for d in trial_dirs(experiment) if len(iterations(d)) == MAX_EPOCHS}
     assert len(finished) >= 2
     params_before = study_params(experiment)
