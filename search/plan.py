@@ -93,11 +93,18 @@ class Plan:
             f"  scheduler  ASHA over epochs: max {s.max_epochs}, grace {s.grace_period}, reduction {s.reduction_factor}",
             f"  resources  {s.cpus_per_trial:g} CPU{gpu} per trial; max concurrent "
             f"{s.max_concurrent or 'as resources allow'}; {self._capacity()}",
-            f"  images     train {s.train_size}px, eval {s.eval_size}px",
+            f"  images     train {s.train_size}px, eval {s.eval_size}px; {self._loader()}",
             f"  storage    {self.experiment_path}",
             f"  outputs    {self.out_dir}",
         ]
         return "\n".join(lines)
+
+    def _loader(self) -> str:
+        trial = self.space.settings.trial
+        if trial.get("loader", "pil") != "cache":
+            return "loader pil (every trial decodes every image every epoch)"
+        side = trial.get("cache_short_side") or "auto"
+        return f"loader cache (decoded once per node, short side {side})"
 
     def _capacity(self) -> str:
         if self.address:

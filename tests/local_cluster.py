@@ -43,10 +43,31 @@ FAST_FAILURE_DETECTION = {"RAY_health_check_initial_delay_ms": "1000", "RAY_heal
                           "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports, none handed out before by this process. Binding port 0 one socket at a time
+    can return the same port twice once the first socket is closed (it did: a node's node-manager and
+    dashboard-agent ports collided and `ray start` refused), so all n sockets are held open together."""
+    sockets, ports = [], []
+    try:
+        while len(ports) < n:
+            s = socket.socket()
+            sockets.append(s)
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            if port not in _HANDED_OUT:
+                ports.append(port)
+                _HANDED_OUT.add(port)
+    finally:
+        for s in sockets:
+            s.close()
+    return ports
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def base_env(extra: dict | None = None) -> dict:
@@ -75,6 +96,7 @@ class LocalCluster:
     root: Path
     workers: dict = field(default_factory=lambda: {"w1": 1, "w2": 1})  # name -> CPUs
     env_extra: dict = field(default_factory=dict)  # for every node (and so every trial), e.g. a cache dir
+    node_env: dict = field(default_factory=dict)   # node name -> env for that node only, e.g. its "local disk"
     object_store_mb: int = 100
     nodes: dict = field(default_factory=dict)
 
@@ -197,20 +219,21 @@ class LocalCluster:
         if name in self.nodes:
             raise ValueError(f"a node named {name!r} exists already")
         resources = {f"node:{name}": 1}
+        ports = iter(free_ports(8))
         cmd = [RAY, "start", "--block", "--disable-usage-stats",
                f"--num-cpus={cpus}", "--num-gpus=0", f"--resources={json.dumps(resources)}",
                f"--object-store-memory={self.object_store_mb * 1024 * 1024}",
-               f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-               f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-               f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+               f"--node-manager-port={next(ports)}", f"--object-manager-port={next(ports)}",
+               f"--dashboard-agent-listen-port={next(ports)}", f"--dashboard-agent-grpc-port={next(ports)}",
+               f"--metrics-export-port={next(ports)}", f"--runtime-env-agent-port={next(ports)}"]
         if head:
-            cmd += ["--head", f"--port={self.port}", f"--ray-client-server-port={free_port()}",
-                    "--include-dashboard=false", f"--dashboard-port={free_port()}", f"--temp-dir={self.temp_dir}"]
+            cmd += ["--head", f"--port={self.port}", f"--ray-client-server-port={next(ports)}",
+                    "--include-dashboard=false", f"--dashboard-port={next(ports)}", f"--temp-dir={self.temp_dir}"]
         else:
             cmd += [f"--address={self.address}"]
         if env is None:
             env = self.env()
-        env = {**env, **FAST_FAILURE_DETECTION}
+        env = {**env, **self.node_env.get(name, {}), **FAST_FAILURE_DETECTION}
         log = self.root / f"node-{name}.log"
         with open(log, "w") as out:
             process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -29,11 +29,11 @@ QUICK_REFUSAL = {"RAY_NUM_REDIS_GET_RETRIES": "3"}
 AUTH_REFUSED = "InvalidAuthToken: Authentication token is missing or incorrect"
 
 
-def space(num_samples: int, max_epochs: int) -> str:
+def space(num_samples: int, max_epochs: int, loader: str = "pil") -> str:
     return f'''
 SETTINGS = {{"num_samples": {num_samples}, "max_epochs": {max_epochs}, "grace_period": {max_epochs},
             "cpus_per_trial": 1, "max_concurrent": 2, "max_failures": 2, "train_size": 32, "eval_size": 32,
-            "trial": {{"num_workers": 0, "backbone": "resnet10t", "batch_size": 8}}}}
+            "trial": {{"num_workers": 0, "backbone": "resnet10t", "batch_size": 8, "loader": "{loader}"}}}}
 
 def define(trial):
     trial.suggest_float("lr", 1e-3, 3e-2, log=True)
@@ -44,7 +44,9 @@ def define(trial):
 def cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster")
     # The trials run in the nodes' worker processes: they get the nodes' environment, not the driver's.
-    with LocalCluster(root, workers={"w1": 1, "w2": 1}, env_extra={"RESNET_SEARCH_CACHE": str(root / "cache")}) as c:
+    # w1 and w2 each get their own cache dir, as each machine of a real cluster has its own local disk.
+    with LocalCluster(root, workers={"w1": 1, "w2": 1}, env_extra={"RESNET_SEARCH_CACHE": str(root / "cache")},
+                      node_env={w: {"RESNET_SEARCH_CACHE": str(root / f"{w}-local-disk")} for w in ("w1", "w2")}) as c:
         print(f"\n[cluster] started at {c.address}: {c.describe()}; token {c.token_path}")
         yield c
     print("\n[cluster] stopped: each node's process group, nothing else")
@@ -106,7 +108,8 @@ def trial_dirs(experiment: Path) -> list[Path]:
 
 
 def test_trials_run_on_several_worker_nodes_never_the_head(cluster, data, tmp_path):
-    driver, experiment = start_search(cluster, tmp_path, data, "spread", space(num_samples=4, max_epochs=2))
+    driver, experiment = start_search(cluster, tmp_path, data, "spread", space(num_samples=4, max_epochs=2,
+                                                                               loader="cache"))
     code, log = finish(driver, 300)
     assert code == 0, log[-4000:]
     names = cluster.node_names()
@@ -122,6 +125,13 @@ def test_trials_run_on_several_worker_nodes_never_the_head(cluster, data, tmp_pa
     used = set().union(*placed.values())
     assert used <= {"w1", "w2"}, f"a trial ran outside the worker nodes (the head has CPU 0): {placed}"
     assert used == {"w1", "w2"}, f"all trials ran on one node: {placed}"
+    # loader=cache: each node decoded the data once, into its own local cache, whatever number of trials ran there.
+    for node in used:
+        built = sorted((cluster.root / f"{node}-local-disk" / "decoded").glob("*/build.json"))
+        trials_here = sum(node in nodes for nodes in placed.values())
+        print(f"[spread] {node}: {trials_here} trials, decoded caches built: {len(built)}")
+        assert len(built) == 1, built
+        assert json.loads(built[0].read_text())["images"] == 3 * (24 + 4)  # train + val of the toy data
 
 
 DRIVER = ("import ray\n"
