@@ -80,6 +80,18 @@ def test_a_failed_build_leaves_nothing_half_written(tmp_path, monkeypatch):
     assert len(ensure_decoded(paths, short_side=32)) == 4
 
 
+def test_a_full_disk_is_a_clear_message_not_a_traceback(tmp_path, monkeypatch):
+    import errno
+    from trainable.data import DataError
+    paths = write_images(tmp_path / "img", [(40, 40)] * 2)
+    def full(path, side):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(decoded_cache, "_decode", full)
+    with pytest.raises(DataError, match="filled up while decoding 2 images at short side 32 .* RESNET_SEARCH_CACHE"):
+        ensure_decoded(paths, short_side=32)
+    assert not [p for p in (tmp_path / "cache" / "decoded").iterdir() if p.is_dir()]
+
+
 def _build_concurrently(paths, cache, log_file, start_barrier):
     os.environ["RESNET_SEARCH_CACHE"] = cache
     real = decoded_cache._build

@@ -15,6 +15,7 @@ Concurrency and invalidation:
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from trainable.data import cache_dir, to_rgb
+from trainable.data import DataError, cache_dir, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,14 @@ def _build(folder: Path, paths: list[str], short_side: int, workers: int) -> Non
                                                     "seconds": round(time.perf_counter() - started, 2)}))
         tmp.chmod(0o755)
         os.rename(tmp, folder)  # atomic: readers see no folder or a whole one
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        raise DataError(
+            f"The disk under {folder.parent} filled up while decoding {len(paths)} images at short side "
+            f"{short_side} for loader=cache (nothing half-written was kept). Free space there, point "
+            f"RESNET_SEARCH_CACHE at a larger local disk, lower cache_short_side, or use loader=pil."
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("Decoded cache built in %.1fs (%.2f GB)", time.perf_counter() - started, offset / 1e9)
