@@ -32,7 +32,7 @@ class TrialConfig:
     data: str = field(default="builtin:digits", metadata={"doc": "dataset root (DATA/train, DATA/val, DATA/test) or builtin:digits"})
     val_fraction: float = field(default=0.1, metadata=in_range(0.0, 0.5, lo_open=True, doc="stratified hold-out from train when DATA/val is absent"))
     min_image_side: int = field(default=8, metadata=in_range(1, 4096, doc="px; smaller images are skipped with a warning"))
-    loader: str = field(default="pil", metadata=one_of("pil", "cache", doc="pil: decode every image every epoch; cache: decode once per node into a shared uint8 memory map, augment uint8 tensors, normalise/flip/erase on the device"))
+    loader: str = field(default="pil", metadata=one_of("pil", "cache", doc="pil: decode every image every epoch; cache: decode once per node into a shared uint8 memory map, crop/flip/augment uint8 in the workers, normalise/erase on the device"))
     cache_short_side: int = field(default=0, metadata=in_range(0, 4096, doc="px, loader=cache: short side images are stored at; 0 = max(train_size, eval_size / crop_pct). Give every trial of a search the same value to share one cache"))
     num_workers: int = field(default=2, metadata=in_range(0, 64, doc="DataLoader worker processes"))
     batch_size: int = field(default=64, metadata=in_range(2, 4096, doc="images per optimizer step"))
