@@ -7,7 +7,8 @@ k workers scales it by about k). Each loader delivers what the train step consum
   pil    this project's loader='pil' (timm transforms): same work, timm's implementation;
   cache  loader='cache': uint8 crop/flip/resize (+ policy) from the node's decoded memory map: what
          a GPU node's loader cores do (the batch's float conversion + normalise then run on the GPU);
-  cache+finish  the same plus that float conversion + normalise on this CPU: a CPU-only node's cost.
+  cache+finish  the same through the trial's timm PrefetchLoader, float conversion + normalise on this
+         CPU: a CPU-only node's cost.
 Runs alternate (naive, pil, cache, naive, ...) so machine noise hits all; ratios are of medians.
 The cache's one-off build is timed separately: it is paid once per node, not per epoch or trial.
 
@@ -29,7 +30,7 @@ from torchvision import datasets
 from torchvision import transforms as T
 
 from realistic_jpegs import make_jpeg_folder
-from trainable.cached_pipeline import CachedImageDataset, DeviceBatchTransform, train_image_transform
+from trainable.cached_pipeline import CachedImageDataset, on_device, train_image_transform
 from trainable.config import TrialConfig
 from trainable.data import ImageListDataset, index_dataset
 from trainable.decoded_cache import ensure_decoded
@@ -38,14 +39,10 @@ from trainable.transforms import train_transform
 DATA_CONFIG = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "interpolation": "bicubic"}
 
 
-def images_per_s(loader, finish=None, limit=None) -> float:
+def images_per_s(loader) -> float:
     seen, start = 0, time.perf_counter()
     for images, _ in loader:
-        if finish is not None:
-            images = finish(images)
         seen += images.shape[0]
-        if limit and seen >= limit:
-            break
     return seen / (time.perf_counter() - start)
 
 
@@ -77,7 +74,6 @@ def main():
         rows = []
         for augment in args.augment:
             cfg = TrialConfig(**{**base.to_dict(), "augment": augment})
-            finish = DeviceBatchTransform(DATA_CONFIG, torch.device("cpu"))
             runs = {"naive": [], "pil": [], "cache": [], "cache+finish": []}
             for _ in range(args.repeats):
                 runs["naive"].append(images_per_s(naive_loader(root, cfg)))
@@ -86,7 +82,7 @@ def main():
                 cached = DataLoader(CachedImageDataset(decoded, index.train, train_image_transform(cfg, DATA_CONFIG)),
                                     batch_size=cfg.batch_size, shuffle=True)
                 runs["cache"].append(images_per_s(cached))
-                runs["cache+finish"].append(images_per_s(cached, finish))
+                runs["cache+finish"].append(images_per_s(on_device(cached, DATA_CONFIG, torch.device("cpu"))))
                 print(augment, {k: round(v[-1], 1) for k, v in runs.items()}, flush=True)
             med = {k: statistics.median(v) for k, v in runs.items()}
             rows.append({"augment": augment, **{f"{k}_img_s_per_core": round(v, 1) for k, v in med.items()},

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from trainable import decoded_cache
-from trainable.cached_pipeline import DeviceBatchTransform, RandomResizedCropFlipU8, eval_image_transform
+from trainable.cached_pipeline import RandomResizedCropFlipU8, eval_image_transform, on_device
 from trainable.config import ConfigError, TrialConfig
 from trainable.data import load_rgb
 from trainable.decoded_cache import DecodedImages, ensure_decoded
@@ -92,6 +92,16 @@ def test_a_full_disk_is_a_clear_message_not_a_traceback(tmp_path, monkeypatch):
     assert not [p for p in (tmp_path / "cache" / "decoded").iterdir() if p.is_dir()]
 
 
+def test_an_unwritable_cache_folder_is_a_clear_message(tmp_path, monkeypatch):
+    from trainable.data import DataError
+    paths = write_images(tmp_path / "img", [(40, 40)])
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("RESNET_SEARCH_CACHE", str(tmp_path / "a-file"))
+    with pytest.raises(DataError, match=r"cannot write its decoded cache under .*a-file/decoded .*RESNET_SEARCH_CACHE"):
+        ensure_decoded(paths, short_side=32)
+    assert (tmp_path / "a-file").read_text() == "not a folder"
+
+
 def _build_concurrently(paths, cache, log_file, start_barrier):
     os.environ["RESNET_SEARCH_CACHE"] = cache
     real = decoded_cache._build
@@ -125,29 +135,21 @@ def test_cache_eval_pipeline_matches_the_pil_one(tmp_path):
     paths = write_images(tmp_path / "img", [(48, 40)], seed=3)
     cfg = TrialConfig(eval_size=32, crop_pct=0.875)
     decoded = ensure_decoded(paths, short_side=cfg.required_cache_side)
-    from_cache = DeviceBatchTransform(DATA_CONFIG, torch.device("cpu"))(
-        eval_image_transform(cfg, DATA_CONFIG)(decoded.image(0))[None])
+    batch = eval_image_transform(cfg, DATA_CONFIG)(decoded.image(0))[None]
+    assert batch.dtype == torch.uint8  # the workers hand over uint8; float starts on the device
+    [(from_cache, _)] = list(on_device([(batch, torch.tensor([0]))], DATA_CONFIG, torch.device("cpu")))
     from_pil = eval_transform(cfg, DATA_CONFIG)(load_rgb(paths[0]))[None]
     assert from_cache.shape == from_pil.shape == (1, 3, 32, 32)
     # Two bicubic resizes (PIL's and torch's) of random noise: close, not bit-equal.
     assert (from_cache - from_pil).abs().mean() < 0.15
 
 
-def test_device_transform_normalises_like_timm():
-    images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
-    expected = (images.float() / 255 - torch.tensor(DATA_CONFIG["mean"]).view(1, 3, 1, 1)) \
-        / torch.tensor(DATA_CONFIG["std"]).view(1, 3, 1, 1)
-    assert torch.allclose(DeviceBatchTransform(DATA_CONFIG, torch.device("cpu"))(images), expected, atol=1e-5)
-
-
 def test_train_crop_flips_and_keeps_the_whole_image_at_scale_one():
-    image = torch.arange(2 * 6 * 3, dtype=torch.uint8).view(3, 2, 6)  # 2x6: ratio 3 is outside [3/4, 4/3]
-    square = image[:, :, :2]
-    crop = RandomResizedCropFlipU8(2, (1.0, 1.0), "bilinear", hflip=1.0, vflip=0.0)
-    # Falls back to the central crop of the allowed ratio, like torchvision; size 2 -> no resampling.
-    out = crop(image[:, :, 2:4].contiguous())
-    assert torch.equal(out, image[:, :, 2:4].flip(-1))
-    assert torch.equal(RandomResizedCropFlipU8(2, (1.0, 1.0), "bilinear", 0.0, 1.0)(square.contiguous()), square.flip(-2))
+    square = torch.arange(2 * 2 * 3, dtype=torch.uint8).view(3, 2, 2)
+    # scale (1, 1) on a square image: the crop is the whole image, and size 2 -> no resampling.
+    assert torch.equal(RandomResizedCropFlipU8(2, (1.0, 1.0), "bilinear", hflip=1.0, vflip=0.0)(square), square.flip(-1))
+    assert torch.equal(RandomResizedCropFlipU8(2, (1.0, 1.0), "bilinear", hflip=0.0, vflip=1.0)(square), square.flip(-2))
+    assert torch.equal(RandomResizedCropFlipU8(2, (1.0, 1.0), "bilinear", hflip=0.0, vflip=0.0)(square), square)
 
 
 def test_cache_side_smaller_than_the_sizes_need_is_refused():

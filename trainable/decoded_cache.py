@@ -48,7 +48,6 @@ class DecodedImages:
         meta = np.load(self.folder / "index.npz")
         self.offsets = meta["offsets"]
         self.shapes = meta["shapes"]  # (N, 2): height, width
-        self.short_side = int(meta["short_side"])
         self.paths = json.loads((self.folder / "paths.json").read_text())
         self._position = {p: i for i, p in enumerate(self.paths)}
         self._pixels = None
@@ -87,11 +86,16 @@ def ensure_decoded(paths: Sequence[str], short_side: int, *, workers: int = 4) -
     """The node's cache for these files at this size: opened if built, else built exactly once."""
     paths = sorted(set(map(str, paths)))
     root = cache_dir() / "decoded"
-    root.mkdir(parents=True, exist_ok=True)
     folder = root / cache_key(paths, short_side)
     if (folder / "index.npz").exists():
         return DecodedImages(folder)
-    with open(root / (folder.name + ".lock"), "w") as lock:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = open(root / (folder.name + ".lock"), "w")
+    except OSError as err:
+        raise DataError(f"loader=cache cannot write its decoded cache under {root} ({err.strerror or err}). "
+                        "Set RESNET_SEARCH_CACHE to a writable folder on a local disk, or use loader=pil.") from None
+    with lock:
         waited = time.perf_counter()
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
         if (folder / "index.npz").exists():  # another trial built it while we waited

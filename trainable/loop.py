@@ -5,7 +5,6 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -30,9 +29,6 @@ class StepSettings:
     label_smoothing: float = 0.0
     focal_gamma: float = 0.0
     class_weight: torch.Tensor | None = None
-    # loader='cache' hands over uint8 batches: these finish them on the device (float, normalise, flips, erasing).
-    train_batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
-    eval_batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -55,8 +51,6 @@ def train_one_epoch(model, loader, optimizer, scheduler, step: StepSettings, *, 
     start = time.perf_counter()
     for images, labels in loader:
         images, labels = step.to_device(images), labels.to(step.device, non_blocking=True)
-        if step.train_batch_transform is not None:
-            images = step.train_batch_transform(images)
         if mixup is not None:
             images, targets = mixup(images, labels)  # soft targets, label smoothing included
         else:
@@ -98,11 +92,8 @@ def predict_logits(model, loader, step: StepSettings) -> tuple[torch.Tensor, tor
     model.eval()
     all_logits, all_labels = [], []
     for images, labels in loader:
-        images = step.to_device(images)
-        if step.eval_batch_transform is not None:
-            images = step.eval_batch_transform(images)
         with step.autocast():
-            logits = model(images)
+            logits = model(step.to_device(images))
         all_logits.append(logits.float().cpu())
         all_labels.append(labels)
     return torch.cat(all_logits), torch.cat(all_labels)

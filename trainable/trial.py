@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from trainable import checkpoint
-from trainable.cached_pipeline import CachedImageDataset, DeviceBatchTransform, eval_image_transform, train_image_transform
+from trainable.cached_pipeline import CachedImageDataset, eval_image_transform, on_device, train_image_transform
 from trainable.config import TrialConfig
 from trainable.decoded_cache import ensure_decoded
 from trainable.data import DatasetIndex, ImageListDataset, index_dataset, resolve_data_root
@@ -58,7 +58,7 @@ def setup_run(cfg: TrialConfig, device: torch.device) -> TrialRun:
     model = build_model(cfg, num_classes)
     data_config = data_config_for(model.backbone)
     loader_generator = torch.Generator().manual_seed(cfg.seed)
-    train_loader, val_loader, on_device = make_loaders(cfg, index, data_config, loader_generator, device)
+    train_loader, val_loader = make_loaders(cfg, index, data_config, loader_generator, device)
 
     channels_last = device.type == "cuda" and uses_channels_last(cfg)
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
@@ -76,7 +76,6 @@ def setup_run(cfg: TrialConfig, device: torch.device) -> TrialRun:
         device=device, amp_dtype=amp_dtype, channels_last=channels_last, grad_clip=cfg.grad_clip,
         label_smoothing=cfg.label_smoothing, focal_gamma=cfg.focal_gamma,
         class_weight=class_weights(index.class_counts(), cfg.class_weighting, cfg.class_weight_beta),
-        train_batch_transform=on_device[0], eval_batch_transform=on_device[1],
     )
     return TrialRun(
         cfg=cfg, index=index, model=model, step_model=torch.compile(model) if cfg.compile else model,
@@ -145,8 +144,9 @@ def pick_amp_dtype(cfg: TrialConfig, device: torch.device) -> torch.dtype | None
 
 
 def make_loaders(cfg: TrialConfig, index: DatasetIndex, data_config: dict, generator: torch.Generator,
-                 device: torch.device) -> tuple[DataLoader, DataLoader, tuple]:
-    """Train and val loaders, and the (train, eval) batch transforms to run on the device (None for pil)."""
+                 device: torch.device) -> tuple:
+    """Train and val loaders; for loader=cache wrapped in timm's PrefetchLoader, which finishes the uint8
+    batches on the device."""
     if len(index.train) < cfg.batch_size:
         raise UserError(
             f"batch_size is {cfg.batch_size}, but {index.root} has only {len(index.train)} training images; "
@@ -154,21 +154,18 @@ def make_loaders(cfg: TrialConfig, index: DatasetIndex, data_config: dict, gener
         )
     common = {"num_workers": cfg.num_workers, "pin_memory": device.type == "cuda",
               "persistent_workers": False}
-    if cfg.loader == "cache":
-        decoded = ensure_decoded([p for p, _ in index.train + index.val], cfg.cache_short_side or cfg.required_cache_side,
-                                 workers=max(cfg.num_workers, 1))
-        train_set = CachedImageDataset(decoded, index.train, train_image_transform(cfg, data_config))
-        val_set = CachedImageDataset(decoded, index.val, eval_image_transform(cfg, data_config))
-        on_device = (DeviceBatchTransform(data_config, device, random_erasing=cfg.random_erasing),
-                     DeviceBatchTransform(data_config, device))
-    else:
-        train_set = ImageListDataset(index.train, train_transform(cfg, data_config))
-        val_set = ImageListDataset(index.val, eval_transform(cfg, data_config))
-        on_device = (None, None)
     # drop_last: mixup needs even batches, and a batch of one breaks BatchNorm.
-    train = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=generator, **common)
-    val = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False, **common)
-    return train, val, on_device
+    train_options = {"batch_size": cfg.batch_size, "shuffle": True, "drop_last": True, "generator": generator, **common}
+    val_options = {"batch_size": cfg.batch_size, "shuffle": False, **common}
+    if cfg.loader == "pil":
+        return (DataLoader(ImageListDataset(index.train, train_transform(cfg, data_config)), **train_options),
+                DataLoader(ImageListDataset(index.val, eval_transform(cfg, data_config)), **val_options))
+    decoded = ensure_decoded([p for p, _ in index.train + index.val], cfg.cache_short_side or cfg.required_cache_side,
+                             workers=max(cfg.num_workers, 1))
+    train = DataLoader(CachedImageDataset(decoded, index.train, train_image_transform(cfg, data_config)), **train_options)
+    val = DataLoader(CachedImageDataset(decoded, index.val, eval_image_transform(cfg, data_config)), **val_options)
+    return (on_device(train, data_config, device, random_erasing=cfg.random_erasing),
+            on_device(val, data_config, device))
 
 
 def current_lr(optimizer, part: str) -> float:
