@@ -155,9 +155,13 @@ def _check_name(name: str) -> None:
 
 
 def _local_gpus() -> int:
-    import torch
+    """The GPUs Ray will see on this machine, found the way Ray finds them (NVML, CUDA_VISIBLE_DEVICES): no torch."""
+    from ray._private.accelerators import get_accelerator_manager_for_resource
 
-    return torch.cuda.device_count()
+    manager = get_accelerator_manager_for_resource("GPU")
+    found = manager.get_current_node_num_accelerators()
+    visible = manager.get_current_process_visible_accelerator_ids()
+    return found if visible is None else min(found, len(visible))
 
 
 def _check_local_resources(space: Space) -> None:

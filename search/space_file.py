@@ -12,15 +12,15 @@ import traceback
 import types
 import warnings
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
 import optuna
 
+from trainable.budget import ModelError, check_budget
 from trainable.config import ConfigError, TrialConfig, build_validated, in_range, one_of
 from trainable.errors import UserError
-from trainable.model import ModelError, check_budget, count_parameters_for
+from trainable.param_counts import count_in_child
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -176,13 +176,14 @@ def check_space(space: Space, *, num_classes: int = 100, samples: int = 64, data
         study.tell(trial, 0.0)
     # Each parameter alone first, so a message names the parameter rather than a whole config.
     base = space.trial_config({}, data)
-    for name, dist in distributions.items():
-        for value in _extremes(dist):
-            _checked(space, {**base, name: value}, num_classes, f"parameter {name!r} = {value!r}")
-    configs = [_checked(space, c, num_classes, f"sampled config #{i}") for i, c in enumerate(sampled)]
-    for k, point in enumerate(space.warm_starts):
-        _check_warm_start(space, k, point, num_classes, data)
-    return configs
+    to_check = [(f"parameter {name!r} = {value!r}", {**base, name: value})
+                for name, dist in distributions.items() for value in _extremes(dist)]
+    to_check += [(f"sampled config #{i}", c) for i, c in enumerate(sampled)]
+    to_check += [(f"WARM_STARTS[{k}]", _warm_start_config(space, k, point, data))
+                 for k, point in enumerate(space.warm_starts)]
+    checked = [(where, _valid_config(space, config, where)) for where, config in to_check]
+    _check_budgets(space, checked, num_classes)
+    return sampled
 
 
 def _extremes(dist) -> list:
@@ -191,21 +192,32 @@ def _extremes(dist) -> list:
     return [dist.low, dist.high]
 
 
-def _checked(space: Space, config: dict, num_classes: int, where: str) -> dict:
+def _valid_config(space: Space, config: dict, where: str) -> TrialConfig:
     try:
-        cfg = TrialConfig.from_dict(config)
-        check_budget(cfg, _param_count(cfg.backbone, cfg.head, cfg.head_hidden, num_classes))
-    except (ConfigError, ModelError) as err:
+        return TrialConfig.from_dict(config)
+    except ConfigError as err:
         raise SpaceError(f"{space.path}: {where}: {err}") from None
-    return config
 
 
-@lru_cache(maxsize=None)
-def _param_count(backbone: str, head: str, head_hidden: int, num_classes: int) -> int:
-    return count_parameters_for(TrialConfig(backbone=backbone, head=head, head_hidden=head_hidden), num_classes)
+def _check_budgets(space: Space, checked: list[tuple[str, TrialConfig]], num_classes: int) -> None:
+    """Every distinct (backbone, head) counted once, in a child process (it needs torch and timm); then
+    each config against its own budget, in order, so the first message names the first offender."""
+    key = lambda cfg: (cfg.backbone, cfg.head, cfg.head_hidden if cfg.head == "mlp" else 0)
+    distinct = sorted({key(cfg) for _, cfg in checked})
+    counts = count_in_child([{"backbone": b, "head": h, "head_hidden": w or 512, "num_classes": num_classes}
+                             for b, h, w in distinct])
+    by_key = dict(zip(distinct, counts))
+    for where, cfg in checked:
+        counted = by_key[key(cfg)]
+        try:
+            if "error" in counted:
+                raise ModelError(counted["error"])
+            check_budget(cfg, counted["params"])
+        except ModelError as err:
+            raise SpaceError(f"{space.path}: {where}: {err}") from None
 
 
-def _check_warm_start(space: Space, k: int, point: dict, num_classes: int, data: str | None) -> None:
+def _warm_start_config(space: Space, k: int, point: dict, data: str | None) -> dict:
     """A warm start must hold exactly the parameters define() asks for on that branch, with valid values."""
     trial = optuna.trial.FixedTrial(point)
     with warnings.catch_warnings(record=True) as caught:
@@ -221,4 +233,4 @@ def _check_warm_start(space: Space, k: int, point: dict, num_classes: int, data:
     if unused:
         raise SpaceError(f"{space.path}: WARM_STARTS[{k}] sets {unused}, which define() never suggests on this "
                          "branch; Optuna would ignore them. Remove them or make define() suggest them.")
-    _checked(space, space.trial_config(params, data), num_classes, f"WARM_STARTS[{k}]")
+    return space.trial_config(params, data)

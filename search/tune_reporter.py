@@ -11,8 +11,6 @@ from pathlib import Path
 import ray
 from ray import tune
 
-from trainable.trial import train_trial
-
 
 class TuneReporter:
     @contextmanager
@@ -33,4 +31,6 @@ class TuneReporter:
 
 def tune_trial(config: dict) -> None:
     """The function trainable Ray Tune runs: one trial, reporting every epoch."""
+    from trainable.trial import train_trial  # torch is imported in the trial's worker, never in the driver
+
     train_trial(config, TuneReporter())

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch.utils.data
 from PIL import Image, UnidentifiedImageError
 
 from trainable.errors import UserError, close_matches
@@ -375,8 +374,11 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, ...
 
 
-class ImageListDataset(torch.utils.data.Dataset):
-    """(path, label) pairs, or bare paths (label -1), loaded as RGB and passed through `transform`."""
+class ImageListDataset:
+    """(path, label) pairs, or bare paths (label -1), loaded as RGB and passed through `transform`.
+
+    A map-style dataset for torch's DataLoader (__len__ + __getitem__ are all it needs); no torch import, so
+    the search driver can index data without loading torch."""
 
     def __init__(self, samples: Sequence[tuple[str, int]] | Sequence[str], transform=None):
         self.samples = [(s, -1) if isinstance(s, (str, os.PathLike)) else (str(s[0]), int(s[1])) for s in samples]

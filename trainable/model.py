@@ -9,15 +9,12 @@ import timm
 import torch
 from torch import nn
 
+from trainable.budget import ModelError, check_budget
 from trainable.config import TrialConfig
-from trainable.errors import UserError, close_matches
+from trainable.errors import close_matches
 
 # timm modules whose models are ResNet-family (resnet*, resnext*, seresnext*, seresnextaa*, *d, resnest*, ...).
 RESNET_FAMILY_MODULES = ("resnet", "resnest", "resnetv2", "res2net", "sknet")
-
-
-class ModelError(UserError):
-    pass
 
 
 def resnet_family_names() -> list[str]:
@@ -96,15 +93,6 @@ def count_parameters_for(cfg: TrialConfig, num_classes: int) -> int:
     check_backbone(cfg.backbone)
     with torch.device("meta"):
         return count_parameters(_create(cfg, num_classes, pretrained=False))
-
-
-def check_budget(cfg: TrialConfig, n_params: int) -> None:
-    budget = int(cfg.param_budget_m * 1e6)
-    if n_params > budget:
-        raise ModelError(
-            f"{cfg.backbone} with a {cfg.head} head has {n_params / 1e6:.2f}M parameters, over the budget of "
-            f"{cfg.param_budget_m:g}M (param_budget_m). Choose a smaller backbone or raise the budget."
-        )
 
 
 def freeze_stages(backbone: nn.Module, n: int) -> None:

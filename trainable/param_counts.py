@@ -1,0 +1,42 @@
+"""Parameter counts of many (backbone, head) models, in a child process: the search driver stays torch-free.
+
+    python -m trainable.param_counts < models.json > counts.json
+
+Input: a JSON list of {"backbone", "head", "head_hidden", "num_classes"}; output: a JSON list, in the same
+order, of {"params": N} or {"error": "<message>"} (an unknown or non-ResNet backbone). Counts are taken on
+the meta device, so no weights are allocated.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+TIMEOUT_S = 600  # importing torch + timm and building a dozen meta models takes seconds; never hang a plan
+
+
+def count_in_child(models: list[dict]) -> list[dict]:
+    """Run this module in a fresh interpreter; the caller's process never imports torch or timm."""
+    proc = subprocess.run([sys.executable, "-m", "trainable.param_counts"], input=json.dumps(models),
+                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    if proc.returncode != 0:
+        raise RuntimeError(f"counting parameters in a child process failed (exit {proc.returncode}):\n{proc.stderr}")
+    return json.loads(proc.stdout)
+
+
+def count(models: list[dict]) -> list[dict]:
+    from trainable.config import TrialConfig
+    from trainable.model import ModelError, count_parameters_for
+
+    out = []
+    for m in models:
+        cfg = TrialConfig(backbone=m["backbone"], head=m["head"], head_hidden=m["head_hidden"])
+        try:
+            out.append({"params": count_parameters_for(cfg, m["num_classes"])})
+        except ModelError as err:
+            out.append({"error": str(err)})
+    return out
+
+
+if __name__ == "__main__":
+    json.dump(count(json.load(sys.stdin)), sys.stdout)
