@@ -6,6 +6,7 @@ import sys
 
 import ray
 
+from search.concurrency import resolve_concurrency
 from search.leaderboard import build_leaderboard
 from search.outputs import summary, write_leaderboard, write_run_files
 from search.tensorboard_hparams import HParamsLoggerCallback
@@ -21,8 +22,10 @@ def execute(plan) -> int:
         if plan.resume:
             tuner = restore_tuner(plan.space, plan.experiment_path)
         else:
+            concurrency = resolve_concurrency(plan.space.settings, nodes=ray.nodes())
+            print(f"Concurrency: {concurrency.describe()}")
             tuner = build_tuner(plan.space, name=plan.name, storage=plan.storage, data=plan.data,
-                                callbacks=[HParamsLoggerCallback()])
+                                max_concurrent=concurrency.trials, callbacks=[HParamsLoggerCallback()])
         results = tuner.fit()
     except KeyboardInterrupt:
         print(f"\nInterrupted. Trials and searcher state are saved. To continue: {plan.resume_command}", file=sys.stderr)

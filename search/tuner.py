@@ -52,20 +52,26 @@ def run_config(space: Space, name: str, storage: str, callbacks=()) -> tune.RunC
     )
 
 
-def build_tuner(space: Space, *, name: str, storage: str, data: str, callbacks=(), truthful: bool = True) -> tune.Tuner:
+def tune_config(space: Space, *, max_concurrent: int, truthful: bool = True) -> tune.TuneConfig:
+    """max_concurrent is also how many trials Tune keeps pending (search/concurrency.py says why it matters)."""
     s = space.settings
+    return tune.TuneConfig(
+        metric=s.metric,
+        mode=s.mode,
+        search_alg=make_searcher(space, truthful=truthful),
+        scheduler=make_scheduler(space),
+        num_samples=s.num_samples,
+        max_concurrent_trials=max_concurrent,
+        trial_dirname_creator=lambda trial: trial.trial_id,  # short paths; params live in params.json
+    )
+
+
+def build_tuner(space: Space, *, name: str, storage: str, data: str, max_concurrent: int, callbacks=(),
+                truthful: bool = True) -> tune.Tuner:
     return tune.Tuner(
         trainable_with_resources(space),
         param_space=space.trial_config({}, data),  # constants; the searcher adds the sampled keys
-        tune_config=tune.TuneConfig(
-            metric=s.metric,
-            mode=s.mode,
-            search_alg=make_searcher(space, truthful=truthful),
-            scheduler=make_scheduler(space),
-            num_samples=s.num_samples,
-            max_concurrent_trials=s.max_concurrent or None,
-            trial_dirname_creator=lambda trial: trial.trial_id,  # short paths; params live in params.json
-        ),
+        tune_config=tune_config(space, max_concurrent=max_concurrent, truthful=truthful),
         run_config=run_config(space, name, storage, callbacks),
     )
 
