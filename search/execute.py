@@ -9,11 +9,12 @@ import ray
 from search.concurrency import resolve_concurrency
 from search.leaderboard import build_leaderboard
 from search.outputs import summary, write_leaderboard, write_run_files
-from search.tensorboard_hparams import HParamsLoggerCallback
+from search.tensorboard_hparams import HParamsLoggerCallback, import_tensorboardx_without_torch
 from search.tuner import build_tuner, restore_tuner
 
 
 def execute(plan) -> int:
+    import_tensorboardx_without_torch()
     write_run_files(plan.out_dir, plan.space.path)
     owns_ray = not ray.is_initialized()  # tests and notebooks may have started Ray already
     if owns_ray:

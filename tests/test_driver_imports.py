@@ -28,3 +28,15 @@ def test_space_check_counts_parameters_in_a_child_process():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+def test_tensorboardx_is_loaded_without_torch_and_torch_stays_importable():
+    # Tune's TensorBoard logger imports tensorboardX, which imports torch whenever it is installed.
+    code = ("import sys; sys.path.insert(0, 'search'); "
+            "from search.tensorboard_hparams import import_tensorboardx_without_torch; "
+            "import_tensorboardx_without_torch(); from tensorboardX import SummaryWriter; "
+            "from ray.tune.logger import TBXLoggerCallback; TBXLoggerCallback(); "
+            "print('torch' in sys.modules); import torch; print(torch.ones(2).sum().item())")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "2.0"]
