@@ -47,6 +47,7 @@ class SearchSettings:
     eval_size: int = field(default=224, metadata=in_range(16, 1024, doc="px"))
     seed: int = field(default=0, metadata=in_range(0, 2**31 - 1, doc="sampler and trial seed"))
     tpe_startup_trials: int = field(default=10, metadata=in_range(1, 100_000, doc="random trials before TPE models (Optuna's default 10)"))
+    tpe_history_window: int = field(default=500, metadata=in_range(0, 10_000_000, doc="finished trials TPE models at most: the best 50 + a uniform sample (0 = all; search/windowed_tpe.py)"))
     data: str = field(default="builtin:digits", metadata={"doc": "dataset path or builtin:digits"})
     keep_checkpoints: int = field(default=2, metadata=in_range(1, 1000, doc="best checkpoints kept per trial"))
     max_failures: int = field(default=2, metadata=in_range(0, 1000, doc="retries of a failed trial from its last checkpoint"))

@@ -5,12 +5,12 @@ how to run is RunConfig (name, storage, checkpoints, retries).
 """
 from __future__ import annotations
 
-import optuna
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from search.searcher import PrunedAwareOptunaSearch
 from search.space_file import Space
+from search.windowed_tpe import WindowedTPESampler
 from search.tune_reporter import tune_trial
 
 
@@ -20,7 +20,8 @@ def make_searcher(space: Space, *, truthful: bool = True, sampler=None) -> Prune
         space=space.define,
         metric=s.metric,  # a define-by-run space needs metric and mode on the searcher itself
         mode=s.mode,
-        sampler=sampler or optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.tpe_startup_trials),
+        sampler=sampler or WindowedTPESampler(seed=s.seed, n_startup_trials=s.tpe_startup_trials,
+                                              history_window=s.tpe_history_window),
         points_to_evaluate=[dict(p) for p in space.warm_starts] or None,
         max_epochs=s.max_epochs,
         truthful=truthful,
