@@ -174,8 +174,17 @@ class SimTrial:
 def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, seed: int = 0,
              targets=(0.94, 0.95, 0.955), val_images: int = 2100, start_overhead_s: float = 0.0,
              report_overhead_s: float = 0.0, decision_scale: float = 1.0, bucket: int = 100,
-             progress_every: float = 0.0) -> dict:
-    """Run one simulated search; returns its figures (BENCHMARKS.md, section Scale, explains each)."""
+             progress_every: float = 0.0, result_cost_ms: float = 0.0, start_cost_ms: float = 0.0,
+             max_pending: int = 0, checkpoint_s: float = 0.0, checkpoint_every: int = 1) -> dict:
+    """Run one simulated search; returns its figures (BENCHMARKS.md, section Scale, explains each).
+
+    The real driver's costs beyond the searcher and scheduler: `result_cost_ms` of driver CPU per reported
+    result (Tune's loggers, checkpoint bookkeeping, experiment state: measured by scale_real_ray.py) and
+    `start_cost_ms` per trial start; `max_pending` trials at most between their suggestion and their first
+    epoch (Tune's pending-trial limit; 0 = no limit), each taking `start_overhead_s` to start; and
+    `checkpoint_s` during which a trial is blocked persisting a checkpoint, on every `checkpoint_every`-th
+    epoch (and its last).
+    """
     from search.tuner import make_scheduler, make_searcher
 
     s = space.settings
@@ -195,6 +204,8 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
 
     for _ in range(gpus):
         push(0.0, "free")
+    starting = 0          # suggested, not yet training (at most max_pending)
+    waiting_gpus = []     # free GPUs held back by the pending limit
     driver_free = 0.0
     started = finished = stopped_early = completed = 0
     busy = []            # (start, end) of every trained epoch
@@ -212,8 +223,17 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
     while events:
         t, _, kind, trial = heapq.heappop(events)
         begin = max(t, driver_free)
+        if kind == "started":
+            starting -= 1
+            if waiting_gpus:
+                waiting_gpus.pop()
+                push(t, "free")
+            continue
         if kind == "free":
             if started >= num_trials:
+                continue
+            if max_pending and starting >= max_pending:
+                waiting_gpus.append(t)
                 continue
             trial_id = f"sim_{started:05d}"
             t0 = time.perf_counter()
@@ -225,7 +245,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
             t2 = time.perf_counter()
             scheduler.on_trial_add(None, trial)
             t3 = time.perf_counter()
-            spent = ((t1 - t0) + (t3 - t2)) * decision_scale
+            spent = ((t1 - t0) + (t3 - t2)) * decision_scale + start_cost_ms / 1e3
             suggest_ms.append((finished, (t1 - t0) * 1e3))
             started += 1
             driver_free = begin + spent
@@ -233,6 +253,8 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
             wait_driver += driver_free - t
             last_suggest_t = driver_free
             trial.start = driver_free + start_overhead_s
+            starting += 1
+            push(trial.start, "started")
             push(trial.start + trial.durations[0], "epoch_end", trial)
             busy.append((trial.start, trial.start + trial.durations[0]))
         else:
@@ -245,6 +267,10 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
                 if when is None and value >= x:
                     time_to_target[x] = t
             result = {s.metric: value, "training_iteration": e, "trial_id": trial.trial_id, "done": False}
+            # The trial persists its checkpoint before report() returns (every checkpoint_every-th epoch).
+            if checkpoint_s and (e % checkpoint_every == 0 or e == max_epochs):
+                t += checkpoint_s
+                begin = max(t, driver_free)
             t0 = time.perf_counter()
             decision = scheduler.on_trial_result(None, trial, result)
             if decision == "STOP":
@@ -252,7 +278,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
                 scheduler.on_trial_complete(None, trial, result)
                 searcher.on_trial_complete(trial.trial_id, result)
                 t2 = time.perf_counter()
-                spent = (t2 - t0) * decision_scale
+                spent = (t2 - t0) * decision_scale + result_cost_ms / 1e3
                 complete_ms.append((finished, (t2 - t1) * 1e3))
                 finished += 1
                 if e < max_epochs:
@@ -265,7 +291,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
             else:
                 searcher.on_trial_result(trial.trial_id, result)
                 t1 = time.perf_counter()
-                spent = (t1 - t0) * decision_scale
+                spent = (t1 - t0) * decision_scale + result_cost_ms / 1e3
                 result_ms.append((t1 - t0) * 1e3)
                 driver_free = begin + spent
                 wait_driver += driver_free - t
@@ -312,24 +338,27 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
         "asha_stopped": scheduler._num_stopped, "wall_s": time.perf_counter() - wall0,
         "base_epoch_s": base_epoch_s, "seed": seed, "start_overhead_s": start_overhead_s,
         "report_overhead_s": report_overhead_s, "decision_scale": decision_scale,
+        "result_cost_ms": result_cost_ms, "start_cost_ms": start_cost_ms, "max_pending": max_pending,
+        "checkpoint_s": checkpoint_s, "checkpoint_every": checkpoint_every,
+        "tpe_history_window": s.tpe_history_window,
     }
 
 
 def print_tables(rows: list[dict]) -> None:
     targets = list(rows[0]["hours_to_target"]) if rows else []
-    print("\n| GPUs | trials | stopped early / ran max | epochs run (vs no ASHA) | sim makespan h | GPU util | "
+    print("\n| GPUs | TPE window | trials | stopped early / ran max | epochs run (vs no ASHA) | sim makespan h | GPU util | "
           "util until last suggest | GPU-s waiting for driver | driver busy | best val_acc | h to "
           + " / ".join(targets) + " | wall s |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         ttt = " / ".join("-" if v is None else f"{v:.2f}" for v in r["hours_to_target"].values())
-        print(f"| {r['gpus']} | {r['trials']} | {r['stopped_early']} / {r['completed_max_epochs']} | "
+        print(f"| {r['gpus']} | {r['tpe_history_window']} | {r['trials']} | {r['stopped_early']} / {r['completed_max_epochs']} | "
               f"{r['epochs_run']} ({r['epochs_run'] / r['epochs_if_no_asha']:.0%}) | {r['sim_makespan_h']:.2f} | "
               f"{r['gpu_utilisation']:.3f} | {r['gpu_utilisation_until_last_suggest']:.3f} | "
               f"{r['gpu_s_waiting_for_driver']:.0f} ({r['gpu_s_waiting_for_driver'] / r['gpu_s_busy']:.2%} of busy) | "
               f"{r['driver_busy_fraction']:.1%} | {r['best_val_acc']:.4f} | {ttt} | {r['wall_s']:.0f} |")
     for r in rows:
-        print(f"\nsuggest() ms by finished trials, {r['gpus']} GPUs:")
+        print(f"\nsuggest() ms by finished trials, {r['gpus']} GPUs, TPE window {r['tpe_history_window']}:")
         print("| finished trials | suggest calls | mean suggest ms | mean on_trial_complete ms |")
         print("|---|---:|---:|---:|")
         comp = r["on_trial_complete_ms_by_finished"]
@@ -351,6 +380,13 @@ def main(argv=None):
     p.add_argument("--start-overhead-s", type=float, default=0.0, help="per trial, before its first epoch")
     p.add_argument("--report-overhead-s", type=float, default=0.0, help="per report, e.g. checkpoint upload")
     p.add_argument("--decision-scale", type=float, default=1.0, help="multiply measured driver time (0 = free)")
+    p.add_argument("--result-cost-ms", type=float, default=0.0, help="driver CPU per result beyond searcher+scheduler")
+    p.add_argument("--start-cost-ms", type=float, default=0.0, help="driver CPU per trial start")
+    p.add_argument("--max-pending", type=int, default=0, help="trials between suggestion and first epoch (0 = no limit)")
+    p.add_argument("--checkpoint-s", type=float, default=0.0, help="trial blocked persisting a checkpoint, per checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=1, help="epochs between checkpoints (and the last)")
+    p.add_argument("--tpe-history-window", type=int, nargs="+", default=None,
+                   help="TPE history windows to compare, one run each (default: the space's; 0 = all trials)")
     p.add_argument("--bucket", type=int, default=0, help="finished-trials bucket for suggest() times (0 = auto)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="16 GPUs, 48 trials: well under a minute")
@@ -363,17 +399,20 @@ def main(argv=None):
         args.gpus, args.trials_per_gpu, args.max_trials = [16], 3.0, 48
     space = space.replace_settings(seed=args.seed)
     rows = []
-    for gpus in args.gpus:
+    windows = args.tpe_history_window or [space.settings.tpe_history_window]
+    for gpus, window in [(g, w) for g in args.gpus for w in windows]:
         n = int(round(gpus * args.trials_per_gpu))
         if args.max_trials:
             n = min(n, args.max_trials)
-        space_n = space.replace_settings(num_samples=n)
+        space_n = space.replace_settings(num_samples=n, tpe_history_window=window)
         bucket = args.bucket or (100 if n <= 1500 else 500)
-        print(f"simulating {gpus} GPUs, {n} trials ...", file=sys.stderr, flush=True)
+        print(f"simulating {gpus} GPUs, {n} trials, TPE history window {window} ...", file=sys.stderr, flush=True)
         row = simulate(space_n, gpus=gpus, num_trials=n, base_epoch_s=args.epoch_s, seed=args.seed,
                        targets=args.targets, val_images=args.val_images, start_overhead_s=args.start_overhead_s,
                        report_overhead_s=args.report_overhead_s, decision_scale=args.decision_scale,
-                       bucket=bucket, progress_every=60.0)
+                       bucket=bucket, progress_every=60.0, result_cost_ms=args.result_cost_ms,
+                       start_cost_ms=args.start_cost_ms, max_pending=args.max_pending,
+                       checkpoint_s=args.checkpoint_s, checkpoint_every=args.checkpoint_every)
         row.update(space=str(args.space), date=time.strftime("%Y-%m-%d"), machine=f"{platform.machine()} "
                    f"{os.cpu_count()} CPUs, Python {platform.python_version()}", load_avg=os.getloadavg())
         rows.append(row)

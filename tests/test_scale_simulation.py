@@ -2,6 +2,8 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 from search.space_file import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,3 +46,19 @@ def test_trial_model_is_deterministic_and_scales_epoch_time_with_backbone():
     assert accs[-1] > accs[0]                                        # the curve learns
     big_durations, _ = sim.trial_model(big, max_epochs=30, base_epoch_s=7.0, seed=1)
     assert sum(big_durations) > 3 * sum(durations)                   # ~17 vs ~4 GMACs per image
+
+
+def test_driver_costs_pending_limit_and_checkpoints_are_modelled():
+    sim = _load_benchmark()
+    space = load_space(ROOT / "spaces" / "full.py").replace_settings(num_samples=24)
+    run = lambda **kw: sim.simulate(space, gpus=8, num_trials=24, seed=0, bucket=10, decision_scale=0.0,
+                                    start_overhead_s=5.0, **kw)
+    free = run()
+    one_pending = run(max_pending=1)
+    assert one_pending["last_suggest_h"] > free["last_suggest_h"]          # trials start one at a time
+    assert one_pending["gpu_utilisation_until_last_suggest"] < free["gpu_utilisation_until_last_suggest"]
+    costly = run(result_cost_ms=50.0)
+    assert costly["driver_busy_s"] == pytest.approx(0.05 * costly["epochs_run"])  # searcher time scaled to 0
+    every = run(checkpoint_s=3.0, checkpoint_every=1)
+    every_third = run(checkpoint_s=3.0, checkpoint_every=3)
+    assert free["sim_makespan_h"] < every_third["sim_makespan_h"] < every["sim_makespan_h"]
