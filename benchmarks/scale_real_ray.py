@@ -30,6 +30,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -157,12 +158,13 @@ def pct(values, q):
 
 
 def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, checkpoint_kb: float,
-            seed: int, storage: str, reuse_actors: bool = False, pending: str = "concurrency",
+            seed: int, storage: str, reuse_actors: bool = False, mode: str = "after",
             profile: str = "") -> dict:
     import ray
     import psutil
     from ray import tune
 
+    from search.tensorboard_hparams import HParamsLoggerCallback
     from search.tuner import run_config, tune_config
 
     space = space.replace_settings(num_samples=trials, seed=seed)
@@ -176,11 +178,12 @@ def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, ch
     param_space = {**space.trial_config({}), "_scale": {"max_epochs": s.max_epochs, "epoch_s": epoch_s,
                                                        "time_scale": time_scale, "seed": seed,
                                                        "checkpoint_kb": checkpoint_kb}}
-    # The search's own TuneConfig and RunConfig; "tune-default" leaves max_concurrent_trials unset, which is
-    # what the search passed before (Tune then keeps one trial pending).
-    config = tune_config(space, max_concurrent=n if pending == "concurrency" else None)
+    # The search's own TuneConfig and RunConfig. "before" is the search as it was: max_concurrent_trials
+    # unset (Tune then keeps one trial pending) and Tune's TensorBoard logger, which flushes every result.
+    config = tune_config(space, max_concurrent=n if mode == "after" else None)
     config.reuse_actors = reuse_actors
-    run = run_config(space, f"scale-{n}-{pending}", storage, callbacks=[timeline])
+    logger = HParamsLoggerCallback() if mode == "after" else tune.logger.TBXLoggerCallback()
+    run = run_config(space, f"scale-{n}-{mode}", storage, callbacks=[timeline, logger])
     run.verbose = 0
     tuner = tune.Tuner(tune.with_resources(sleeping_trial, {"cpu": 1, "fake_gpu": 1}), param_space=param_space,
                        tune_config=config, run_config=run)
@@ -236,7 +239,7 @@ def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, ch
     ms = lambda xs: None if not xs else round(1e3 * statistics.median(xs), 1)
     p90 = lambda xs: None if not xs else round(1e3 * pct(xs, 90), 1)
     return {
-        "concurrency": n, "pending_setting": pending, "most_pending_trials": timeline.most_pending,
+        "concurrency": n, "mode": mode, "most_pending_trials": timeline.most_pending,
         "driver_imports_torch": "torch" in sys.modules, "trials": trials, "trials_reported": len(timeline.results), "errors": errors,
         "stopped_early": stopped_early, "epochs": epochs, "wall_s": wall,
         "fake_gpu_util_held": sum(held) / (n * wall), "fake_gpu_util_useful": sum(useful) / (n * wall),
@@ -261,24 +264,58 @@ def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, ch
 
 
 def print_tables(rows):
-    print("\n| concurrent trials | pending setting | most trials pending | trials | epochs | wall s | util held | util useful | util held until last start | "
+    print("\n| concurrent trials | driver | most trials pending | trials | epochs | wall s | util held | util useful | util held until last start | "
           "first report overhead ms (median / p90) | report gap - sleep ms in trial (median / p90) | "
           "driver result gap - sleep ms (median / p90) | driver CPU s (ms per result) | trials started per s |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['concurrency']} | {r['pending_setting']} | {r['most_pending_trials']} | {r['trials_reported']} | {r['epochs']} | {r['wall_s']:.0f} | "
+        print(f"| {r['concurrency']} | {r['mode']} | {r['most_pending_trials']} | {r['trials_reported']} | {r['epochs']} | {r['wall_s']:.0f} | "
               f"{r['fake_gpu_util_held']:.3f} | {r['fake_gpu_util_useful']:.3f} | "
               f"{r['fake_gpu_util_held_until_last_start']:.3f} | {r['first_report_overhead_ms_median']} / "
               f"{r['first_report_overhead_ms_p90']} | {r['report_gap_minus_sleep_ms_median']} / "
               f"{r['report_gap_minus_sleep_ms_p90']} | {r['driver_result_gap_minus_sleep_ms_median']} / "
               f"{r['driver_result_gap_minus_sleep_ms_p90']} | {r['driver_cpu_s']:.1f} ({r['driver_cpu_per_result_ms']:.1f}) | "
               f"{r['trials_started_per_s']:.2f} |")
-    print("\n| concurrent trials | pending setting | driver imports torch | driver peak RSS MB | GCS MB | raylet MB | workers total MB (processes) | largest worker MB |")
-    print("|---:|---|---|---:|---:|---:|---:|---:|")
+    print("\n| concurrent trials | driver | driver imports torch | driver RSS after imports MB | driver peak RSS MB | GCS MB | raylet MB | workers total MB (processes) | largest worker MB |")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         m = r["peak_rss_mb"]
-        print(f"| {r['concurrency']} | {r['pending_setting']} | {r['driver_imports_torch']} | {m['driver']} | {m['gcs_server']} | {m['raylet']} | {m['workers_total']} "
+        print(f"| {r['concurrency']} | {r['mode']} | {r['driver_imports_torch']} | {r['driver_rss_after_imports_mb']} | {m['driver']} | {m['gcs_server']} | {m['raylet']} | {m['workers_total']} "
               f"({r['peak_worker_processes']}) | {m['worker_max']} |")
+
+
+def run_in_this_process(args, space, n: int, mode: str) -> dict | None:
+    """One run in a fresh interpreter, so the driver's memory is its own."""
+    import psutil
+
+    if mode == "before":
+        import timm  # noqa: F401  (the driver imported them before it was torch-free)
+        import torch  # noqa: F401
+    else:
+        from search.tensorboard_hparams import import_tensorboardx_without_torch
+        import_tensorboardx_without_torch()  # as search/execute.py does
+    rss_after_imports = psutil.Process().memory_info().rss / 2**20
+    need_gb = n * 0.25  # Ray worker processes measured at 150-250 MB each
+    free_gb = psutil.virtual_memory().available / 2**30
+    if free_gb - need_gb < args.min_free_gb:
+        print(f"skipping {n}: {free_gb:.1f} GiB available, ~{need_gb:.0f} GiB needed", file=sys.stderr)
+        return None
+    storage = tempfile.mkdtemp(prefix="scale_real_ray_")
+    trials = int(round(n * args.trials_per_slot))
+    print(f"running {n} concurrent trials ({mode}), {trials} trials, storage {storage} ...", file=sys.stderr, flush=True)
+    try:
+        row = run_one(space, n, trials, time_scale=args.time_scale, epoch_s=args.epoch_s,
+                      checkpoint_kb=args.checkpoint_kb, seed=args.seed, storage=storage,
+                      reuse_actors=args.reuse_actors, mode=mode,
+                      profile=f"{args.profile}-{n}-{mode}.prof" if args.profile else "")
+    finally:
+        if not args.keep:
+            shutil.rmtree(storage, ignore_errors=True)
+    row.update(space=str(args.space), date=time.strftime("%Y-%m-%d"), load_avg=os.getloadavg(),
+               driver_rss_after_imports_mb=round(rss_after_imports),
+               machine=f"{platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def main(argv=None):
@@ -295,12 +332,11 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="8 trials on 4 fake GPUs, 6 epochs: under a minute")
     p.add_argument("--reuse-actors", action="store_true",
                    help="Tune's reuse_actors=True (the project keeps Tune's default, False: one actor per trial)")
-    p.add_argument("--pending", nargs="+", default=["tune-default", "concurrency"],
-                   choices=["tune-default", "concurrency"],
-                   help="max_concurrent_trials unset (Tune's one pending trial) and/or = concurrency; one run each")
-    p.add_argument("--import-torch", action="store_true",
-                   help="import torch and timm into the driver first, as the driver did before it was torch-free")
-    p.add_argument("--profile", default="", help="cProfile the driver's tuner.fit() into PREFIX-<n>-<pending>.prof")
+    p.add_argument("--modes", nargs="+", default=["before", "after"], choices=["before", "after"],
+                   help="before: the driver as it was (torch and timm imported, one pending trial, a TensorBoard "
+                        "flush per result); after: as it is. Each run in a fresh interpreter, one after the other")
+    p.add_argument("--one", nargs=2, metavar=("N", "MODE"), help=argparse.SUPPRESS)
+    p.add_argument("--profile", default="", help="cProfile the driver's tuner.fit() into PREFIX-<n>-<mode>.prof")
     p.add_argument("--keep", action="store_true", help="keep the temporary Tune storage")
     p.add_argument("--out", default="", help="append one JSON line per run here")
     args = p.parse_args(argv)
@@ -309,40 +345,24 @@ def main(argv=None):
 
     from search.space_file import load_space
 
-    if args.import_torch:
-        import timm  # noqa: F401
-        import torch  # noqa: F401
-    else:
-        from search.tensorboard_hparams import import_tensorboardx_without_torch
-        import_tensorboardx_without_torch()  # as search/execute.py does
     space = load_space(args.space)
     if args.quick:
         args.concurrency, args.trials_per_slot, args.max_epochs = [4], 2.0, 6
     if args.max_epochs:
         s = space.settings
         space = space.replace_settings(max_epochs=args.max_epochs, grace_period=min(s.grace_period, args.max_epochs))
+    if args.one:
+        return run_in_this_process(args, space, int(args.one[0]), args.one[1])
     rows = []
     for n in args.concurrency:
-        for pending in args.pending:
-            need_gb = n * 0.25  # Ray worker processes measured at 150-250 MB each
-            free_gb = psutil.virtual_memory().available / 2**30
-            if free_gb - need_gb < args.min_free_gb:
-                print(f"skipping {n}: {free_gb:.1f} GiB available, ~{need_gb:.0f} GiB needed", file=sys.stderr)
+        for mode in args.modes:
+            cmd = [sys.executable, __file__, "--one", str(n), mode] + [a for a in (argv or sys.argv[1:])]
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+            lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+            if proc.returncode != 0 or not lines:
+                print(f"run {n} {mode} failed (exit {proc.returncode})", file=sys.stderr)
                 continue
-            storage = tempfile.mkdtemp(prefix="scale_real_ray_")
-            trials = int(round(n * args.trials_per_slot))
-            print(f"running {n} concurrent trials ({pending}), {trials} trials, storage {storage} ...",
-                  file=sys.stderr, flush=True)
-            try:
-                row = run_one(space, n, trials, time_scale=args.time_scale, epoch_s=args.epoch_s,
-                              checkpoint_kb=args.checkpoint_kb, seed=args.seed, storage=storage,
-                              reuse_actors=args.reuse_actors, pending=pending,
-                              profile=f"{args.profile}-{n}-{pending}.prof" if args.profile else "")
-            finally:
-                if not args.keep:
-                    shutil.rmtree(storage, ignore_errors=True)
-            row.update(space=str(args.space), date=time.strftime("%Y-%m-%d"), load_avg=os.getloadavg(),
-                       machine=f"{platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}")
+            row = json.loads(lines[-1])
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "trial_spans"}), flush=True)
             if args.out:
