@@ -5,26 +5,43 @@ how to run is RunConfig (name, storage, checkpoints, retries).
 """
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import optuna
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from search.searcher import PrunedAwareOptunaSearch
 from search.space_file import Space
+from search.study import journal_storage
 from search.tune_reporter import tune_trial
 
 
-def make_searcher(space: Space, *, truthful: bool = True, sampler=None) -> PrunedAwareOptunaSearch:
+def make_searcher(space: Space, *, truthful: bool = True, sampler=None, study_path: Path | None = None,
+                  study_name: str = "optuna") -> PrunedAwareOptunaSearch:
+    """study_path: the JournalStorage file the study lives in (search/study.py); None keeps it in memory."""
     s = space.settings
     return PrunedAwareOptunaSearch(
         space=space.define,
         metric=s.metric,  # a define-by-run space needs metric and mode on the searcher itself
         mode=s.mode,
-        sampler=sampler or optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.tpe_startup_trials),
+        sampler=sampler or make_tpe_sampler(space),
         points_to_evaluate=[dict(p) for p in space.warm_starts] or None,
+        storage=journal_storage(study_path) if study_path else None,
+        study_name=study_name,
         max_epochs=s.max_epochs,
         truthful=truthful,
     )
+
+
+def make_tpe_sampler(space: Space) -> optuna.samplers.TPESampler:
+    s = space.settings
+    with warnings.catch_warnings():  # `group` is flagged experimental; its use is measured (BENCHMARKS.md)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.tpe_startup_trials,
+                                          multivariate=s.tpe_multivariate, group=s.tpe_group,
+                                          constant_liar=s.tpe_constant_liar)
 
 
 def make_scheduler(space: Space) -> ASHAScheduler:
@@ -52,7 +69,8 @@ def run_config(space: Space, name: str, storage: str, callbacks=()) -> tune.RunC
     )
 
 
-def build_tuner(space: Space, *, name: str, storage: str, data: str, callbacks=(), truthful: bool = True) -> tune.Tuner:
+def build_tuner(space: Space, *, name: str, storage: str, data: str, callbacks=(), truthful: bool = True,
+                study_path: Path | None = None) -> tune.Tuner:
     s = space.settings
     return tune.Tuner(
         trainable_with_resources(space),
@@ -60,7 +78,7 @@ def build_tuner(space: Space, *, name: str, storage: str, data: str, callbacks=(
         tune_config=tune.TuneConfig(
             metric=s.metric,
             mode=s.mode,
-            search_alg=make_searcher(space, truthful=truthful),
+            search_alg=make_searcher(space, truthful=truthful, study_path=study_path, study_name=name),
             scheduler=make_scheduler(space),
             num_samples=s.num_samples,
             max_concurrent_trials=s.max_concurrent or None,
