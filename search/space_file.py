@@ -47,7 +47,7 @@ class SearchSettings:
     eval_size: int = field(default=224, metadata=in_range(16, 1024, doc="px"))
     seed: int = field(default=0, metadata=in_range(0, 2**31 - 1, doc="sampler and trial seed"))
     tpe_startup_trials: int = field(default=10, metadata=in_range(1, 100_000, doc="random trials before TPE models (Optuna's default 10)"))
-    # TPE's model of the space; defaults decided by benchmarks/sampler_settings.py (BENCHMARKS.md section 9).
+    # TPE's model of the space; defaults decided by benchmarks/sampler_settings.py (BENCHMARKS.md section 6).
     tpe_multivariate: bool = field(default=True, metadata={"doc": "one joint density over the parameters (Optuna 5's default)"})
     tpe_group: bool = field(default=True, metadata={"doc": "model each conditional branch's parameters together (needs tpe_multivariate)"})
     tpe_constant_liar: bool = field(default=True, metadata={"doc": "running trials count as bad, so parallel suggestions spread out"})
