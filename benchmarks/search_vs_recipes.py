@@ -14,7 +14,9 @@ selection, search/ensemble_strategies.py, over its top 5 trials' kept checkpoint
     python benchmarks/search_vs_recipes.py --seeds 0 1 2 --train-fraction 0.6 --out /tmp/search_vs_recipes.jsonl
 
 The datasets (symlinks), the pretrained backbone and the Tune runs go under --work (a temp folder,
-never committed).
+never committed). Afterwards, the evidence (every recipe's and search trial's curve) and the table:
+
+    python benchmarks/search_vs_recipes.py --explain /tmp/search_vs_recipes /tmp/search_vs_recipes.jsonl 0 1 2
 """
 from __future__ import annotations
 
@@ -230,5 +232,42 @@ def summarize(path: Path) -> None:
               f"{statistics.mean(cols[3]):.1f} |")
 
 
+
+def curves(experiment: Path) -> list[dict]:
+    """Every trial's per-epoch val_acc and searched values, from Tune's result.json files."""
+    out = []
+    for trial in sorted(experiment.glob("*/result.json")):
+        reports = [json.loads(line) for line in trial.read_text().splitlines() if line.strip()]
+        params = json.loads((trial.parent / "params.json").read_text())
+        out.append({"trial_id": trial.parent.name, "val_acc": [r["val_acc"] for r in reports],
+                    "lr": params.get("lr"), "augment": params.get("augment"), "mixup_prob": params.get("mixup_prob"),
+                    "frozen_stages": params.get("frozen_stages"), "started": reports[0]["timestamp"] if reports else 0})
+    return sorted(out, key=lambda c: c["started"])
+
+
+def explain(work: Path, seeds) -> None:
+    """Evidence for why the search does or does not beat the recipes: would ASHA's first rung have kept
+    the recipe that was best after all epochs (recipes ran in full), and where the search's trials went."""
+    for seed in seeds:
+        recipes = curves(work / "tune" / f"recipes-seed{seed}")
+        search = curves(work / "tune" / f"tpe_asha-seed{seed}")
+        if not recipes:
+            continue
+        final = [c["val_acc"][-1] for c in recipes]
+        first = [c["val_acc"][0] for c in recipes]
+        best = max(range(len(final)), key=final.__getitem__)
+        print(f"seed {seed} recipes (val_acc per epoch): " + "; ".join(
+            f"lr {c['lr']:.0e} {'/'.join(f'{v:.3f}' for v in c['val_acc'])}" for c in recipes))
+        print(f"  best recipe after all epochs: #{best}, its epoch-1 rank {sorted(first, reverse=True).index(first[best]) + 1}"
+              f" of {len(first)}")
+        for c in search:
+            print(f"  search trial {c['trial_id']}: lr {c['lr']:.1e} augment {c['augment']} mixup {c['mixup_prob']} "
+                  f"frozen {c['frozen_stages']}: {'/'.join(f'{v:.3f}' for v in c['val_acc'])}")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--explain"]:  # python benchmarks/search_vs_recipes.py --explain WORK OUT.jsonl SEED...
+        explain(Path(sys.argv[2]), [int(s) for s in sys.argv[4:]])
+        summarize(Path(sys.argv[3]))
+    else:
+        main()
