@@ -9,6 +9,7 @@ import ray
 from search.concurrency import resolve_concurrency
 from search.leaderboard import build_leaderboard
 from search.outputs import summary, write_leaderboard, write_run_files
+from search.study import dashboard_command, study_file
 from search.tensorboard_hparams import HParamsLoggerCallback, import_tensorboardx_without_torch
 from search.tuner import build_tuner, restore_tuner
 
@@ -26,7 +27,8 @@ def execute(plan) -> int:
             concurrency = resolve_concurrency(plan.space.settings, nodes=ray.nodes())
             print(f"Concurrency: {concurrency.describe()}")
             tuner = build_tuner(plan.space, name=plan.name, storage=plan.storage, data=plan.data,
-                                max_concurrent=concurrency.trials, callbacks=[HParamsLoggerCallback()])
+                                max_concurrent=concurrency.trials, callbacks=[HParamsLoggerCallback()],
+                                study_path=study_file(plan.out_dir))
         results = tuner.fit()
     except KeyboardInterrupt:
         print(f"\nInterrupted. Trials and searcher state are saved. To continue: {plan.resume_command}", file=sys.stderr)
@@ -45,6 +47,7 @@ def execute(plan) -> int:
     unfinished = s.num_samples - finished - results.num_errors
     if plan.ensemble_top_k and best_config is not None and unfinished <= 0:  # an interrupted search ensembles on --resume
         _ensemble(plan)
+    _report(plan)
     print()
     print(summary(table, metric=s.metric, max_epochs=s.max_epochs, out_dir=plan.out_dir,
                   storage_dir=plan.experiment_path))
@@ -66,6 +69,17 @@ def _ensemble(plan) -> None:
                        budget_m=plan.space.settings.trial.get("param_budget_m", 100.0))
     except UserError as err:
         print(f"Ensemble: {err}")
+
+
+def _report(plan) -> None:
+    """What the search learned (search/report.py); a report that cannot be drawn never fails the search."""
+    from search.report import write_report  # matplotlib: loaded only once the trials are done
+
+    try:
+        write_report(plan.out_dir)
+        print(f"Optuna study: {dashboard_command(plan.out_dir)}")
+    except Exception as err:
+        print(f"Report: not written ({type(err).__name__}: {err}).")
 
 
 def _config_of(results, trial_id: str) -> dict:

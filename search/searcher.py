@@ -8,6 +8,9 @@ reporting. TPE then ranks a 1-epoch curve against 30-epoch ones as equals. Here:
     pruned trials below completed ones, by how far they got and then by their value at that step;
   - a trial that errored is FAIL.
 `truthful=False` keeps Ray's behaviour, for the benchmark that measures the difference.
+
+With a JournalStorage (search/study.py) the study lives in a file: Ray pickles the searcher with the
+storage (its file path) and a resumed search appends to the same study.
 """
 from __future__ import annotations
 
@@ -25,6 +28,15 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         self._max_epochs = max_epochs
         self._truthful = truthful
         self._reported_steps: dict[str, int] = {}
+        if self._ot_study is not None:  # the report and the dashboard label the value with it
+            self._ot_study.set_user_attr("metric", self._metric)
+
+    def suggest(self, trial_id: str):
+        new = trial_id not in self._ot_trials
+        config = super().suggest(trial_id)
+        if new and trial_id in self._ot_trials:  # links the study to the leaderboard (and the dashboard to Tune)
+            self._ot_trials[trial_id].set_user_attr("ray_trial_id", trial_id)
+        return config
 
     def on_trial_result(self, trial_id: str, result: dict):
         super().on_trial_result(trial_id, result)
@@ -54,3 +66,18 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         except Exception as exc:  # e.g. a NaN value: keep the search going, as Ray does
             logger.warning("Optuna refused trial %s's outcome: %s", trial_id, exc)
         self._completed_trials.add(trial_id)
+
+    def restore(self, checkpoint_path: str):
+        super().restore(checkpoint_path)
+        self._fail_orphans()
+
+    def _fail_orphans(self):
+        """A trial asked after the searcher's last save is RUNNING in the journal, but Tune never resumes
+        it: tell it FAIL, or the study would show it running forever."""
+        known = {t._trial_id for t in self._ot_trials.values()}
+        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen._trial_id not in known:
+                try:
+                    self._ot_study.tell(frozen.number, state=TrialState.FAIL)
+                except Exception as exc:
+                    logger.warning("Could not close orphaned Optuna trial %d: %s", frozen.number, exc)

@@ -48,6 +48,10 @@ class SearchSettings:
     seed: int = field(default=0, metadata=in_range(0, 2**31 - 1, doc="sampler and trial seed"))
     tpe_startup_trials: int = field(default=10, metadata=in_range(1, 100_000, doc="random trials before TPE models (Optuna's default 10)"))
     tpe_history_window: int = field(default=500, metadata=in_range(0, 10_000_000, doc="finished trials TPE models at most: the best 50 + a uniform sample (0 = all; search/windowed_tpe.py)"))
+    # TPE's model of the space; defaults decided by benchmarks/sampler_settings.py (BENCHMARKS.md section 6).
+    tpe_multivariate: bool = field(default=True, metadata={"doc": "one joint density over the parameters (Optuna 5's default)"})
+    tpe_group: bool = field(default=True, metadata={"doc": "model each conditional branch's parameters together (needs tpe_multivariate)"})
+    tpe_constant_liar: bool = field(default=True, metadata={"doc": "running trials count as bad, so parallel suggestions spread out"})
     data: str = field(default="builtin:digits", metadata={"doc": "dataset path or builtin:digits"})
     keep_checkpoints: int = field(default=2, metadata=in_range(1, 1000, doc="best checkpoints kept per trial"))
     max_failures: int = field(default=2, metadata=in_range(0, 1000, doc="retries of a failed trial from its last checkpoint"))
@@ -59,6 +63,9 @@ class SearchSettings:
         expected = "min" if self.metric == "val_loss" else "max"
         if self.mode != expected:
             raise ConfigError(f"metric {self.metric!r} with mode {self.mode!r}: {self.metric} must be {expected}imised.")
+        if self.tpe_group and not self.tpe_multivariate:
+            raise ConfigError("tpe_group is True, but needs tpe_multivariate=True (Optuna models groups jointly); "
+                              "set tpe_group=False or tpe_multivariate=True.")
 
 
 @dataclass(frozen=True)

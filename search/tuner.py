@@ -5,27 +5,44 @@ how to run is RunConfig (name, storage, checkpoints, retries).
 """
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
+import optuna
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from search.searcher import PrunedAwareOptunaSearch
 from search.space_file import Space
-from search.windowed_tpe import WindowedTPESampler
+from search.study import journal_storage
 from search.tune_reporter import tune_trial
+from search.windowed_tpe import WindowedTPESampler
 
 
-def make_searcher(space: Space, *, truthful: bool = True, sampler=None) -> PrunedAwareOptunaSearch:
+def make_searcher(space: Space, *, truthful: bool = True, sampler=None, study_path: Path | None = None,
+                  study_name: str = "optuna") -> PrunedAwareOptunaSearch:
+    """study_path: the JournalStorage file the study lives in (search/study.py); None keeps it in memory."""
     s = space.settings
     return PrunedAwareOptunaSearch(
         space=space.define,
         metric=s.metric,  # a define-by-run space needs metric and mode on the searcher itself
         mode=s.mode,
-        sampler=sampler or WindowedTPESampler(seed=s.seed, n_startup_trials=s.tpe_startup_trials,
-                                              history_window=s.tpe_history_window),
+        sampler=sampler or make_tpe_sampler(space),
         points_to_evaluate=[dict(p) for p in space.warm_starts] or None,
+        storage=journal_storage(study_path) if study_path else None,
+        study_name=study_name,
         max_epochs=s.max_epochs,
         truthful=truthful,
     )
+
+
+def make_tpe_sampler(space: Space) -> WindowedTPESampler:
+    s = space.settings
+    with warnings.catch_warnings():  # `group` is flagged experimental; its use is measured (BENCHMARKS.md)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return WindowedTPESampler(seed=s.seed, n_startup_trials=s.tpe_startup_trials,
+                                  multivariate=s.tpe_multivariate, group=s.tpe_group,
+                                  constant_liar=s.tpe_constant_liar, history_window=s.tpe_history_window)
 
 
 def make_scheduler(space: Space) -> ASHAScheduler:
@@ -53,13 +70,14 @@ def run_config(space: Space, name: str, storage: str, callbacks=()) -> tune.RunC
     )
 
 
-def tune_config(space: Space, *, max_concurrent: int, truthful: bool = True) -> tune.TuneConfig:
+def tune_config(space: Space, *, max_concurrent: int | None, truthful: bool = True, study_path: Path | None = None,
+                study_name: str = "optuna") -> tune.TuneConfig:
     """max_concurrent is also how many trials Tune keeps pending (search/concurrency.py says why it matters)."""
     s = space.settings
     return tune.TuneConfig(
         metric=s.metric,
         mode=s.mode,
-        search_alg=make_searcher(space, truthful=truthful),
+        search_alg=make_searcher(space, truthful=truthful, study_path=study_path, study_name=study_name),
         scheduler=make_scheduler(space),
         num_samples=s.num_samples,
         max_concurrent_trials=max_concurrent,
@@ -68,11 +86,12 @@ def tune_config(space: Space, *, max_concurrent: int, truthful: bool = True) -> 
 
 
 def build_tuner(space: Space, *, name: str, storage: str, data: str, max_concurrent: int, callbacks=(),
-                truthful: bool = True) -> tune.Tuner:
+                truthful: bool = True, study_path: Path | None = None) -> tune.Tuner:
     return tune.Tuner(
         trainable_with_resources(space),
         param_space=space.trial_config({}, data),  # constants; the searcher adds the sampled keys
-        tune_config=tune_config(space, max_concurrent=max_concurrent, truthful=truthful),
+        tune_config=tune_config(space, max_concurrent=max_concurrent, truthful=truthful, study_path=study_path,
+                                study_name=name),
         run_config=run_config(space, name, storage, callbacks),
     )
 

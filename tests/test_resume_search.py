@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 
 from conftest import make_image_folder
+from optuna.trial import TrialState
+from search.study import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_SAMPLES, MAX_EPOCHS = 5, 3
@@ -114,6 +116,7 @@ def test_interrupted_search_resumes(tmp_path, interrupt):
     finished = {d.name: iterations(d) for d in trial_dirs(experiment) if len(iterations(d)) == MAX_EPOCHS}
     assert len(finished) >= 2
     params_before = study_params(experiment)
+    journal_before = [(t.number, t.params) for t in load_study(experiment).trials]  # the study file, as left
 
     resumed_at = time.time()
     resumed = subprocess.run(cmd + ["--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -141,3 +144,10 @@ def test_interrupted_search_resumes(tmp_path, interrupt):
     params_after = study_params(experiment)
     assert len(params_after) >= len(params_before) >= 3
     assert params_after[: len(params_before)] == params_before
+    # The study file (results/<name>/optuna_study.log) is the same study, continued: what the interrupted
+    # search wrote is still there, every leaderboard trial ended COMPLETE in it, and nothing is left RUNNING.
+    study = load_study(experiment)
+    assert [(t.number, t.params) for t in study.trials][: len(journal_before)] == journal_before
+    by_tune_id = {t.user_attrs.get("ray_trial_id"): t for t in study.trials}
+    assert all(by_tune_id[trial_id].state == TrialState.COMPLETE for trial_id in table["trial_id"]), report
+    assert not [t.number for t in study.trials if t.state == TrialState.RUNNING], report

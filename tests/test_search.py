@@ -8,12 +8,17 @@ import time
 import urllib.request
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from conftest import make_image_folder
+from search.report import main as report_main
 from search.run import main as search_main
+from search.study import STUDY_FILE
 
 NUM_SAMPLES, MAX_EPOCHS = 8, 4
 SPACE = f'''
@@ -209,3 +214,57 @@ def test_search_ends_with_an_ensemble_and_test_predictions(search_dir, leaderboa
     assert list(predictions.columns) == ["image_name", "pred_label"]
     assert sorted(predictions["image_name"]) == [f"t{i:03d}" for i in range(6)]
     assert set(predictions["pred_label"]) <= {"a", "b", "c", "d", "e"}
+
+
+def test_study_file_holds_the_search_with_the_leaderboards_outcomes(search_dir, leaderboard):
+    """results/<name>/optuna_study.log is the live study (optuna-dashboard reads it): one trial per
+    leaderboard row, each in the state the leaderboard gives it, pruned trials with their curves."""
+    storage = JournalStorage(JournalFileBackend(str(search_dir / STUDY_FILE)))
+    study = optuna.load_study(study_name="toy", storage=storage)
+    assert study.user_attrs["metric"] == "val_acc"
+    by_tune_id = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
+    assert set(by_tune_id) == set(leaderboard["trial_id"])
+    expected = {"completed": TrialState.COMPLETE, "stopped": TrialState.PRUNED, "error:": TrialState.FAIL}
+    for row in leaderboard.itertuples():
+        trial = by_tune_id[row.trial_id]
+        assert trial.state == expected[row.ended.split(" ")[0]], row
+        assert trial.params["lr"] == pytest.approx(row.lr) and trial.params["batch_size"] == row.batch_size
+        if trial.state != TrialState.FAIL:
+            assert sorted(trial.intermediate_values) == list(range(1, row.epochs + 1))
+            assert max(trial.intermediate_values.values()) == pytest.approx(row.best_val_acc)
+
+
+def test_report_shows_what_mattered_for_a_conditional_space(search_dir, leaderboard):
+    report = search_dir / "report"
+    for name in ("importance", "importance_fanova", "parallel_coordinate", "learning_curves",
+                 "intermediate_values", "best_vs_epochs"):
+        png = (report / f"{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 5000, name
+    page = (report / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') >= 6  # embedded: the page opens offline
+    assert "http://" not in page and "https://" not in page
+    table = pd.read_csv(report / "importance.csv")
+    ped = table[table["evaluator"] == "PED-ANOVA"]
+    assert set(ped["parameter"]) == {"lr", "batch_size", "head", "head_hidden"}  # the conditional one too
+    assert ped["importance"].sum() == pytest.approx(1.0)
+    fanova = table[table["evaluator"] == "fANOVA"]
+    assert set(fanova.loc[fanova["branch"] == "all", "parameter"]) == {"lr", "batch_size", "head"}
+    if (fanova["branch"] == "head_hidden").any():  # fANOVA on the MLP branch's own trials
+        branch = fanova[fanova["branch"] == "head_hidden"]
+        assert "head_hidden" in set(branch["parameter"]) and "head" not in set(branch["parameter"])
+        assert branch["trials"].iloc[0] < fanova.loc[fanova["branch"] == "all", "trials"].iloc[0]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(report / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["images"])
+    assert {"report/importance", "report/learning_curves", "report/best_vs_epochs"} <= tags
+
+
+def test_report_is_rewritten_on_demand_and_refuses_a_run_without_study(search_dir, tmp_path, capsys):
+    (search_dir / "report" / "report.html").unlink()
+    assert report_main([str(search_dir)]) == 0
+    assert (search_dir / "report" / "report.html").exists()
+    assert report_main([str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"No Optuna study at {tmp_path / STUDY_FILE}" in err and "Traceback" not in err

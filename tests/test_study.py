@@ -1,0 +1,60 @@
+"""The study file and TPE's settings, without running a search (tests/test_search.py runs one)."""
+import optuna
+import pytest
+
+from search.space_file import SpaceError, load_space
+from search.study import STUDY_FILE, StudyError, journal_storage, load_study
+from search.tuner import make_searcher, make_tpe_sampler
+
+SPACE = '''
+SETTINGS = {{"seed": 4, "tpe_startup_trials": 3, {extra}}}
+
+def define(trial):
+    trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+    if trial.suggest_categorical("head", ["linear", "mlp"]) == "mlp":
+        trial.suggest_categorical("head_hidden", [16, 32])
+'''
+
+
+def space_with(tmp_path, extra=""):
+    path = tmp_path / "space.py"
+    path.write_text(SPACE.format(extra=extra))
+    return load_space(path)
+
+
+def test_tpe_settings_reach_the_sampler(tmp_path):
+    default = make_tpe_sampler(space_with(tmp_path))
+    assert (default._multivariate, default._group, default._constant_liar) == (True, True, True)
+    assert default._n_startup_trials == 3
+    off = make_tpe_sampler(space_with(tmp_path, '"tpe_multivariate": False, "tpe_group": False, '
+                                                '"tpe_constant_liar": False'))
+    assert (off._multivariate, off._group, off._constant_liar) == (False, False, False)
+
+
+def test_group_without_multivariate_is_one_clear_message(tmp_path):
+    with pytest.raises(SpaceError, match=r"SETTINGS: tpe_group is True, but needs tpe_multivariate=True"):
+        space_with(tmp_path, '"tpe_multivariate": False')
+
+
+def test_searcher_writes_its_study_to_the_journal_file(tmp_path):
+    space = space_with(tmp_path)
+    searcher = make_searcher(space, study_path=tmp_path / "run" / STUDY_FILE, study_name="demo")
+    config = searcher.suggest("trial_a")
+    searcher.on_trial_result("trial_a", {"val_acc": 0.5, "training_iteration": 1})
+    searcher.on_trial_complete("trial_a", {"val_acc": 0.5, "training_iteration": 1})  # max_epochs 10: PRUNED
+    study = load_study(tmp_path / "run")  # a fresh reader of the file, as optuna-dashboard is
+    (trial,) = study.trials
+    assert study.study_name == "demo" and study.user_attrs["metric"] == "val_acc"
+    assert trial.params == {k: config[k] for k in trial.params}
+    assert trial.user_attrs["ray_trial_id"] == "trial_a"
+    assert trial.state == optuna.trial.TrialState.PRUNED and trial.intermediate_values == {1: 0.5}
+
+
+def test_loading_a_run_without_a_study_names_the_file(tmp_path):
+    with pytest.raises(StudyError, match=rf"No Optuna study at {tmp_path / STUDY_FILE}"):
+        load_study(tmp_path)
+    storage = journal_storage(tmp_path / STUDY_FILE)
+    for name in ("a", "b"):
+        optuna.create_study(storage=storage, study_name=name)
+    with pytest.raises(StudyError, match="holds 2 studies"):
+        load_study(tmp_path)
