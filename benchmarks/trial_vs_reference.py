@@ -36,13 +36,13 @@ from trainable.trial import pick_device, setup_run
 
 
 class Limited:
-    """The first `batches` batches of a loader, with a len() the scheduler can use."""
+    """`batches` batches of a loader, with a len() the scheduler can use; cycles when the folder holds fewer."""
 
     def __init__(self, loader, batches):
         self.loader, self.batches = loader, batches
 
     def __iter__(self):
-        return itertools.islice(iter(self.loader), self.batches)
+        return itertools.islice(itertools.chain.from_iterable(itertools.repeat(self.loader)), self.batches)
 
     def __len__(self):
         return self.batches
@@ -80,7 +80,7 @@ def reference_images_per_s(args, device) -> float:
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
     seen, start = 0, None
-    for i, (images, labels) in enumerate(itertools.islice(loader, args.batches + args.warmup)):
+    for i, (images, labels) in enumerate(Limited(loader, args.batches + args.warmup)):
         if i == args.warmup:
             _sync(device)
             start, seen = time.perf_counter(), 0
