@@ -436,6 +436,14 @@ def workers_to_feed(rows: list[dict]) -> list[dict]:
     return derived
 
 
+def _installed(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def markdown(result: dict) -> str:
     m = result.get("machine") or {}
     lines = [
@@ -492,7 +500,7 @@ def run_suite(args) -> dict:
     result["rows"] += workers_to_feed(result["rows"]) if {"step", "loader"} <= set(args.parts) else []
     result["errors"] = [f"{r['part']}: {r['measurement']}: {r['error']}" for r in result["rows"] if "error" in r]
     result["machine"] = result["machine"] or {"device": "unknown (the step part gave none)", "cpus": CPUS,
-                                              "python": platform.python_version()}
+                                              "torch": _installed("torch"), "python": platform.python_version()}
     result["seconds"] = round(time.perf_counter() - started, 1)
     (out / "gpu_suite.json").write_text(json.dumps(result, indent=1))
     (out / "gpu_suite.md").write_text(markdown(result))
