@@ -28,6 +28,8 @@ import json
 import math
 import os
 import platform
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -294,6 +296,7 @@ def part_checkpoint(profile: dict, work: Path, rec: Recorder) -> None:
         weights = rec.measure(f"{name}: restore weights only", restore_weights, unit="s", digits=3)
         rec.measure(f"{name}: restore trial checkpoint", restore_full, unit="s", digits=3, baseline=weights)
         built.clear()
+    shutil.rmtree(folder, ignore_errors=True)  # a seresnextaa101d checkpoint with its Adam moments is ~1 GB
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -364,16 +367,26 @@ def has_cuda(env: dict) -> bool:
     return probe.stdout.strip() == "True"
 
 
+def run_bounded(cmd: list[str], timeout: int, **kwargs) -> int | None:
+    """The exit code, or None when it ran past `timeout`: then its whole process group (DataLoader workers,
+    trial processes) is killed, so nothing it started keeps the GPU."""
+    proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return None
+
+
 def run_tests(work: Path, env: dict, timeout: int) -> tuple[dict, dict]:
     report = work / "gpu-tests.xml"
     cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests/test_gpu.py",
            f"--junitxml={report}"]
     started = time.perf_counter()
-    try:
-        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-        tail, timed_out = (done.stdout + done.stderr)[-3000:], False
-    except subprocess.TimeoutExpired:
-        tail, timed_out = "", True
+    with open(work / "gpu-tests.log", "w") as log:
+        timed_out = run_bounded(cmd, timeout, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT) is None
+    tail = (work / "gpu-tests.log").read_text()[-3000:]
     seconds = round(time.perf_counter() - started, 1)
     summary = {"command": "python -m pytest -m gpu tests/test_gpu.py", "seconds": seconds, "timed_out": timed_out}
     row = {"part": "tests", "measurement": "GPU tests (pytest -m gpu)", "unit": "passed", "seconds": seconds}
@@ -397,11 +410,8 @@ def run_child(part: str, work: Path, env: dict, timeout: int) -> tuple[list[dict
     started = time.perf_counter()
     status = {"timed_out": False}
     with open(work / f"{part}.log", "w") as log:
-        try:
-            status["rc"] = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                          timeout=timeout).returncode
-        except subprocess.TimeoutExpired:
-            status["timed_out"] = True
+        rc = run_bounded(cmd, timeout, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    status["timed_out"], status["rc"] = rc is None, rc
     status["seconds"] = round(time.perf_counter() - started, 1)
     saved = json.loads(out.read_text()) if out.exists() else {"rows": []}
     rows = saved.pop("rows")
@@ -472,6 +482,8 @@ def run_suite(args) -> dict:
     profile = {**PROFILES[profile_name]}
     if args.checkpoint_models:
         profile["checkpoint_models"] = args.checkpoint_models
+    if args.timeout:
+        profile["timeouts"] = {part: args.timeout for part in PARTS}
     out = args.out.resolve()
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -514,6 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wheels", type=Path, help="install the project from this wheel folder first (offline)")
     p.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     p.add_argument("--checkpoint-models", nargs="+", help="backbones for the checkpoint part")
+    p.add_argument("--timeout", type=int, help="seconds each part may run (default: the profile's, per part)")
     p.add_argument("--part", choices=sorted(PART_FUNCTIONS), help=argparse.SUPPRESS)  # child mode
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     return p

@@ -5,6 +5,7 @@ Run on a GPU node by benchmarks/gpu_suite.py (which records the outcome in its J
 """
 import json
 import math
+import shutil
 
 import pandas as pd
 import pytest
@@ -31,8 +32,9 @@ def _restore_cudnn_benchmark():
     torch.backends.cudnn.benchmark = before
 
 
-def fixed_batch_losses(run, steps: int = 5) -> list[float]:
-    """The train loss of one batch over `steps` updates on it: each a one-batch epoch of the trial's own loop."""
+def fixed_batch_losses(run, steps: int = 8) -> list[float]:
+    """The train loss of one batch over `steps` updates on it: each a one-batch epoch of the trial's own loop.
+    Eight, not fewer: fp16's GradScaler may skip its first steps while it finds its scale."""
     images, labels = next(iter(run.train_loader))
     return [train_one_epoch(run.step_model, [(images, labels)], run.optimizer, run.scheduler, run.step, epoch=i,
                             scaler=run.scaler)["train_loss"] for i in range(steps)]
@@ -112,7 +114,11 @@ def test_resume_on_cuda_continues_from_the_checkpoint(toy_data, tmp_path):
     straight = tmp_path / "straight"
     train_trial(config, LocalReporter(straight, printer=lambda _: None))
     interrupted = tmp_path / "interrupted"
-    train_trial({**config, "epochs": 2}, LocalReporter(interrupted, printer=lambda _: None))
+    train_trial(config, LocalReporter(interrupted, printer=lambda _: None, keep=3))
+    # Roll back to the end of epoch 2, as if the run had been killed during epoch 3.
+    shutil.rmtree(interrupted / "checkpoints" / "epoch_0003")
+    lines = (interrupted / "metrics.jsonl").read_text().splitlines()[:2]
+    (interrupted / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     resumed = train_trial(config, LocalReporter(interrupted, resume=True, printer=lambda _: None))
 
     a, b = read_jsonl(straight / "metrics.jsonl"), read_jsonl(interrupted / "metrics.jsonl")

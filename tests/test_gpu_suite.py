@@ -75,6 +75,16 @@ def test_a_failing_measurement_is_recorded_and_the_rest_still_run(rehearsal):
     assert "1 error(s)" in stdout
 
 
+def test_a_part_past_its_time_limit_is_killed_and_recorded(tmp_path):
+    done = run_suite("--rehearsal", "--out", str(tmp_path), "--parts", "fractional", "--timeout", "2", timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "gpu_suite.json").read_text())
+    assert result["parts"]["fractional"]["timed_out"] is True and result["parts"]["fractional"]["seconds"] < 30
+    assert len(result["errors"]) == 1 and result["errors"][0].startswith("fractional: fractional (the rest of the part): "
+                                                                         "timed out after 2 s")
+    assert "timed out after 2 s" in (tmp_path / "gpu_suite.md").read_text()
+
+
 def test_table_has_one_row_per_measurement(rehearsal):
     out, result, table, _ = rehearsal
     lines = table.splitlines()
