@@ -60,6 +60,7 @@ def test_rehearsal_writes_every_key_and_measurement(rehearsal):
             measured(f"loader=cache, augment={augment}, {n} workers", f"loader=pil, augment={augment}, {n} workers")
         assert rows[f"cache workers to keep the GPU fed, augment={augment}"]["value"] >= 0
     measured("1 trial(s) sharing the GPU, train img/s per GPU")
+    measured("1 trial(s) sharing the GPU, epochs per hour (wall clock, start-up included)")
     assert rows["1 trial(s) sharing the GPU, peak GPU memory per trial"]["value"] == 0.0  # CPU: no GPU memory
     measured("resnet10t: save trial checkpoint", "resnet10t: save weights only (torch.save state_dict)")
     measured("resnet10t: restore trial checkpoint", "resnet10t: restore weights only")
