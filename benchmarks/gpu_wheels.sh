@@ -6,6 +6,7 @@
 #     bash benchmarks/gpu_wheels.sh 3.12 ./wheels            # x86_64 node with Python 3.12
 #     bash benchmarks/gpu_wheels.sh 3.10 ./wheels aarch64    # e.g. a GH200 node
 #
+# Needs Python >= 3.11 here (tomllib reads pyproject.toml; set PYTHON=... to choose one) and pip.
 # Then copy ./wheels and this checkout to the node and run: python benchmarks/gpu_suite.py --wheels ./wheels
 set -euo pipefail
 
