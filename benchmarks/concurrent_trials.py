@@ -39,9 +39,10 @@ def one_trial(config: dict, out: str, cache: str) -> tuple[int, float]:
     return epochs, round(peak, 2)
 
 
-def run(n: int, loader: str, data: Path, epochs: int, cache: Path, tmp: Path, tag: str) -> dict:
+def run(n: int, loader: str, data: Path, epochs: int, cache: Path, tmp: Path, tag: str, config: dict = CONFIG) -> dict:
+    """Each trial writes its metrics.jsonl under tmp/{tag}-{loader}-{n}-{i}."""
     ctx = multiprocessing.get_context("spawn")
-    jobs = [({**CONFIG, "data": str(data), "epochs": epochs, "seed": i, "loader": loader},
+    jobs = [({**config, "data": str(data), "epochs": epochs, "seed": i, "loader": loader},
              str(tmp / f"{tag}-{loader}-{n}-{i}"), str(cache)) for i in range(n)]
     started = time.perf_counter()
     with ctx.Pool(n) as pool:

@@ -53,6 +53,18 @@ def naive_loader(root: Path, cfg: TrialConfig) -> DataLoader:
     return DataLoader(datasets.ImageFolder(str(root / "train"), transform), batch_size=cfg.batch_size, shuffle=True)
 
 
+def pil_loader(index, cfg: TrialConfig, workers: int = 0) -> DataLoader:
+    """loader='pil': the trial's timm transforms on decoded JPEGs."""
+    return DataLoader(ImageListDataset(index.train, train_transform(cfg, DATA_CONFIG)), batch_size=cfg.batch_size,
+                      shuffle=True, num_workers=workers)
+
+
+def cache_loader(decoded, index, cfg: TrialConfig, workers: int = 0) -> DataLoader:
+    """loader='cache' before the device: uint8 crops from the decoded memory map."""
+    return DataLoader(CachedImageDataset(decoded, index.train, train_image_transform(cfg, DATA_CONFIG)),
+                      batch_size=cfg.batch_size, shuffle=True, num_workers=workers)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, help="a JPEG image folder; default: cut from sklearn's sample photos")
@@ -77,10 +89,8 @@ def main():
             runs = {"naive": [], "pil": [], "cache": [], "cache+finish": []}
             for _ in range(args.repeats):
                 runs["naive"].append(images_per_s(naive_loader(root, cfg)))
-                runs["pil"].append(images_per_s(DataLoader(ImageListDataset(index.train, train_transform(cfg, DATA_CONFIG)),
-                                                            batch_size=cfg.batch_size, shuffle=True)))
-                cached = DataLoader(CachedImageDataset(decoded, index.train, train_image_transform(cfg, DATA_CONFIG)),
-                                    batch_size=cfg.batch_size, shuffle=True)
+                runs["pil"].append(images_per_s(pil_loader(index, cfg)))
+                cached = cache_loader(decoded, index, cfg)
                 runs["cache"].append(images_per_s(cached))
                 runs["cache+finish"].append(images_per_s(on_device(cached, DATA_CONFIG, torch.device("cpu"))))
                 print(augment, {k: round(v[-1], 1) for k, v in runs.items()}, flush=True)

@@ -113,7 +113,7 @@ def train_trial(config: dict, reporter) -> dict:
             "epoch": epoch + 1, "train_loss": train["train_loss"], **val,
             "lr": current_lr(optimizer, "backbone"), "head_lr": current_lr(optimizer, "head"),
             "epoch_seconds": time.perf_counter() - started, "train_images_per_s": train["train_images_per_s"],
-            "param_count": run.n_params, "device": step.device.type,
+            "param_count": run.n_params, "device": step.device.type, "peak_gpu_mem_gb": peak_gpu_mem_gb(step.device),
         }
         ckpt_dir = Path(tempfile.mkdtemp(prefix="trial-ckpt-"))
         try:
@@ -135,6 +135,11 @@ def seed_everything(seed: int) -> None:
 def pick_device() -> torch.device:
     # Under Ray, CUDA_VISIBLE_DEVICES already restricts this process to the GPUs the trial was given.
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def peak_gpu_mem_gb(device: torch.device) -> float:
+    """Peak memory this process's tensors took on the GPU so far (what fractional GPUs must fit); 0 on CPU."""
+    return torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else 0.0
 
 
 def pick_amp_dtype(cfg: TrialConfig, device: torch.device) -> torch.dtype | None:
