@@ -13,6 +13,10 @@ The window keeps what TPE's split depends on and samples the rest:
     "bad" density is estimated from an unbiased subset and a trial, once in, stays in;
   - every running trial (used with constant_liar).
 Everything is kept incrementally: a new finished trial costs O(log n), and nothing of the window is pickled.
+
+With `group=True`, Optuna also re-derives the conditional groups from every finished trial at every
+suggestion (`_GroupDecomposedSearchSpace.calculate`, ~40 ms at 4,000 trials here); the groups only ever
+refine as trials are added, so each trial is fed to it once (the same groups, found incrementally).
 """
 from __future__ import annotations
 
@@ -43,13 +47,19 @@ class WindowedTPESampler(TPESampler):
         self._sampled: list[tuple] = []      # max-heap by hash: (-hash, number), at most window - keep_best
         self._window: set[int] = set()
         self._visible: dict = {}             # (states, trials in the study) -> the trials TPE sees
+        self._grouped: set[int] = set()      # trials already fed to the group decomposition
 
     def __getstate__(self):  # Ray pickles the searcher; the window is rebuilt from the study on first use
-        return {k: v for k, v in self.__dict__.items() if k not in ("_seen", "_best", "_sampled", "_window", "_visible")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_seen", "_best", "_sampled", "_window", "_visible", "_grouped")}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._reset_window()
+        self._reset_window()  # the groups found so far were pickled; feeding trials again is harmless
+
+    def infer_relative_search_space(self, study, trial):
+        if not self._group:
+            return super().infer_relative_search_space(study, trial)
+        return super().infer_relative_search_space(_NewTrialsOnly(study, self._grouped), trial)
 
     def sample_relative(self, study, trial, search_space):
         return super().sample_relative(self._windowed(study), trial, search_space)
@@ -110,3 +120,19 @@ class _StudyWindow:
                 return shown
             self._visible[key] = shown
         return self._visible[key]
+
+
+class _NewTrialsOnly:
+    """The study as the group decomposition should see it: each trial once, the first time it is listed."""
+
+    def __init__(self, study, fed: set[int]):
+        self._study, self._fed = study, fed
+
+    def __getattr__(self, name):
+        return getattr(self._study, name)
+
+    def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False):
+        new = [t for t in self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+               if t.number not in self._fed]
+        self._fed.update(t.number for t in new)
+        return new

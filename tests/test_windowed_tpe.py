@@ -1,6 +1,8 @@
 """WindowedTPESampler: plain TPE up to the window; beyond it, TPE's good group intact and a bounded, stable rest."""
 import pickle
 
+import warnings
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -8,6 +10,7 @@ from optuna.trial import TrialState
 from search.windowed_tpe import WindowedTPESampler
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def objective_study(n: int, sampler=None, seed: int = 0) -> optuna.Study:
@@ -38,10 +41,13 @@ def suggest(study, k=5):
     return out
 
 
-def test_up_to_the_window_it_is_exactly_tpe():
-    windowed = objective_study(80, WindowedTPESampler(seed=3, n_startup_trials=5, history_window=100, keep_best=20))
-    plain = objective_study(80, optuna.samplers.TPESampler(seed=3, n_startup_trials=5))
-    assert suggest(windowed) == suggest(plain)
+@pytest.mark.parametrize("options", [{}, {"multivariate": True, "group": True, "constant_liar": True}])
+def test_up_to_the_window_it_is_exactly_tpe(options):
+    # With group=True the conditional groups are found incrementally: the same groups, the same suggestions.
+    windowed = objective_study(80, WindowedTPESampler(seed=3, n_startup_trials=5, history_window=100, keep_best=20,
+                                                      **options))
+    plain = objective_study(80, optuna.samplers.TPESampler(seed=3, n_startup_trials=5, **options))
+    assert suggest(windowed, 8) == suggest(plain, 8)
 
 
 def test_beyond_the_window_tpe_sees_the_best_and_a_bounded_stable_sample():
