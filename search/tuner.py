@@ -56,7 +56,10 @@ def build_tuner(space: Space, *, name: str, storage: str, data: str, callbacks=(
     s = space.settings
     return tune.Tuner(
         trainable_with_resources(space),
-        param_space=space.trial_config({}, data),  # constants; the searcher adds the sampled keys
+        # constants; the searcher adds the sampled keys. The trial ranks its own epochs the way
+        # CheckpointConfig below keeps them (trainable/checkpoint_policy.py).
+        param_space={**space.trial_config({}, data), "keep_checkpoints": s.keep_checkpoints,
+                     "checkpoint_metric": s.metric},
         tune_config=tune.TuneConfig(
             metric=s.metric,
             mode=s.mode,
