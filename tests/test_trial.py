@@ -168,10 +168,10 @@ def test_resume_after_metrics_only_epochs_is_exact(toy_data, tmp_path):
     train_trial(config, LocalReporter(straight, printer=lambda _: None, keep=10))
     assert checkpointed_epochs(straight) == [2, 4]  # epochs 1 and 3 reported metrics only
 
-    interrupted = tmp_path / "interrupted"
-    train_trial(config, LocalReporter(interrupted, printer=lambda _: None, keep=10))
     import shutil
-    shutil.rmtree(interrupted / "checkpoints" / "epoch_0004")  # killed during epoch 4, after epoch 3's row
+    interrupted = tmp_path / "interrupted"
+    shutil.copytree(straight, interrupted)  # the same run, then killed during epoch 4, after epoch 3's row:
+    shutil.rmtree(interrupted / "checkpoints" / "epoch_0004")
     lines = (interrupted / "metrics.jsonl").read_text().splitlines()[:3]
     (interrupted / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     train_trial(config, LocalReporter(interrupted, resume=True, printer=lambda _: None, keep=10))
@@ -187,17 +187,17 @@ def test_resume_after_metrics_only_epochs_is_exact(toy_data, tmp_path):
 def test_epochs_entering_the_top_keep_their_checkpoints(toy_data, tmp_path):
     from trainable.checkpoint_policy import checkpoint_due
 
-    config = {**TINY, "epochs": 5, "lr": 0.02, "resume_state_every": 100, "keep_checkpoints": 1,
+    config = {**TINY, "epochs": 4, "lr": 0.02, "resume_state_every": 100, "keep_checkpoints": 1,
               "data": str(toy_data)}
     out = tmp_path / "run"
     train_trial(config, LocalReporter(out, printer=lambda _: None, keep=10))
     rows = read_jsonl(out / "metrics.jsonl")
     accs = [r["val_acc"] for r in rows]
-    expected = [e for e in range(1, 6) if checkpoint_due(e, rows[e - 1], accs[:e - 1], epochs=5, every=100,
+    expected = [e for e in range(1, 5) if checkpoint_due(e, rows[e - 1], accs[:e - 1], epochs=4, every=100,
                                                          keep=1, metric="val_acc")]
     assert checkpointed_epochs(out) == expected
-    best = max(range(1, 6), key=lambda e: (accs[e - 1], e))  # Tune keeps the later of equal scores
-    assert best in expected and 5 in expected
+    best = max(range(1, 5), key=lambda e: (accs[e - 1], e))  # Tune keeps the later of equal scores
+    assert best in expected and 4 in expected
     for e in expected:  # every checkpoint is complete: model.pt for the ensemble, train state for a resume
         saved = checkpoint.load_model_file(out / "checkpoints" / f"epoch_{e:04d}")
         assert saved["metrics"]["val_acc"] == accs[e - 1]
