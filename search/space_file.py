@@ -25,7 +25,7 @@ from trainable.param_counts import count_in_child
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 # Keys the search owns: a space may not suggest them.
-RESERVED_KEYS = ("data", "epochs", "seed")
+RESERVED_KEYS = ("data", "epochs", "seed", "keep_checkpoints", "checkpoint_metric")
 
 
 class SpaceError(UserError):
@@ -78,8 +78,11 @@ class Space:
     def trial_config(self, params: dict, data: str | None = None) -> dict:
         """Sampled params on top of the fixed settings: the flat dict a trial receives."""
         s = self.settings
+        # The trial ranks its own epochs for checkpoints the way Tune's CheckpointConfig keeps them
+        # (trainable/checkpoint_policy.py).
         base = {**s.trial, "data": data or s.data, "epochs": s.max_epochs, "seed": s.seed,
-                "train_size": s.train_size, "eval_size": s.eval_size}
+                "train_size": s.train_size, "eval_size": s.eval_size,
+                "keep_checkpoints": s.keep_checkpoints, "checkpoint_metric": s.metric}
         return {**base, **params}
 
     def replace_settings(self, **changes) -> "Space":
@@ -178,7 +181,7 @@ def check_space(space: Space, *, num_classes: int = 100, samples: int = 64, data
         reserved = sorted(set(params) & set(RESERVED_KEYS))
         if reserved:
             raise SpaceError(f"{space.path}: define(trial) sets {reserved}, which the search owns "
-                             "(use SETTINGS data / max_epochs / seed).")
+                             "(use SETTINGS data / max_epochs / seed / keep_checkpoints / metric).")
         sampled.append(space.trial_config(params, data))
         distributions.update(trial.distributions)
         study.tell(trial, 0.0)

@@ -1,4 +1,5 @@
-"""The trial's reporter under Ray Tune: tune.get_checkpoint to resume, tune.report each epoch.
+"""The trial's reporter under Ray Tune: tune.get_checkpoint to resume, tune.report each epoch (with a
+checkpoint on the epochs trainable/checkpoint_policy.py picks, metrics only on the others).
 
 Tune copies each reported checkpoint directory to the run's storage (a local dir, NFS, or s3://),
 so a trial retried on another node resumes from it.
@@ -22,11 +23,12 @@ class TuneReporter:
             with checkpoint.as_directory() as directory:
                 yield Path(directory)
 
-    def report(self, metrics: dict, checkpoint_dir: Path) -> None:
+    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         # Tune adds node_ip and hostname to every result; the Ray node id tells apart nodes that share a
         # machine (and a node that replaced a lost one at the same address).
         metrics = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+        checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
+        tune.report(metrics, checkpoint=checkpoint)
 
 
 def tune_trial(config: dict) -> None:

@@ -153,3 +153,67 @@ def test_gpu_step_switches_reach_the_objects(toy_data):
     assert make_optimizer(cfg, run.model, fused=True).defaults["fused"] is True
     plain = setup_run(TrialConfig.from_dict({**TINY, "data": str(toy_data)}), torch.device("cpu"))
     assert plain.step_model is plain.model
+
+
+def checkpointed_epochs(out):
+    return sorted(int(d.name.split("_")[1]) for d in (out / "checkpoints").glob("epoch_*"))
+
+
+def test_resume_after_metrics_only_epochs_is_exact(toy_data, tmp_path):
+    """Checkpoints every 2 epochs only: a run killed during epoch 4 resumes from epoch 2 (the latest
+    checkpoint, all of which hold train state), repeats epoch 3, and matches an uninterrupted run."""
+    config = {**TINY, "epochs": 4, "ema": True, "ema_decay": 0.9, "resume_state_every": 2,
+              "checkpoint_new_bests": False, "data": str(toy_data)}
+    straight = tmp_path / "straight"
+    train_trial(config, LocalReporter(straight, printer=lambda _: None, keep=10))
+    assert checkpointed_epochs(straight) == [2, 4]  # epochs 1 and 3 reported metrics only
+
+    import shutil
+    interrupted = tmp_path / "interrupted"
+    shutil.copytree(straight, interrupted)  # the same run, then killed during epoch 4, after epoch 3's row:
+    shutil.rmtree(interrupted / "checkpoints" / "epoch_0004")
+    lines = (interrupted / "metrics.jsonl").read_text().splitlines()[:3]
+    (interrupted / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    train_trial(config, LocalReporter(interrupted, resume=True, printer=lambda _: None, keep=10))
+
+    a, b = read_jsonl(straight / "metrics.jsonl"), read_jsonl(interrupted / "metrics.jsonl")
+    assert [r["epoch"] for r in b] == [1, 2, 3, 4]  # epoch 3's first row was dropped, then trained again
+    for epoch in (3, 4):
+        for key in ("train_loss", "val_loss", "val_acc", "val_macro_f1", "lr"):
+            assert b[epoch - 1][key] == a[epoch - 1][key], (epoch, key)
+    assert checkpointed_epochs(interrupted) == [2, 4]
+
+
+def test_epochs_entering_the_top_keep_their_checkpoints(toy_data, tmp_path):
+    from trainable.checkpoint_policy import checkpoint_due
+
+    config = {**TINY, "epochs": 4, "lr": 0.02, "resume_state_every": 100, "keep_checkpoints": 1,
+              "data": str(toy_data)}
+    out = tmp_path / "run"
+    train_trial(config, LocalReporter(out, printer=lambda _: None, keep=10))
+    rows = read_jsonl(out / "metrics.jsonl")
+    accs = [r["val_acc"] for r in rows]
+    expected = [e for e in range(1, 5) if checkpoint_due(e, rows[e - 1], accs[:e - 1], epochs=4, every=100,
+                                                         keep=1, metric="val_acc")]
+    assert checkpointed_epochs(out) == expected
+    best = max(range(1, 5), key=lambda e: (accs[e - 1], e))  # Tune keeps the later of equal scores
+    assert best in expected and 4 in expected
+    for e in expected:  # every checkpoint is complete: model.pt for the ensemble, train state for a resume
+        saved = checkpoint.load_model_file(out / "checkpoints" / f"epoch_{e:04d}")
+        assert saved["metrics"]["val_acc"] == accs[e - 1]
+        state = torch.load(out / "checkpoints" / f"epoch_{e:04d}" / checkpoint.TRAIN_STATE_FILE, weights_only=False)
+        assert state["history"] == accs[:e]
+
+
+def test_a_checkpoint_without_train_state_is_never_resumed(toy_data, tmp_path):
+    out = tmp_path / "run"
+    train_trial({**TINY, "epochs": 2, "data": str(toy_data)}, LocalReporter(out, printer=lambda _: None))
+    (out / "checkpoints" / "epoch_0002" / checkpoint.TRAIN_STATE_FILE).unlink()
+    assert LocalReporter(out).latest().name == "epoch_0001"
+    from trainable.config import TrialConfig
+    from trainable.trial import setup_run
+    run = setup_run(TrialConfig.from_dict({**TINY, "data": str(toy_data)}), torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="has no train_state.pt; it cannot be resumed exactly"):
+        checkpoint.restore(out / "checkpoints" / "epoch_0002", model=run.model, ema=None, optimizer=run.optimizer,
+                           scheduler=run.scheduler, scaler=None, classes=run.index.classes,
+                           loader_generator=run.loader_generator)

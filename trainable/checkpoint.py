@@ -2,8 +2,10 @@
 
     model.pt        the weights that were evaluated (EMA weights when EMA is on), class names, resolved
                     config, data config, epoch and metrics: everything the ensemble and predict need.
-    train_state.pt  optimizer, scheduler, scaler, RNG states, epoch (and the raw weights when EMA is on):
-                    what an exact resume needs on top of model.pt.
+    train_state.pt  optimizer, scheduler, scaler, RNG states, epoch, the per-epoch history of the
+                    checkpoint metric (and the raw weights when EMA is on): what an exact resume needs on
+                    top of model.pt.
+Which epochs write one is trainable/checkpoint_policy.py's decision.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ def set_rng_state(state: dict, loader_generator: torch.Generator) -> None:
 
 
 def save(directory: Path, *, model, ema, optimizer, scheduler, scaler, epoch: int, classes, config: dict,
-         data_config: dict, metrics: dict, loader_generator: torch.Generator) -> None:
+         data_config: dict, metrics: dict, loader_generator: torch.Generator, history: list[float]) -> None:
     evaluated = ema.module if ema is not None else model
     torch.save(
         {"model": evaluated.state_dict(), "classes": list(classes), "config": config,
@@ -50,7 +52,7 @@ def save(directory: Path, *, model, ema, optimizer, scheduler, scaler, epoch: in
         {"raw_model": model.state_dict() if ema is not None else None,
          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
          "scaler": scaler.state_dict() if scaler is not None else None,
-         "rng": rng_state(loader_generator), "epoch": epoch},
+         "rng": rng_state(loader_generator), "epoch": epoch, "history": list(history)},
         directory / TRAIN_STATE_FILE,
     )
 
@@ -60,15 +62,20 @@ def load_model_file(directory: Path, map_location="cpu") -> dict:
     return torch.load(Path(directory) / MODEL_FILE, map_location=map_location, weights_only=False)
 
 
-def restore(directory: Path, *, model, ema, optimizer, scheduler, scaler, classes, loader_generator) -> int:
-    """Load everything back; returns the number of epochs already done (the saved `epoch`)."""
+def restore(directory: Path, *, model, ema, optimizer, scheduler, scaler, classes,
+            loader_generator) -> tuple[int, list[float]]:
+    """Load everything back; returns the number of epochs already done (the saved `epoch`) and the
+    checkpoint metric of each of them."""
     saved = load_model_file(directory)
     if saved["classes"] != list(classes):
         raise RuntimeError(
             f"Checkpoint {directory} was trained on classes {saved['classes'][:5]}..., but the data now has "
             f"{list(classes)[:5]}...; it cannot be resumed on this dataset."
         )
-    state = torch.load(Path(directory) / TRAIN_STATE_FILE, map_location="cpu", weights_only=False)
+    state_file = Path(directory) / TRAIN_STATE_FILE
+    if not state_file.is_file():  # every reported checkpoint has one; a resume must never guess
+        raise RuntimeError(f"Checkpoint {directory} has no {TRAIN_STATE_FILE}; it cannot be resumed exactly.")
+    state = torch.load(state_file, map_location="cpu", weights_only=False)
     if ema is not None:
         ema.module.load_state_dict(saved["model"])
         model.load_state_dict(state["raw_model"])
@@ -79,4 +86,4 @@ def restore(directory: Path, *, model, ema, optimizer, scheduler, scaler, classe
     if scaler is not None and state["scaler"] is not None:
         scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"], loader_generator)
-    return state["epoch"]
+    return state["epoch"], list(state.get("history", []))

@@ -81,6 +81,11 @@ class TrialConfig:
     ema: bool = field(default=False, metadata={"doc": "evaluate an exponential moving average of the weights"})
     ema_decay: float = field(default=0.999, metadata=in_range(0.0, 1.0, lo_open=True, hi_open=True))
     grad_clip: float = field(default=0.0, metadata=in_range(0.0, 1e6, doc="max grad norm; 0 = off"))
+    # --- checkpoints (trainable/checkpoint_policy.py) ---
+    resume_state_every: int = field(default=3, metadata=in_range(1, 10_000, doc="epochs: a checkpoint at least every N epochs (and the last); a resumed trial repeats at most N-1 epochs. 1 = every epoch"))
+    keep_checkpoints: int = field(default=2, metadata=in_range(1, 1000, doc="the search's best checkpoints kept per trial: an epoch entering the trial's top N also gets a checkpoint"))
+    checkpoint_new_bests: bool = field(default=True, metadata={"doc": "also checkpoint every epoch that enters the trial's top keep_checkpoints; False: only every resume_state_every epochs (fewer bytes, the best epoch between two saves is lost)"})
+    checkpoint_metric: str = field(default="val_acc", metadata=one_of("val_acc", "val_macro_f1", "val_top5_acc", "val_loss", doc="the search metric the best checkpoints are ranked by (val_loss: lower is better)"))
     # --- runtime ---
     seed: int = field(default=0, metadata=in_range(0, 2**31 - 1))
     amp: bool = field(default=True, metadata={"doc": "autocast on CUDA (bf16 where supported, else fp16); CPU stays fp32"})

@@ -2,8 +2,9 @@
 
 A reporter has two methods: `checkpoint_to_resume()` (a directory or None) and
 `report(metrics, checkpoint_dir)`. The trial writes each checkpoint into a temporary directory and
-hands it over; the reporter persists it. `LocalReporter` writes stdout + metrics.jsonl + epoch
-directories; the Ray Tune reporter lives in search/ so that trainable/ never imports Ray.
+hands it over (None on an epoch that reports metrics only); the reporter persists it. `LocalReporter`
+writes stdout + metrics.jsonl + epoch directories; the Ray Tune reporter lives in search/ so that
+trainable/ never imports Ray.
 """
 from __future__ import annotations
 
@@ -27,19 +28,30 @@ class LocalReporter:
 
     @contextmanager
     def checkpoint_to_resume(self):
-        yield self.latest() if self.resume else None
+        latest = self.latest() if self.resume else None
+        if latest is not None:
+            self._forget_rows_after(int(latest.name.split("_")[1]))
+        yield latest
+
+    def _forget_rows_after(self, epoch: int) -> None:
+        # Epochs after the latest checkpoint (metrics-only ones) are trained again: one row per epoch.
+        path = self.out_dir / "metrics.jsonl"
+        if path.exists():
+            rows = [line for line in path.read_text().splitlines() if json.loads(line)["epoch"] <= epoch]
+            path.write_text("".join(line + "\n" for line in rows))
 
     def latest(self) -> Path | None:
         complete = [d for d in self._epoch_dirs() if (d / MODEL_FILE).exists() and (d / TRAIN_STATE_FILE).exists()]
         return complete[-1] if complete else None
 
-    def report(self, metrics: dict, checkpoint_dir: Path) -> None:
+    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         self.ckpt_root.mkdir(parents=True, exist_ok=True)
         final = self.ckpt_root / f"epoch_{metrics['epoch']:04d}"
         if final.exists():  # re-running an epoch after a resume: the new one replaces it
             shutil.rmtree(final)
-        # A directory rename is atomic: a killed run never leaves a half-written checkpoint behind.
-        shutil.move(str(checkpoint_dir), str(final))
+        if checkpoint_dir is not None:
+            # A directory rename is atomic: a killed run never leaves a half-written checkpoint behind.
+            shutil.move(str(checkpoint_dir), str(final))
         with open(self.out_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(metrics) + "\n")
         self._prune()
@@ -54,8 +66,9 @@ class LocalReporter:
         for line in (self.out_dir / "metrics.jsonl").read_text().splitlines():
             row = json.loads(line)
             history[row["epoch"]] = row.get("val_acc", 0.0)
-        best = max(history, key=lambda e: (history[e], -e))
-        keep = set(dirs[-self.keep:]) | {self.ckpt_root / f"epoch_{best:04d}"}
+        with_dir = {int(d.name.split("_")[1]) for d in dirs}
+        best = max((e for e in history if e in with_dir), key=lambda e: (history[e], -e), default=None)
+        keep = set(dirs[-self.keep:]) | ({self.ckpt_root / f"epoch_{best:04d}"} if best is not None else set())
         for d in dirs:
             if d not in keep:
                 shutil.rmtree(d, ignore_errors=True)

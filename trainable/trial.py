@@ -1,6 +1,7 @@
 """train_trial(config, reporter): one fine-tuning run, reading top to bottom in the order it runs.
 
-config → seed → data → model → optimisation → resume → per epoch: train, evaluate, checkpoint, report.
+config → seed → data → model → optimisation → resume → per epoch: train, evaluate, checkpoint (when
+checkpoint_policy says so), report.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from trainable import checkpoint
+from trainable.checkpoint_policy import checkpoint_due
 from trainable.cached_pipeline import CachedImageDataset, eval_image_transform, on_device, train_image_transform
 from trainable.config import TrialConfig
 from trainable.decoded_cache import ensure_decoded
@@ -95,12 +97,12 @@ def train_trial(config: dict, reporter) -> dict:
     model, ema, optimizer, scheduler, scaler = run.model, run.ema, run.optimizer, run.scheduler, run.scaler
     index, step = run.index, run.step
 
-    start_epoch = 0
+    start_epoch, history = 0, []  # history: the checkpoint metric of every finished epoch
     with reporter.checkpoint_to_resume() as resume_dir:
         if resume_dir is not None:
-            start_epoch = checkpoint.restore(resume_dir, model=model, ema=ema, optimizer=optimizer,
-                                             scheduler=scheduler, scaler=scaler, classes=index.classes,
-                                             loader_generator=run.loader_generator)
+            start_epoch, history = checkpoint.restore(
+                resume_dir, model=model, ema=ema, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                classes=index.classes, loader_generator=run.loader_generator)
 
     metrics = {}
     for epoch in range(start_epoch, cfg.epochs):
@@ -115,11 +117,19 @@ def train_trial(config: dict, reporter) -> dict:
             "epoch_seconds": time.perf_counter() - started, "train_images_per_s": train["train_images_per_s"],
             "param_count": run.n_params, "device": step.device.type, "peak_gpu_mem_gb": peak_gpu_mem_gb(step.device),
         }
+        due = checkpoint_due(epoch + 1, metrics, history, epochs=cfg.epochs, every=cfg.resume_state_every,
+                             keep=cfg.keep_checkpoints, metric=cfg.checkpoint_metric,
+                             new_bests=cfg.checkpoint_new_bests)
+        history.append(metrics.get(cfg.checkpoint_metric, float("nan")))
+        if not due:
+            reporter.report(metrics, None)  # metrics only: no bytes written, nothing to upload
+            continue
         ckpt_dir = Path(tempfile.mkdtemp(prefix="trial-ckpt-"))
         try:
             checkpoint.save(ckpt_dir, model=model, ema=ema, optimizer=optimizer, scheduler=scheduler,
                             scaler=scaler, epoch=epoch + 1, classes=index.classes, config=cfg.to_dict(),
-                            data_config=run.data_config, metrics=metrics, loader_generator=run.loader_generator)
+                            data_config=run.data_config, metrics=metrics, loader_generator=run.loader_generator,
+                            history=history)
             reporter.report(metrics, ckpt_dir)
         finally:
             shutil.rmtree(ckpt_dir, ignore_errors=True)

@@ -1,0 +1,113 @@
+"""Which epochs report a checkpoint, and that Tune resumes exactly from the latest one (trainable/checkpoint_policy.py)."""
+from pathlib import Path
+
+import pytest
+
+from trainable.checkpoint_policy import checkpoint_due, enters_top
+from trainable.config import ConfigError, TrialConfig
+
+
+@pytest.mark.parametrize("history, value, keep, metric, expected", [
+    ([], 0.1, 2, "val_acc", True),                     # nothing to beat yet
+    ([0.5], 0.1, 2, "val_acc", True),                  # fewer than keep so far
+    ([0.5, 0.6], 0.4, 2, "val_acc", False),
+    ([0.5, 0.6], 0.55, 2, "val_acc", True),            # beats the 2nd best
+    ([0.5, 0.6], 0.5, 2, "val_acc", True),             # a tie: Tune keeps the later of equal scores
+    ([0.5, 0.6, 0.7], 0.65, 1, "val_acc", False),
+    ([1.0, 0.8], 0.9, 2, "val_loss", True),            # lower is better
+    ([1.0, 0.8], 1.1, 2, "val_loss", False),
+])
+def test_enters_top(history, value, keep, metric, expected):
+    assert enters_top(history, value, keep, metric) is expected
+
+
+def due_epochs(accs, *, every, keep=2, epochs=None, new_bests=True):
+    epochs = epochs or len(accs)
+    return [e for e in range(1, len(accs) + 1)
+            if checkpoint_due(e, {"val_acc": accs[e - 1]}, accs[:e - 1], epochs=epochs, every=every, keep=keep,
+                              metric="val_acc", new_bests=new_bests)]
+
+
+def test_cadence_last_epoch_and_new_bests():
+    falling = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3]
+    assert due_epochs(falling, every=3) == [1, 2, 3, 6, 7]         # top 2, every 3rd, the last
+    assert due_epochs(falling, every=3, new_bests=False) == [3, 6, 7]
+    assert due_epochs(falling, every=1) == [1, 2, 3, 4, 5, 6, 7]   # every epoch: the old behaviour
+    rising = [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert due_epochs(rising, every=100) == [1, 2, 3, 4, 5]        # every epoch is a new best
+    # A trial ASHA stops at its 3rd epoch (not its last) still holds its best epoch's checkpoint.
+    assert due_epochs([0.5, 0.4, 0.3], every=100, epochs=30) == [1, 2]
+
+
+def test_a_metric_the_trial_does_not_report_checkpoints_every_epoch():
+    # val_top5_acc is absent with 5 classes or fewer: never drop a checkpoint that cannot be ranked.
+    assert checkpoint_due(1, {"val_acc": 0.1}, [], epochs=5, every=3, keep=1, metric="val_top5_acc")
+    assert checkpoint_due(2, {"val_acc": 0.1}, [0.2], epochs=5, every=3, keep=1, metric="val_top5_acc")
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("resume_state_every", 0, "'resume_state_every' has value 0, but must be int in [1, 10000]"),
+    ("keep_checkpoints", 0, "'keep_checkpoints' has value 0, but must be int in [1, 1000]"),
+    ("checkpoint_metric", "acc", "'checkpoint_metric' has value 'acc', but must be one of"),
+])
+def test_bad_checkpoint_keys_are_one_clear_message(key, value, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        TrialConfig.from_dict({key: value})
+
+
+def test_tune_resumes_a_failed_trial_from_its_latest_checkpoint_exactly(toy_data, tmp_path, ray_session):
+    """Under Tune, with checkpoints at epochs 2 and 4 only: a trial that fails after reporting epoch 3
+    (metrics only) is retried from epoch 2's checkpoint, repeats epoch 3, and its epochs 3 and 4 equal
+    those of the same config that never failed. Tune's kept checkpoints all hold model.pt + train state."""
+    import json
+
+    from ray import tune
+
+    from search.tune_reporter import TuneReporter
+    from trainable import checkpoint
+    from trainable.trial import train_trial
+
+    marker = tmp_path / "failed-once"
+
+    def flaky_trial(config):
+        fail_at = config["fail_at"]
+        config = {k: v for k, v in config.items() if k != "fail_at"}
+
+        class FailingOnce(TuneReporter):
+            def report(self, metrics, checkpoint_dir):
+                super().report(metrics, checkpoint_dir)
+                if metrics["epoch"] == fail_at and not marker.exists():
+                    marker.touch()
+                    raise RuntimeError("node lost")
+
+        train_trial(config, FailingOnce())
+
+    config = {"backbone": "resnet10t", "train_size": 32, "eval_size": 32, "batch_size": 8, "num_workers": 0,
+              "lr": 0.01, "epochs": 4, "seed": 1, "resume_state_every": 2, "checkpoint_new_bests": False,
+              "keep_checkpoints": 1, "data": str(toy_data), "fail_at": tune.grid_search([0, 3])}
+    tuner = tune.Tuner(
+        tune.with_resources(flaky_trial, {"cpu": 1}), param_space=config,
+        tune_config=tune.TuneConfig(metric="val_acc", mode="max"),
+        run_config=tune.RunConfig(
+            name="flaky", storage_path=str(tmp_path / "runs"), verbose=0,
+            failure_config=tune.FailureConfig(max_failures=1),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="val_acc",
+                                                    checkpoint_score_order="max")))
+    results = {r.config["fail_at"]: r for r in tuner.fit()}
+    assert marker.exists() and all(r.error is None for r in results.values())
+
+    def rows(result):
+        return [json.loads(line) for line in (Path(result.path) / "result.json").read_text().splitlines()]
+
+    clean, retried = rows(results[0]), rows(results[3])
+    assert [r["epoch"] for r in clean] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in retried] == [1, 2, 3, 3, 4]  # epoch 3 trained again after the retry
+    assert [r["training_iteration"] for r in retried] == [1, 2, 3, 3, 4]  # Tune rewound to the checkpoint
+    for got, want in ((retried[3], clean[2]), (retried[4], clean[3])):
+        for key in ("train_loss", "val_loss", "val_acc", "lr"):
+            assert got[key] == want[key], (got["epoch"], key)
+    for result in results.values():
+        for ckpt, metrics in result.best_checkpoints:
+            with ckpt.as_directory() as d:
+                names = {p.name for p in Path(d).iterdir()}
+            assert {checkpoint.MODEL_FILE, checkpoint.TRAIN_STATE_FILE} <= names and metrics["epoch"] in (2, 4)
