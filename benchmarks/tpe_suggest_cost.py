@@ -25,7 +25,7 @@ for p in (str(HERE.parent), str(HERE)):
         sys.path.insert(0, p)
 
 
-def filled_study(space, n: int, seed: int = 0):
+def filled_study(space, n: int, seed: int = 0, running: int = 0):
     import optuna
     from optuna.trial import TrialState
     from scale_simulation import trial_model
@@ -40,6 +40,8 @@ def filled_study(space, n: int, seed: int = 0):
         for e in range(stop):
             t.report(accs[e], e + 1)
         study.tell(t, accs[-1] if stop == 30 else None, state=TrialState.COMPLETE if stop == 30 else TrialState.PRUNED)
+    for _ in range(running):  # trials in flight: constant_liar counts them as bad
+        space.define(study.ask())
     return study
 
 
@@ -71,12 +73,13 @@ def main(argv=None):
     p.add_argument("--trials", type=int, nargs="+", default=[1000, 2000, 4000])
     p.add_argument("--windows", type=int, nargs="+", default=[0, 500])
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--running", type=int, nargs="+", default=[0], help="trials in flight (one table per value)")
     args = p.parse_args(argv)
     space = load_space(args.space)
     rows = []
     s = space.settings
-    for n in args.trials:
-        study = filled_study(space, n)
+    for n, running in [(n, r) for r in args.running for n in args.trials]:
+        study = filled_study(space, n, running=running)
         for w in ["optuna"] + args.windows:
             if w == "optuna":
                 study.sampler = optuna.samplers.TPESampler(
@@ -85,17 +88,17 @@ def main(argv=None):
             else:
                 study.sampler = make_tpe_sampler(space.replace_settings(tpe_history_window=w))
             ms = suggest_ms(study, space, args.repeats)
-            rows.append({"finished_trials": n, "window": w, "median_ms": round(statistics.median(ms), 1),
+            rows.append({"finished_trials": n, "running_trials": running, "window": w, "median_ms": round(statistics.median(ms), 1),
                          "max_ms": round(max(ms), 1)})
             print(json.dumps(rows[-1]), flush=True)
     print(f"\n{time.strftime('%Y-%m-%d')}, {platform.machine()}, Python {platform.python_version()}, "
           f"optuna {optuna.__version__}; thread CPU ms per suggestion, median of {args.repeats}")
-    print("| finished trials | Optuna TPESampler | " + " | ".join(f"window {w}" for w in args.windows)
+    print("| finished trials | running | Optuna TPESampler | " + " | ".join(f"window {w}" for w in args.windows)
           + " | Optuna / last window |")
-    print("|---:|" + "---:|" * (len(args.windows) + 2))
-    for n in args.trials:
-        ms = [r["median_ms"] for r in rows if r["finished_trials"] == n]
-        print(f"| {n} | " + " | ".join(f"{m:.1f}" for m in ms) + f" | {ms[0] / ms[-1]:.1f}x |")
+    print("|---:|---:|" + "---:|" * (len(args.windows) + 2))
+    for n, running in [(n, r) for r in args.running for n in args.trials]:
+        ms = [r["median_ms"] for r in rows if r["finished_trials"] == n and r["running_trials"] == running]
+        print(f"| {n} | {running} | " + " | ".join(f"{m:.1f}" for m in ms) + f" | {ms[0] / ms[-1]:.1f}x |")
     return rows
 
 

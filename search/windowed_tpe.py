@@ -11,7 +11,9 @@ The window keeps what TPE's split depends on and samples the rest:
     good-group density is exactly full TPE's;
   - a uniform sample of all other finished trials, chosen by a seeded hash of the trial number, so the
     "bad" density is estimated from an unbiased subset and a trial, once in, stays in;
-  - every running trial (used with constant_liar).
+  - the `keep_running` most recently started running trials (constant_liar counts running trials as bad,
+    so that parallel suggestions spread out; at 1,024 concurrent trials all of them would double the
+    history TPE models, and the newest are the ones a new suggestion could duplicate).
 Everything is kept incrementally: a new finished trial costs O(log n), and nothing of the window is pickled.
 
 With `group=True`, Optuna also re-derives the conditional groups from every finished trial at every
@@ -32,12 +34,13 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 class WindowedTPESampler(TPESampler):
-    def __init__(self, *, history_window: int = 0, keep_best: int = 50, seed: int | None = None, **tpe_options):
+    def __init__(self, *, history_window: int = 0, keep_best: int = 50, keep_running: int = 100,
+                 seed: int | None = None, **tpe_options):
         """history_window: at most this many finished trials inform a suggestion (0 = all, plain TPE)."""
         super().__init__(seed=seed, **tpe_options)
         if history_window and history_window <= keep_best:
             raise ValueError(f"history_window ({history_window}) must be 0 or > keep_best ({keep_best}).")
-        self.history_window, self.keep_best = history_window, keep_best
+        self.history_window, self.keep_best, self.keep_running = history_window, keep_best, keep_running
         self._hash_seed = (seed or 0) & 0xFFFFFFFF
         self._reset_window()
 
@@ -78,7 +81,7 @@ class WindowedTPESampler(TPESampler):
                 if t.number not in self._seen:
                     self._add(t, study)
             self._visible.clear()
-        return _StudyWindow(study, self._window, self._visible)
+        return _StudyWindow(study, self._window, self._visible, self.keep_running)
 
     def _add(self, trial, study) -> None:
         self._seen.add(trial.number)
@@ -105,8 +108,8 @@ class WindowedTPESampler(TPESampler):
 class _StudyWindow:
     """The study as TPE's estimators should see it: finished trials outside the window are hidden."""
 
-    def __init__(self, study, window: set[int], visible: dict):
-        self._study, self._window, self._visible = study, window, visible
+    def __init__(self, study, window: set[int], visible: dict, keep_running: int):
+        self._study, self._window, self._visible, self._keep_running = study, window, visible, keep_running
 
     def __getattr__(self, name):
         return getattr(self._study, name)
@@ -115,7 +118,9 @@ class _StudyWindow:
         trials = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
         key = (tuple(states or ()), len(trials))
         if deepcopy or key not in self._visible:  # TPE asks several times per suggestion: filter once
-            shown = [t for t in trials if t.state == TrialState.RUNNING or t.number in self._window]
+            running = [t.number for t in trials if t.state == TrialState.RUNNING]
+            newest = set(sorted(running)[-self._keep_running:]) if self._keep_running else set()
+            shown = [t for t in trials if t.number in self._window or t.number in newest]
             if deepcopy:
                 return shown
             self._visible[key] = shown

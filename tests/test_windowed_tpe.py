@@ -85,3 +85,15 @@ def test_pickles_without_its_window_and_rebuilds_it():
 def test_a_window_not_above_keep_best_is_refused():
     with pytest.raises(ValueError, match="history_window"):
         WindowedTPESampler(history_window=50, keep_best=50)
+
+
+def test_constant_liar_sees_only_the_newest_running_trials_beyond_the_window():
+    sampler = WindowedTPESampler(seed=3, n_startup_trials=5, history_window=60, keep_best=20, keep_running=5,
+                                 constant_liar=True)
+    study = objective_study(100, sampler)
+    running = [study.ask() for _ in range(12)]  # 12 trials in flight
+    shown = sampler._windowed(study)._get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                         TrialState.RUNNING))
+    in_flight = sorted(t.number for t in shown if t.state == TrialState.RUNNING)
+    assert in_flight == [t.number for t in running[-5:]]
+    assert len(shown) == 60 + 5
