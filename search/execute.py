@@ -53,13 +53,16 @@ def execute(plan) -> int:
 
 def _ensemble(plan) -> None:
     """The search's last stage; its problems (e.g. no DATA/test) are reported, never fail the search."""
-    from search.ensemble import build_ensemble
+    from ensemble.build import build_ensemble
+    from ensemble.tasks import Resources
     from trainable.errors import UserError
 
+    s = plan.space.settings
     print("\nEnsemble of the top trials:")
     try:
-        build_ensemble(plan.out_dir, top_k=plan.ensemble_top_k,
-                       budget_m=plan.space.settings.trial.get("param_budget_m", 100.0))
+        # While Ray is up, members are scored as Ray tasks with the trials' resources; else in this process.
+        build_ensemble(plan.out_dir, top_k=plan.ensemble_top_k, budget_m=s.trial.get("param_budget_m", 100.0),
+                       storage=plan.storage, resources=Resources(s.cpus_per_trial, s.gpus_per_trial))
     except UserError as err:
         print(f"Ensemble: {err}")
 

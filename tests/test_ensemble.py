@@ -11,9 +11,13 @@ import torch
 from sklearn.metrics import f1_score
 
 from conftest import make_image_folder
-from search import ensemble_strategies as es
-from search.ensemble import EnsembleError, Member, build_ensemble, main as ensemble_main, write_predictions
-from search.predict import main as predict_main
+from ensemble import strategies as es
+from ensemble.__main__ import main as ensemble_main
+from ensemble.build import build_ensemble
+from ensemble.candidates import EnsembleError
+from ensemble.predict import main as predict_main
+from ensemble.report import write_predictions
+from ensemble.scoring import Member
 from trainable.checkpoint import MODEL_FILE, load_model_file
 from trainable.reporting import LocalReporter
 from trainable.trial import train_trial
@@ -320,7 +324,7 @@ def test_write_predictions_keeps_class_names_verbatim(tmp_path):
 def test_logits_are_cached_and_reused(built, trained, monkeypatch):
     run_dir, manifest, _ = built
     cached = sorted(p.name for p in (run_dir / "ensemble_cache").iterdir())
-    assert cached == [f"{t}-{trained[t].name}-plain-eval.pt" for t in sorted(TRIALS)]
+    assert cached == [f"{t}-{trained[t].name}-plain-eval.npz" for t in sorted(TRIALS)]
 
     def no_model(*args, **kwargs):
         raise AssertionError("a cached candidate's model was loaded again")
@@ -336,9 +340,9 @@ def test_tta_settings_get_their_own_cache_entries(trained, tmp_path):
     run_dir = write_leaderboard(tmp_path / "run", standard_rows(trained)[:1])
     manifest = build_ensemble(run_dir, tta=True, tta_size=24, say=lambda _: None)
     assert manifest["inference"] == {"flip": True, "size": 24}
-    assert [p.name for p in (run_dir / "ensemble_cache").iterdir()] == [f"aaa111-{trained['aaa111'].name}-flip-24.pt"]
-    entry = torch.load(next((run_dir / "ensemble_cache").iterdir()), weights_only=False)
-    assert entry["val_logits"].shape == (9, 3) and entry["test_logits"].shape == (6, 3)
+    assert [p.name for p in (run_dir / "ensemble_cache").iterdir()] == [f"aaa111-{trained['aaa111'].name}-flip-24.npz"]
+    with np.load(next((run_dir / "ensemble_cache").iterdir())) as entry:
+        assert entry["val_logits"].shape == (9, 3) and entry["test_logits"].shape == (6, 3)
 
 
 def test_predict_folder_from_the_saved_ensemble(built, tmp_path, capsys):
@@ -376,10 +380,10 @@ def test_missing_and_corrupt_checkpoints_are_skipped(trained, tmp_path):
                                                   ("ccc333", "completed", 2, trained["ccc333"])])
     said = []
     manifest = build_ensemble(run_dir, say=said.append)
-    skips = [line for line in said if line.startswith("Skipping trial")]
+    skips = sorted(line for line in said if line.startswith("Skipping trial"))  # bbb222 is found missing first
     assert len(skips) == 2
-    assert "aaa111" in skips[0] and "cannot be loaded" in skips[0]
-    assert "bbb222" in skips[1] and "has no model.pt" in skips[1]
+    assert skips[0].startswith("Skipping trial aaa111") and "cannot be loaded" in skips[0]
+    assert skips[1].startswith("Skipping trial bbb222") and "has no model.pt" in skips[1]
     assert [m["trial_id"] for m in manifest["members"]] == ["ccc333"]
     assert [s["trial_id"] for s in manifest["selection"]["skipped"]] == ["aaa111", "bbb222"]
 
@@ -434,3 +438,15 @@ def test_predict_errors(built, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert predict_main([str(run_dir), str(tmp_path / "empty")]) == 2
     assert "has no usable images" in capsys.readouterr().err
+
+
+def test_the_driver_side_imports_no_torch():
+    """The search driver imports the ensemble's driver side on a CPU head node: selection, strategies,
+    manifest, report and the task runner must not pull in torch (only the scoring tasks do)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import ensemble.build, ensemble.__main__, ensemble.tasks; "
+            "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,0 +1,109 @@
+"""A member's logits: its checkpoint, read from the run's storage, rebuilt into a model and run over the
+dataset exactly as its trial indexed it. This is the torch side of the ensemble: it runs in a Ray task
+next to the trials' resources (ensemble/tasks.py), or in-process when no Ray is up.
+"""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ensemble.candidates import DATA_KEYS, EnsembleError, Inference
+from ensemble.storage import MODEL_FILE, Location, read_model_file
+from trainable.config import TrialConfig
+from trainable.data import ImageListDataset, index_dataset, resolve_data_root
+from trainable.errors import UserError
+from trainable.loop import StepSettings, predict_logits
+from trainable.model import build_model, count_parameters
+from trainable.transforms import eval_transform
+from trainable.trial import pick_amp_dtype, pick_device
+
+
+class FlipAveraged(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return (self.model(x) + self.model(torch.flip(x, dims=[3]))) / 2
+
+
+@dataclass
+class Member:
+    """A checkpoint rebuilt into an evaluable model."""
+
+    model: nn.Module
+    cfg: TrialConfig  # as rebuilt for inference (pretrained off)
+    config: dict      # as the trial ran
+    data_config: dict
+    classes: list[str]
+
+    @classmethod
+    def load(cls, location: Location) -> "Member":
+        """Raises whatever a missing, truncated or foreign file raises: callers decide whether to skip."""
+        # weights_only=False: the file holds plain dicts and the resolved config; load only runs you trust.
+        saved = torch.load(io.BytesIO(read_model_file(location)), map_location="cpu", weights_only=False)
+        # No pretrained download: the checkpoint's weights replace them anyway.
+        cfg = TrialConfig.from_dict({**saved["config"], "pretrained": False, "weights_file": ""})
+        model = build_model(cfg, len(saved["classes"]))
+        model.load_state_dict(saved["model"])
+        return cls(model, cfg, saved["config"], saved["data_config"], list(saved["classes"]))
+
+    def logits(self, samples, inference: Inference) -> np.ndarray:
+        """Logits [N, C] in the order of `samples` ((path, label) pairs or bare paths)."""
+        if not samples:
+            return np.zeros((0, len(self.classes)), np.float32)
+        device = pick_device()
+        step = StepSettings(device=device, amp_dtype=pick_amp_dtype(self.cfg, device))
+        transform = eval_transform(self.cfg, self.data_config, size=inference.size)
+        loader = DataLoader(ImageListDataset(samples, transform), batch_size=self.cfg.batch_size, shuffle=False,
+                            num_workers=self.cfg.num_workers)
+        net = (FlipAveraged(self.model) if inference.flip else self.model).to(device)
+        logits, _ = predict_logits(net, loader, step)
+        return logits.numpy()
+
+
+def dataset_lists(config: dict, data: str | None = None) -> dict:
+    """The dataset exactly as the trial saw it (same hold-out seed, fraction and size filter):
+    {"root", "classes", "val_samples", "test_files"}. `data` overrides a dataset that moved."""
+    cfg = TrialConfig.from_dict({k: config[k] for k in DATA_KEYS} | ({"data": data} if data else {}))
+    try:
+        index = index_dataset(resolve_data_root(cfg.data), val_fraction=cfg.val_fraction, seed=cfg.seed,
+                              min_image_side=cfg.min_image_side, warn=lambda _: None)
+    except UserError as err:
+        hint = "" if data else " The trials were trained on this data; if it has moved, pass --data."
+        raise EnsembleError(f"{err}{hint}") from err
+    return {"root": str(index.root), "classes": list(index.classes), "val_samples": [list(s) for s in index.val],
+            "test_files": list(index.test)}
+
+
+def score_candidate(trial_id: str, location: Location, inference: Inference, data: str | None = None) -> dict:
+    """A Candidate's fields as a payload of plain types and arrays, or {"skip": reason} for a checkpoint
+    that cannot be loaded. Also where it ran (node, pid, device), for the record and the tests."""
+    try:
+        member = Member.load(location)
+    except Exception as err:  # truncated, corrupt, foreign: any of them means "cannot use this one"
+        return {"skip": f"{location}/{MODEL_FILE} cannot be loaded ({type(err).__name__}: {err})"}
+    lists = dataset_lists(member.config, data)
+    if member.classes != lists["classes"]:
+        raise EnsembleError(f"Trial {trial_id} was trained on classes {member.classes[:5]}..., but "
+                            f"{lists['root']} now has {lists['classes'][:5]}...; its predictions would be "
+                            "mislabelled. Point --data at the dataset the search used.")
+    return {
+        "trial_id": trial_id, "checkpoint": str(location), "config": member.config, "classes": member.classes,
+        "param_count": count_parameters(member.model),
+        "val_samples": lists["val_samples"], "val_logits": member.logits(lists["val_samples"], inference),
+        "test_files": lists["test_files"], "test_logits": member.logits(lists["test_files"], inference),
+        "data_root": lists["root"], "scored_on": {"pid": os.getpid(), "node_id": _node_id(), "device": pick_device().type},
+    }
+
+
+def _node_id() -> str | None:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
