@@ -11,16 +11,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from ensemble.candidates import DATA_KEYS, EnsembleError, Inference
 from ensemble.storage import MODEL_FILE, Location, read_model_file
 from trainable.config import TrialConfig
-from trainable.data import ImageListDataset, index_dataset, resolve_data_root
+from trainable.data import index_dataset, resolve_data_root
 from trainable.errors import UserError
+from trainable.eval_pipeline import eval_loader
 from trainable.loop import StepSettings, predict_logits
-from trainable.model import build_model, count_parameters
-from trainable.transforms import eval_transform
+from trainable.model import build_model, count_parameters, uses_channels_last
 from trainable.trial import pick_amp_dtype, pick_device
 
 
@@ -59,11 +58,12 @@ class Member:
         if not samples:
             return np.zeros((0, len(self.classes)), np.float32)
         device = pick_device()
-        step = StepSettings(device=device, amp_dtype=pick_amp_dtype(self.cfg, device))
-        transform = eval_transform(self.cfg, self.data_config, size=inference.size)
-        loader = DataLoader(ImageListDataset(samples, transform), batch_size=self.cfg.batch_size, shuffle=False,
-                            num_workers=self.cfg.num_workers)
-        net = (FlipAveraged(self.model) if inference.flip else self.model).to(device)
+        channels_last = device.type == "cuda" and uses_channels_last(self.cfg)  # as the trial evaluated
+        step = StepSettings(device=device, amp_dtype=pick_amp_dtype(self.cfg, device), channels_last=channels_last)
+        # The config's own eval pipeline (pil or cache), the one its trial's val_acc came from.
+        loader = eval_loader(self.cfg, samples, self.data_config, device, size=inference.size)
+        self.model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+        net = FlipAveraged(self.model) if inference.flip else self.model
         logits, _ = predict_logits(net, loader, step)
         return logits.numpy()
 

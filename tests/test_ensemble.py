@@ -450,3 +450,66 @@ def test_the_driver_side_imports_no_torch():
             "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# ------------------------------------------------------------------------- one eval pipeline
+
+@pytest.fixture(scope="module")
+def trained_cache(trained, tmp_path_factory):
+    """A fourth tiny trial on the same data and val split, with loader=cache: its checkpoint dir."""
+    root = tmp_path_factory.mktemp("cache_trial")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RESNET_SEARCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        train_trial({**TINY, "lr": 0.01, "seed": 1, "loader": "cache", "data": str(trained["data"])},
+                    LocalReporter(root / "fff666", printer=lambda _: None))
+    return LocalReporter(root / "fff666").latest()
+
+
+def test_member_scores_equal_their_trials_reported_val_metrics_for_both_loaders(trained, trained_cache, tmp_path):
+    """A member is scored through its own config's eval pipeline (pil, or the decoded cache finished on the
+    device), so ensemble.json's val accuracy is its trial's val_acc at that checkpoint, and its logits give
+    the trial's val_loss to float precision."""
+    run_dir = write_leaderboard(tmp_path / "run", [("aaa111", "completed", 2, trained["aaa111"]),
+                                                  ("fff666", "completed", 2, trained_cache)])
+    manifest = build_ensemble(run_dir, say=lambda _: None)
+    assert load_model_file(trained_cache)["config"]["loader"] == "cache"
+    for alone in manifest["scores"]["members"]:
+        checkpoint = trained["aaa111"] if alone["trial_id"] == "aaa111" else trained_cache
+        reported = load_model_file(checkpoint)["metrics"]
+        assert alone["acc"] == pytest.approx(reported["val_acc"], abs=1e-6)
+        assert alone["macro_f1"] == pytest.approx(reported["val_macro_f1"], abs=1e-6)
+        with np.load(run_dir / "ensemble_cache" / f"{alone['trial_id']}-{checkpoint.name}-plain-eval.npz") as entry:
+            logits = torch.from_numpy(entry["val_logits"])
+        labels = torch.tensor([label for _, label in manifest_val_samples(trained)])
+        val_loss = torch.nn.functional.cross_entropy(logits, labels).item()
+        assert val_loss == pytest.approx(reported["val_loss"], abs=1e-5)
+
+
+def test_the_cache_member_scored_through_the_pil_pipeline_would_differ(trained, trained_cache):
+    """What the test above guards against: the PIL eval transform gives the cache member other logits."""
+    import dataclasses
+
+    from ensemble.candidates import Inference
+    from ensemble.storage import Location
+
+    member = Member.load(Location(str(trained_cache)))
+    samples = manifest_val_samples(trained)
+    own = member.logits(samples, Inference())
+    member.cfg = dataclasses.replace(member.cfg, loader="pil")
+    assert np.abs(member.logits(samples, Inference()) - own).max() > 1e-3
+
+
+def test_tta_works_with_the_cache_loader(trained_cache, tmp_path):
+    run_dir = write_leaderboard(tmp_path / "run", [("fff666", "completed", 2, trained_cache)])
+    manifest = build_ensemble(run_dir, tta=True, tta_size=24, say=lambda _: None)
+    assert manifest["inference"] == {"flip": True, "size": 24}
+    with np.load(run_dir / "ensemble_cache" / f"fff666-{trained_cache.name}-flip-24.npz") as entry:
+        assert entry["val_logits"].shape == (9, 3) and entry["test_logits"].shape == (6, 3)
+        assert np.isfinite(entry["val_logits"]).all()
+
+
+def manifest_val_samples(trained):
+    from ensemble.scoring import dataset_lists
+
+    return [tuple(s) for s in dataset_lists(load_model_file(trained["aaa111"])["config"])["val_samples"]]
+
