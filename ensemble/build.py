@@ -58,7 +58,9 @@ class Gatherer:
             location = Location(row.best_checkpoint, self.storage) if row.best_checkpoint else None
             stamp = model_file_stamp(location) if location is not None else None
             if stamp is None:
-                self._skip(row.trial_id, f"its best checkpoint {location or '(none recorded)'} has no {MODEL_FILE}")
+                hint = ("; a path inside a bucket: pass the search's --storage URI (s3://...)"
+                        if location and not self.storage and not Path(location.path).is_absolute() else "")
+                self._skip(row.trial_id, f"its best checkpoint {location or '(none recorded)'} has no {MODEL_FILE}{hint}")
                 continue
             cached = read_cache(cache_file(self.run_dir, row.trial_id, location, self.inference), stamp)
             if cached is not None:

@@ -17,7 +17,8 @@ from ensemble.storage import MODEL_FILE, Location, read_model_file
 from trainable.config import TrialConfig
 from trainable.data import index_dataset, resolve_data_root
 from trainable.errors import UserError
-from trainable.eval_pipeline import eval_loader
+from trainable.decoded_cache import ensure_decoded
+from trainable.eval_pipeline import cache_side, eval_loader
 from trainable.loop import StepSettings, predict_logits
 from trainable.model import build_model, count_parameters, uses_channels_last
 from trainable.trial import pick_amp_dtype, pick_device
@@ -53,15 +54,16 @@ class Member:
         model.load_state_dict(saved["model"])
         return cls(model, cfg, saved["config"], saved["data_config"], list(saved["classes"]))
 
-    def logits(self, samples, inference: Inference) -> np.ndarray:
-        """Logits [N, C] in the order of `samples` ((path, label) pairs or bare paths)."""
+    def logits(self, samples, inference: Inference, decoded=None) -> np.ndarray:
+        """Logits [N, C] in the order of `samples` ((path, label) pairs or bare paths); `decoded`: for
+        loader=cache, a decoded cache that holds them."""
         if not samples:
             return np.zeros((0, len(self.classes)), np.float32)
         device = pick_device()
         channels_last = device.type == "cuda" and uses_channels_last(self.cfg)  # as the trial evaluated
         step = StepSettings(device=device, amp_dtype=pick_amp_dtype(self.cfg, device), channels_last=channels_last)
         # The config's own eval pipeline (pil or cache), the one its trial's val_acc came from.
-        loader = eval_loader(self.cfg, samples, self.data_config, device, size=inference.size)
+        loader = eval_loader(self.cfg, samples, self.data_config, device, size=inference.size, decoded=decoded)
         self.model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
         net = FlipAveraged(self.model) if inference.flip else self.model
         logits, _ = predict_logits(net, loader, step)
@@ -94,11 +96,16 @@ def score_candidate(trial_id: str, location: Location, inference: Inference, dat
         raise EnsembleError(f"Trial {trial_id} was trained on classes {member.classes[:5]}..., but "
                             f"{lists['root']} now has {lists['classes'][:5]}...; its predictions would be "
                             "mislabelled. Point --data at the dataset the search used.")
+    val, test = lists["val_samples"], lists["test_files"]
+    decoded = None
+    if member.cfg.loader == "cache":  # one decoded cache for val and test, shared by the members scored on this node
+        decoded = ensure_decoded([p for p, _ in val] + test, cache_side(member.cfg, inference.size),
+                                 workers=max(member.cfg.num_workers, 1))
     return {
         "trial_id": trial_id, "checkpoint": str(location), "config": member.config, "classes": member.classes,
         "param_count": count_parameters(member.model),
-        "val_samples": lists["val_samples"], "val_logits": member.logits(lists["val_samples"], inference),
-        "test_files": lists["test_files"], "test_logits": member.logits(lists["test_files"], inference),
+        "val_samples": val, "val_logits": member.logits(val, inference, decoded),
+        "test_files": test, "test_logits": member.logits(test, inference, decoded),
         "data_root": lists["root"], "scored_on": {"pid": os.getpid(), "node_id": _node_id(), "device": pick_device().type},
     }
 

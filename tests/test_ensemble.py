@@ -261,7 +261,7 @@ def built(trained, tmp_path_factory):
     said = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RESNET_SEARCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        manifest = build_ensemble(run_dir, say=said.append)
+        manifest = build_ensemble(run_dir, use_ray=False, say=said.append)  # in this process, even if Ray is up
     return run_dir, manifest, "\n".join(said)
 
 
@@ -513,3 +513,49 @@ def manifest_val_samples(trained):
 
     return [tuple(s) for s in dataset_lists(load_model_file(trained["aaa111"])["config"])["val_samples"]]
 
+
+# ---------------------------------------------------------------------------------- Ray tasks
+
+def test_members_are_scored_as_ray_tasks_with_the_same_logits_as_in_process(built, trained, tmp_path, ray_session):
+    """With Ray up, each candidate is scored by a Ray task (another process, a Ray node) with the trials'
+    resources; the driver only gathers the logits, and they equal in-process scoring's."""
+    import os
+
+    import ray
+
+    from ensemble.tasks import Resources
+
+    run_dir = write_leaderboard(tmp_path / "run", standard_rows(trained))
+    said = []
+    manifest = build_ensemble(run_dir, resources=Resources(num_cpus=1), use_ray=True, say=said.append)
+    in_process_dir, in_process, _ = built
+    node_id = ray.get_runtime_context().get_node_id()
+    for member in manifest["scores"]["members"]:
+        where = member["scored_on"]
+        assert where["node_id"] == node_id and where["pid"] != os.getpid() and where["device"] == "cpu"
+        name = f"{member['trial_id']}-{trained[member['trial_id']].name}-plain-eval.npz"
+        with np.load(run_dir / "ensemble_cache" / name) as remote, np.load(in_process_dir / "ensemble_cache" / name) as local:
+            assert np.array_equal(remote["val_logits"], local["val_logits"])
+            assert np.array_equal(remote["test_logits"], local["test_logits"])
+    in_process_members = [{k: v for k, v in m.items() if k != "scored_on"} for m in in_process["scores"]["members"]]
+    assert [{k: v for k, v in m.items() if k != "scored_on"} for m in manifest["scores"]["members"]] == in_process_members
+    assert manifest["members"] == in_process["members"]
+    assert sum(line.startswith("Computing logits") for line in said) == 3
+
+
+def test_in_process_scoring_runs_in_this_process(built):
+    import os
+
+    _, manifest, _ = built
+    assert all(m["scored_on"]["pid"] == os.getpid() for m in manifest["scores"]["members"])
+
+
+def test_a_users_mistake_inside_a_task_is_one_clear_error(trained, tmp_path, ray_session, capsys):
+    """--data pointing at nothing: the indexing fails inside the Ray task, and still ends in one message."""
+    from ensemble.tasks import Resources
+
+    run_dir = write_leaderboard(tmp_path / "run", standard_rows(trained)[:1])
+    with pytest.raises(EnsembleError) as err:
+        build_ensemble(run_dir, data=str(tmp_path / "nowhere"), resources=Resources(num_cpus=1), use_ray=True,
+                       say=lambda _: None)
+    assert "nowhere" in str(err.value) and "Traceback" not in str(err.value)

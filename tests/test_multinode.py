@@ -1,7 +1,7 @@
 """A search on a real multi-node Ray cluster (tests/local_cluster.py: a head with CPU 0 and worker nodes, each
 its own `ray start` on this machine, token authentication on), asserted from the files the search leaves:
 
-- trials run on several worker nodes and never on the head;
+- trials run on several worker nodes and never on the head, and so do the ensemble's member-scoring tasks;
 - a driver or a node without the cluster's token is refused (InvalidAuthToken) and the cluster does not grow;
 - a worker node killed mid-search (SIGKILL to its whole process group) loses nothing: its trial resumes on
   another node from its last checkpoint, and every trial finishes.
@@ -57,12 +57,12 @@ def data(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("data") / "data", per_class=24)
 
 
-def start_search(cluster, tmp_path, data, name, text, log_name="driver.log"):
+def start_search(cluster, tmp_path, data, name, text, log_name="driver.log", ensemble_top_k=0):
     space_file = tmp_path / f"{name}.py"
     space_file.write_text(text)
     storage = tmp_path / "results"  # one local dir: storage that every node (here: process) shares
     cmd = [sys.executable, "search/run.py", "--space", str(space_file), "--data", str(data), "--address",
-           cluster.address, "--storage", str(storage), "--name", name, "--ensemble-top-k", "0"]
+           cluster.address, "--storage", str(storage), "--name", name, "--ensemble-top-k", str(ensemble_top_k)]
     with open(tmp_path / log_name, "w") as log:
         driver = subprocess.Popen(cmd, cwd=ROOT, env=cluster.env(), stdout=log, stderr=subprocess.STDOUT,
                                   start_new_session=True)
@@ -109,7 +109,7 @@ def trial_dirs(experiment: Path) -> list[Path]:
 
 def test_trials_run_on_several_worker_nodes_never_the_head(cluster, data, tmp_path):
     driver, experiment = start_search(cluster, tmp_path, data, "spread", space(num_samples=4, max_epochs=2,
-                                                                               loader="cache"))
+                                                                               loader="cache"), ensemble_top_k=4)
     code, log = finish(driver, 300)
     assert code == 0, log[-4000:]
     names = cluster.node_names()
@@ -125,13 +125,23 @@ def test_trials_run_on_several_worker_nodes_never_the_head(cluster, data, tmp_pa
     used = set().union(*placed.values())
     assert used <= {"w1", "w2"}, f"a trial ran outside the worker nodes (the head has CPU 0): {placed}"
     assert used == {"w1", "w2"}, f"all trials ran on one node: {placed}"
-    # loader=cache: each node decoded the data once, into its own local cache, whatever number of trials ran there.
+    # loader=cache: each node decoded the data once, into its own local cache, whatever number of trials ran there
+    # (and at most once more for the ensemble's scoring tasks: val + test, whatever number of members).
     for node in used:
         built = sorted((cluster.root / f"{node}-local-disk" / "decoded").glob("*/build.json"))
+        images = sorted(json.loads(b.read_text())["images"] for b in built)
         trials_here = sum(node in nodes for nodes in placed.values())
-        print(f"[spread] {node}: {trials_here} trials, decoded caches built: {len(built)}")
-        assert len(built) == 1, built
-        assert json.loads(built[0].read_text())["images"] == 3 * (24 + 4)  # train + val of the toy data
+        print(f"[spread] {node}: {trials_here} trials, decoded caches built: {len(built)} ({images} images)")
+        assert images in ([3 * 4 + 6, 3 * (24 + 4)], [3 * (24 + 4)]), built  # val + test; train + val
+
+    # The ensemble stage ran inside the driver while Ray was up: every member scored by a Ray task on a worker
+    # node (the head has CPU 0 and no copy of the work), none in the driver.
+    manifest = json.loads((experiment / "ensemble.json").read_text())
+    scored = {m["trial_id"]: names.get(m["scored_on"]["node_id"], m["scored_on"]["node_id"])
+              for m in manifest["scores"]["members"]}
+    print(f"[spread] ensemble member -> node that scored it: {scored}")
+    assert len(scored) == 4 and set(scored.values()) <= {"w1", "w2"}, scored
+    assert (experiment / "prediction.csv").exists()
 
 
 DRIVER = ("import ray\n"
