@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import make_image_folder
+from conftest import S3_BUCKET, S3_CREDENTIALS, make_image_folder
 from local_cluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,9 @@ def cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster")
     # The trials run in the nodes' worker processes: they get the nodes' environment, not the driver's.
     # w1 and w2 each get their own cache dir, as each machine of a real cluster has its own local disk.
-    with LocalCluster(root, workers={"w1": 1, "w2": 1}, env_extra={"RESNET_SEARCH_CACHE": str(root / "cache")},
+    # Dummy S3 keys on every node: a search may store its checkpoints in moto's local S3 (s3_endpoint).
+    with LocalCluster(root, workers={"w1": 1, "w2": 1},
+                      env_extra={"RESNET_SEARCH_CACHE": str(root / "cache"), **S3_CREDENTIALS},
                       node_env={w: {"RESNET_SEARCH_CACHE": str(root / f"{w}-local-disk")} for w in ("w1", "w2")}) as c:
         print(f"\n[cluster] started at {c.address}: {c.describe()}; token {c.token_path}")
         yield c
@@ -57,17 +59,20 @@ def data(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("data") / "data", per_class=24)
 
 
-def start_search(cluster, tmp_path, data, name, text, log_name="driver.log", ensemble_top_k=0):
+def start_search(cluster, tmp_path, data, name, text, log_name="driver.log", ensemble_top_k=0, storage=None):
+    """The search's driver, and its results folder. storage: a URI (s3://...), else one local dir: storage
+    that every node (here: process) shares."""
     space_file = tmp_path / f"{name}.py"
     space_file.write_text(text)
-    storage = tmp_path / "results"  # one local dir: storage that every node (here: process) shares
-    cmd = [sys.executable, "search/run.py", "--space", str(space_file), "--data", str(data), "--address",
-           cluster.address, "--storage", str(storage), "--name", name, "--ensemble-top-k", str(ensemble_top_k)]
+    storage = storage or str(tmp_path / "results")
+    cmd = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(space_file), "--data", str(data),
+           "--address", cluster.address, "--storage", storage, "--name", name, "--ensemble-top-k", str(ensemble_top_k)]
     with open(tmp_path / log_name, "w") as log:
-        driver = subprocess.Popen(cmd, cwd=ROOT, env=cluster.env(), stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        # cwd tmp_path: with cloud storage the leaderboard goes to ./results/<name>, not into the repository.
+        driver = subprocess.Popen(cmd, cwd=tmp_path, env=cluster.env(extra={"PYTHONPATH": str(ROOT)}), stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
     driver.log_path = tmp_path / log_name
-    return driver, storage / name
+    return driver, tmp_path / "results" / name
 
 
 def kill_driver(driver) -> None:
@@ -271,3 +276,31 @@ def test_a_killed_worker_node_loses_no_trial(cluster, data, tmp_path):
     for d in trial_dirs(experiment):
         assert [r["epoch"] for r in results(d)] == list(range(1, max_epochs + 1)), d.name
 
+
+
+def test_an_s3_search_ensembles_on_worker_nodes_straight_from_the_bucket(cluster, data, tmp_path, s3_endpoint):
+    """--storage s3://... (moto's S3 API on localhost): trials checkpoint into the bucket from the worker nodes,
+    and the ensemble's scoring tasks, on worker nodes, read every member from there; nothing is synced down."""
+    import pyarrow.fs
+
+    storage = f"s3://{S3_BUCKET}/multinode?endpoint_override={s3_endpoint}&scheme=http"
+    driver, run_dir = start_search(cluster, tmp_path, data, "s3spread", space(num_samples=2, max_epochs=2),
+                                   ensemble_top_k=2, storage=storage)
+    code, log = finish(driver, 420)
+    assert code == 0, log[-4000:]
+    fs, _ = pyarrow.fs.FileSystem.from_uri(storage)
+    in_bucket = {f.path for f in fs.get_file_info(pyarrow.fs.FileSelector(f"{S3_BUCKET}/multinode/s3spread",
+                                                                           recursive=True))}
+    assert not list(tmp_path.rglob("model.pt")), "a checkpoint was written or synced to the local disk"
+    manifest = json.loads((run_dir / "ensemble.json").read_text())
+    assert manifest["selection"]["skipped"] == [] and len(manifest["scores"]["members"]) == 2
+    table = pd.read_csv(run_dir / "leaderboard.csv", dtype={"trial_id": str}).set_index("trial_id")
+    names = cluster.node_names()
+    scored = {}
+    for member in manifest["scores"]["members"]:
+        checkpoint = table.loc[member["trial_id"], "best_checkpoint"]
+        assert checkpoint.startswith(f"{S3_BUCKET}/multinode/s3spread/") and f"{checkpoint}/model.pt" in in_bucket
+        assert member["acc"] == pytest.approx(table.loc[member["trial_id"], "best_val_acc"], abs=1e-6)
+        scored[member["trial_id"]] = names.get(member["scored_on"]["node_id"], member["scored_on"]["node_id"])
+    print(f"\n[s3] members read from the bucket, scored on: {scored}")
+    assert set(scored.values()) <= {"w1", "w2", "w3"}, scored  # never the head

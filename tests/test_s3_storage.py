@@ -3,10 +3,10 @@ here; pyarrow's S3 filesystem pointed at it with endpoint_override): the trials 
 and the ensemble stage at the search's end reads every member from the bucket, with no sync-down.
 
 Single node: the driver starts its own local Ray (a subprocess, so its workers get the dummy credentials).
+The same on the local multi-node cluster: tests/test_multinode.py.
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,14 +14,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import S3_BUCKET as BUCKET
+from conftest import S3_CREDENTIALS as CREDENTIALS
 from conftest import make_image_folder
 
-moto_server = pytest.importorskip("moto.server", reason="moto[server] is in the test extra")
+pytest.importorskip("moto.server", reason="moto[server] is in the test extra")
 
 ROOT = Path(__file__).resolve().parents[1]
-BUCKET = "search-bucket"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-               "AWS_EC2_METADATA_DISABLED": "true"}  # dummy keys for moto; no instance-metadata lookups
 SPACE = '''
 SETTINGS = {"num_samples": 2, "max_epochs": 2, "grace_period": 2, "cpus_per_trial": 1, "max_concurrent": 2,
             "train_size": 32, "eval_size": 32,
@@ -32,35 +31,12 @@ def define(trial):
 '''
 
 
-@pytest.fixture(scope="module")
-def s3():
-    """moto's S3 server on a free localhost port with one bucket: (endpoint 'host:port', env with credentials)."""
-    import boto3
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        endpoint = f"127.0.0.1:{port}"
-        boto3.client("s3", endpoint_url=f"http://{endpoint}", **_boto_keys()).create_bucket(Bucket=BUCKET)
-        yield endpoint
-    finally:
-        server.stop()
-
-
-def _boto_keys() -> dict:
-    return {"aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"], "region_name": CREDENTIALS["AWS_DEFAULT_REGION"],
-            "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"]}
-
-
-def test_a_search_on_s3_storage_ensembles_its_members_straight_from_the_bucket(s3, tmp_path):
+def test_a_search_on_s3_storage_ensembles_its_members_straight_from_the_bucket(s3_endpoint, tmp_path):
     import pyarrow.fs
 
     data = make_image_folder(tmp_path / "data", per_class=16)
     (tmp_path / "space.py").write_text(SPACE)
-    storage = f"s3://{BUCKET}/tune?endpoint_override={s3}&scheme=http"
+    storage = f"s3://{BUCKET}/tune?endpoint_override={s3_endpoint}&scheme=http"
     env = {**os.environ, **CREDENTIALS, "PYTHONPATH": str(ROOT), "RESNET_SEARCH_CACHE": str(tmp_path / "cache")}
     env.pop("RAY_ADDRESS", None)
     # cwd tmp_path: with cloud storage the leaderboard and ensemble go to ./results/<name>, not the repository's.
