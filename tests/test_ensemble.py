@@ -559,3 +559,13 @@ def test_a_users_mistake_inside_a_task_is_one_clear_error(trained, tmp_path, ray
         build_ensemble(run_dir, data=str(tmp_path / "nowhere"), resources=Resources(num_cpus=1), use_ray=True,
                        say=lambda _: None)
     assert "nowhere" in str(err.value) and "Traceback" not in str(err.value)
+
+
+def test_the_cli_with_address_scores_as_ray_tasks(trained, tmp_path, ray_session):
+    import os
+
+    run_dir = write_leaderboard(tmp_path / "run", standard_rows(trained)[:1])
+    assert ensemble_main([str(run_dir), "--address", "auto", "--cpus-per-task", "1"]) == 0  # joins the running Ray
+    manifest = json.loads((run_dir / "ensemble.json").read_text())
+    assert [m["trial_id"] for m in manifest["members"]] == ["aaa111"]
+    assert manifest["scores"]["members"][0]["scored_on"]["pid"] != os.getpid()
