@@ -4,7 +4,9 @@ its own `ray start` on this machine, token authentication on), asserted from the
 - trials run on several worker nodes and never on the head, and so do the ensemble's member-scoring tasks;
 - a driver or a node without the cluster's token is refused (InvalidAuthToken) and the cluster does not grow;
 - a worker node killed mid-search (SIGKILL to its whole process group) loses nothing: its trial resumes on
-  another node from its last checkpoint, and every trial finishes.
+  another node from its last checkpoint, and every trial finishes;
+- with --storage s3://... (moto's S3 API on localhost) trials checkpoint into the bucket, and the ensemble's
+  scoring tasks, on worker nodes, read every member from there.
 
 Run with `pytest -s tests/test_multinode.py` to see what was killed, when, and what was recovered.
 """
