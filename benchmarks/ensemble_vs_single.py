@@ -28,7 +28,7 @@ def accuracy(names, predicted_labels, truth: dict) -> float:
 def ensemble_bare_experiment(run_dir: Path, space_path: Path, top_k: int) -> None:
     from ray import tune
 
-    from search.ensemble import build_ensemble
+    from ensemble.build import build_ensemble
     from search.leaderboard import build_leaderboard
     from search.outputs import write_leaderboard
     from search.space_file import load_space

@@ -1,4 +1,5 @@
-"""Run a checked Plan on Ray: start or join Ray, fit (or resume) the Tuner, write the outputs, summarise."""
+"""Run a checked Plan on Ray: start or join Ray, fit (or resume) the Tuner, write the outputs, ensemble the
+top trials (as Ray tasks, before Ray shuts down), summarise."""
 from __future__ import annotations
 
 import json
@@ -21,6 +22,14 @@ def execute(plan) -> int:
     if owns_ray:
         ray.init(address=plan.address, logging_level="WARNING")
     try:
+        return _run(plan)
+    finally:
+        if owns_ray:  # only now: the ensemble stage scores its members as Ray tasks on the cluster
+            ray.shutdown()
+
+
+def _run(plan) -> int:
+    try:
         if plan.resume:
             tuner = restore_tuner(plan.space, plan.experiment_path)
         else:
@@ -33,9 +42,6 @@ def execute(plan) -> int:
     except KeyboardInterrupt:
         print(f"\nInterrupted. Trials and searcher state are saved. To continue: {plan.resume_command}", file=sys.stderr)
         return 130
-    finally:
-        if owns_ray:
-            ray.shutdown()
 
     s = plan.space.settings
     table = build_leaderboard(results, plan.space, plan.space.trial_config({}, plan.data))
@@ -60,13 +66,16 @@ def execute(plan) -> int:
 
 def _ensemble(plan) -> None:
     """The search's last stage; its problems (e.g. no DATA/test) are reported, never fail the search."""
-    from search.ensemble import build_ensemble
+    from ensemble.build import build_ensemble
+    from ensemble.tasks import Resources
     from trainable.errors import UserError
 
+    s = plan.space.settings
     print("\nEnsemble of the top trials:")
     try:
-        build_ensemble(plan.out_dir, top_k=plan.ensemble_top_k,
-                       budget_m=plan.space.settings.trial.get("param_budget_m", 100.0))
+        # Ray is still up: members are scored as Ray tasks with the trials' resources, next to their checkpoints.
+        build_ensemble(plan.out_dir, top_k=plan.ensemble_top_k, budget_m=s.trial.get("param_budget_m", 100.0),
+                       storage=plan.storage, resources=Resources(s.cpus_per_trial, s.gpus_per_trial))
     except UserError as err:
         print(f"Ensemble: {err}")
 

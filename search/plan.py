@@ -32,7 +32,7 @@ class Plan:
 
     @property
     def experiment_path(self) -> str:
-        return f"{self.storage.rstrip('/')}/{self.name}"
+        return experiment_uri(self.storage, self.name)
 
     @property
     def resume_command(self) -> str:
@@ -54,7 +54,7 @@ class Plan:
         name = args.name or f"{(args.space.stem if args.space else 'search')}-{time.strftime('%Y%m%d-%H%M%S')}"
         _check_name(name)
         out_dir = local_root / name
-        experiment = f"{storage.rstrip('/')}/{name}"
+        experiment = experiment_uri(storage, name)
         if args.resume and not _can_restore(experiment):
             raise UserError(f"No search named {name!r} in {storage} to resume. "
                             f"Start it without --resume: python search/run.py --space SPACE --name {name}")
@@ -141,6 +141,12 @@ def _load(args, out_dir: Path) -> Space:
             except UserError as err:
                 raise UserError(f"Command-line override: {err}") from None
     return space
+
+
+def experiment_uri(storage: str, name: str) -> str:
+    """storage/name, keeping a URI's query (s3://b/tune?endpoint_override=...) after the path, where pyarrow reads it."""
+    base, _, query = storage.partition("?")
+    return f"{base.rstrip('/')}/{name}" + (f"?{query}" if query else "")
 
 
 def _can_restore(experiment_path: str) -> bool:

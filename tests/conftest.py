@@ -50,3 +50,32 @@ def ray_session():
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     yield
     ray.shutdown()
+
+
+S3_BUCKET = "search-bucket"
+# Dummy keys for moto's S3 server; no instance-metadata lookups (they would wait for a timeout off EC2).
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                  "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server on a free localhost port, with bucket S3_BUCKET: its 'host:port' for endpoint_override.
+    Started and stopped here; processes that use it need S3_CREDENTIALS in their environment."""
+    import socket
+
+    boto3 = pytest.importorskip("boto3", reason="moto[server] (the test extra) brings boto3")
+    moto_server = pytest.importorskip("moto.server", reason="moto[server] is in the test extra")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        endpoint = f"127.0.0.1:{port}"
+        boto3.client("s3", endpoint_url=f"http://{endpoint}", region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+                     aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                     aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]).create_bucket(Bucket=S3_BUCKET)
+        yield endpoint
+    finally:
+        server.stop()

@@ -11,9 +11,13 @@ import torch
 from sklearn.metrics import f1_score
 
 from conftest import make_image_folder
-from search import ensemble_strategies as es
-from search.ensemble import EnsembleError, Member, build_ensemble, main as ensemble_main, write_predictions
-from search.predict import main as predict_main
+from ensemble import strategies as es
+from ensemble.__main__ import main as ensemble_main
+from ensemble.build import build_ensemble
+from ensemble.candidates import EnsembleError
+from ensemble.predict import main as predict_main
+from ensemble.report import write_predictions
+from ensemble.scoring import Member
 from trainable.checkpoint import MODEL_FILE, load_model_file
 from trainable.reporting import LocalReporter
 from trainable.trial import train_trial
@@ -257,7 +261,7 @@ def built(trained, tmp_path_factory):
     said = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RESNET_SEARCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        manifest = build_ensemble(run_dir, say=said.append)
+        manifest = build_ensemble(run_dir, use_ray=False, say=said.append)  # in this process, even if Ray is up
     return run_dir, manifest, "\n".join(said)
 
 
@@ -320,7 +324,7 @@ def test_write_predictions_keeps_class_names_verbatim(tmp_path):
 def test_logits_are_cached_and_reused(built, trained, monkeypatch):
     run_dir, manifest, _ = built
     cached = sorted(p.name for p in (run_dir / "ensemble_cache").iterdir())
-    assert cached == [f"{t}-{trained[t].name}-plain-eval.pt" for t in sorted(TRIALS)]
+    assert cached == [f"{t}-{trained[t].name}-plain-eval.npz" for t in sorted(TRIALS)]
 
     def no_model(*args, **kwargs):
         raise AssertionError("a cached candidate's model was loaded again")
@@ -336,9 +340,9 @@ def test_tta_settings_get_their_own_cache_entries(trained, tmp_path):
     run_dir = write_leaderboard(tmp_path / "run", standard_rows(trained)[:1])
     manifest = build_ensemble(run_dir, tta=True, tta_size=24, say=lambda _: None)
     assert manifest["inference"] == {"flip": True, "size": 24}
-    assert [p.name for p in (run_dir / "ensemble_cache").iterdir()] == [f"aaa111-{trained['aaa111'].name}-flip-24.pt"]
-    entry = torch.load(next((run_dir / "ensemble_cache").iterdir()), weights_only=False)
-    assert entry["val_logits"].shape == (9, 3) and entry["test_logits"].shape == (6, 3)
+    assert [p.name for p in (run_dir / "ensemble_cache").iterdir()] == [f"aaa111-{trained['aaa111'].name}-flip-24.npz"]
+    with np.load(next((run_dir / "ensemble_cache").iterdir())) as entry:
+        assert entry["val_logits"].shape == (9, 3) and entry["test_logits"].shape == (6, 3)
 
 
 def test_predict_folder_from_the_saved_ensemble(built, tmp_path, capsys):
@@ -376,10 +380,10 @@ def test_missing_and_corrupt_checkpoints_are_skipped(trained, tmp_path):
                                                   ("ccc333", "completed", 2, trained["ccc333"])])
     said = []
     manifest = build_ensemble(run_dir, say=said.append)
-    skips = [line for line in said if line.startswith("Skipping trial")]
+    skips = sorted(line for line in said if line.startswith("Skipping trial"))  # bbb222 is found missing first
     assert len(skips) == 2
-    assert "aaa111" in skips[0] and "cannot be loaded" in skips[0]
-    assert "bbb222" in skips[1] and "has no model.pt" in skips[1]
+    assert skips[0].startswith("Skipping trial aaa111") and "cannot be loaded" in skips[0]
+    assert skips[1].startswith("Skipping trial bbb222") and "has no model.pt" in skips[1]
     assert [m["trial_id"] for m in manifest["members"]] == ["ccc333"]
     assert [s["trial_id"] for s in manifest["selection"]["skipped"]] == ["aaa111", "bbb222"]
 
@@ -434,3 +438,134 @@ def test_predict_errors(built, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert predict_main([str(run_dir), str(tmp_path / "empty")]) == 2
     assert "has no usable images" in capsys.readouterr().err
+
+
+def test_the_driver_side_imports_no_torch():
+    """The search driver imports the ensemble's driver side on a CPU head node: selection, strategies,
+    manifest, report and the task runner must not pull in torch (only the scoring tasks do)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import ensemble.build, ensemble.__main__, ensemble.tasks; "
+            "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+# ------------------------------------------------------------------------- one eval pipeline
+
+@pytest.fixture(scope="module")
+def trained_cache(trained, tmp_path_factory):
+    """A fourth tiny trial on the same data and val split, with loader=cache: its checkpoint dir."""
+    root = tmp_path_factory.mktemp("cache_trial")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RESNET_SEARCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        train_trial({**TINY, "lr": 0.01, "seed": 1, "loader": "cache", "data": str(trained["data"])},
+                    LocalReporter(root / "fff666", printer=lambda _: None))
+    return LocalReporter(root / "fff666").latest()
+
+
+def test_member_scores_equal_their_trials_reported_val_metrics_for_both_loaders(trained, trained_cache, tmp_path):
+    """A member is scored through its own config's eval pipeline (pil, or the decoded cache finished on the
+    device), so ensemble.json's val accuracy is its trial's val_acc at that checkpoint, and its logits give
+    the trial's val_loss to float precision."""
+    run_dir = write_leaderboard(tmp_path / "run", [("aaa111", "completed", 2, trained["aaa111"]),
+                                                  ("fff666", "completed", 2, trained_cache)])
+    manifest = build_ensemble(run_dir, say=lambda _: None)
+    assert load_model_file(trained_cache)["config"]["loader"] == "cache"
+    for alone in manifest["scores"]["members"]:
+        checkpoint = trained["aaa111"] if alone["trial_id"] == "aaa111" else trained_cache
+        reported = load_model_file(checkpoint)["metrics"]
+        assert alone["acc"] == pytest.approx(reported["val_acc"], abs=1e-6)
+        assert alone["macro_f1"] == pytest.approx(reported["val_macro_f1"], abs=1e-6)
+        with np.load(run_dir / "ensemble_cache" / f"{alone['trial_id']}-{checkpoint.name}-plain-eval.npz") as entry:
+            logits = torch.from_numpy(entry["val_logits"])
+        labels = torch.tensor([label for _, label in manifest_val_samples(trained)])
+        val_loss = torch.nn.functional.cross_entropy(logits, labels).item()
+        assert val_loss == pytest.approx(reported["val_loss"], abs=1e-5)
+
+
+def test_the_cache_member_scored_through_the_pil_pipeline_would_differ(trained, trained_cache):
+    """What the test above guards against: the PIL eval transform gives the cache member other logits."""
+    import dataclasses
+
+    from ensemble.candidates import Inference
+    from ensemble.storage import Location
+
+    member = Member.load(Location(str(trained_cache)))
+    samples = manifest_val_samples(trained)
+    own = member.logits(samples, Inference())
+    member.cfg = dataclasses.replace(member.cfg, loader="pil")
+    assert np.abs(member.logits(samples, Inference()) - own).max() > 1e-3
+
+
+def test_tta_works_with_the_cache_loader(trained_cache, tmp_path):
+    run_dir = write_leaderboard(tmp_path / "run", [("fff666", "completed", 2, trained_cache)])
+    manifest = build_ensemble(run_dir, tta=True, tta_size=24, say=lambda _: None)
+    assert manifest["inference"] == {"flip": True, "size": 24}
+    with np.load(run_dir / "ensemble_cache" / f"fff666-{trained_cache.name}-flip-24.npz") as entry:
+        assert entry["val_logits"].shape == (9, 3) and entry["test_logits"].shape == (6, 3)
+        assert np.isfinite(entry["val_logits"]).all()
+
+
+def manifest_val_samples(trained):
+    from ensemble.scoring import dataset_lists
+
+    return [tuple(s) for s in dataset_lists(load_model_file(trained["aaa111"])["config"])["val_samples"]]
+
+
+# ---------------------------------------------------------------------------------- Ray tasks
+
+def test_members_are_scored_as_ray_tasks_with_the_same_logits_as_in_process(built, trained, tmp_path, ray_session):
+    """With Ray up, each candidate is scored by a Ray task (another process, a Ray node) with the trials'
+    resources; the driver only gathers the logits, and they equal in-process scoring's."""
+    import os
+
+    import ray
+
+    from ensemble.tasks import Resources
+
+    run_dir = write_leaderboard(tmp_path / "run", standard_rows(trained))
+    said = []
+    manifest = build_ensemble(run_dir, resources=Resources(num_cpus=1), use_ray=True, say=said.append)
+    in_process_dir, in_process, _ = built
+    node_id = ray.get_runtime_context().get_node_id()
+    for member in manifest["scores"]["members"]:
+        where = member["scored_on"]
+        assert where["node_id"] == node_id and where["pid"] != os.getpid() and where["device"] == "cpu"
+        name = f"{member['trial_id']}-{trained[member['trial_id']].name}-plain-eval.npz"
+        with np.load(run_dir / "ensemble_cache" / name) as remote, np.load(in_process_dir / "ensemble_cache" / name) as local:
+            assert np.array_equal(remote["val_logits"], local["val_logits"])
+            assert np.array_equal(remote["test_logits"], local["test_logits"])
+    in_process_members = [{k: v for k, v in m.items() if k != "scored_on"} for m in in_process["scores"]["members"]]
+    assert [{k: v for k, v in m.items() if k != "scored_on"} for m in manifest["scores"]["members"]] == in_process_members
+    assert manifest["members"] == in_process["members"]
+    assert sum(line.startswith("Computing logits") for line in said) == 3
+
+
+def test_in_process_scoring_runs_in_this_process(built):
+    import os
+
+    _, manifest, _ = built
+    assert all(m["scored_on"]["pid"] == os.getpid() for m in manifest["scores"]["members"])
+
+
+def test_a_users_mistake_inside_a_task_is_one_clear_error(trained, tmp_path, ray_session, capsys):
+    """--data pointing at nothing: the indexing fails inside the Ray task, and still ends in one message."""
+    from ensemble.tasks import Resources
+
+    run_dir = write_leaderboard(tmp_path / "run", standard_rows(trained)[:1])
+    with pytest.raises(EnsembleError) as err:
+        build_ensemble(run_dir, data=str(tmp_path / "nowhere"), resources=Resources(num_cpus=1), use_ray=True,
+                       say=lambda _: None)
+    assert "nowhere" in str(err.value) and "Traceback" not in str(err.value)
+
+
+def test_the_cli_with_address_scores_as_ray_tasks(trained, tmp_path, ray_session):
+    import os
+
+    run_dir = write_leaderboard(tmp_path / "run", standard_rows(trained)[:1])
+    assert ensemble_main([str(run_dir), "--address", "auto", "--cpus-per-task", "1"]) == 0  # joins the running Ray
+    manifest = json.loads((run_dir / "ensemble.json").read_text())
+    assert [m["trial_id"] for m in manifest["members"]] == ["aaa111"]
+    assert manifest["scores"]["members"][0]["scored_on"]["pid"] != os.getpid()

@@ -165,24 +165,15 @@ def test_two_trials_share_one_gpu_through_ray(ray_session, tmp_path):
     assert spans[1][0] < spans[0][1], spans
 
 
-def build_ensemble_recording_devices(run_dir, monkeypatch) -> tuple[dict, set]:
-    """The ensemble's public entry, with the device every member is scored on recorded.
+def build_ensemble_recording_devices(run_dir) -> tuple[dict, set]:
+    """The ensemble's public entry, and the device each member was scored on (ensemble.json records it)."""
+    from ensemble.build import build_ensemble
 
-    Retarget here (one place) when the ensemble moves from search/ensemble.py to the ensemble/ package:
-    the module whose build_ensemble is the entry and which calls trainable.loop.predict_logits."""
-    import search.ensemble as entry
-
-    devices, real = set(), entry.predict_logits
-
-    def recording(model, loader, step):
-        devices.add(next(model.parameters()).device.type)
-        return real(model, loader, step)
-
-    monkeypatch.setattr(entry, "predict_logits", recording)
-    return entry.build_ensemble(run_dir, say=lambda _: None), devices
+    manifest = build_ensemble(run_dir, say=lambda _: None)
+    return manifest, {m["scored_on"]["device"] for m in manifest["scores"]["members"]}
 
 
-def test_ensemble_scores_members_on_the_gpu(toy_data, tmp_path, monkeypatch):
+def test_ensemble_scores_members_on_the_gpu(toy_data, tmp_path):
     rows = []
     for rank, (trial_id, seed) in enumerate((("gpu111", 1), ("gpu222", 2)), start=1):
         train_trial({**TINY, "epochs": 2, "seed": seed, "data": str(toy_data)},
@@ -193,6 +184,6 @@ def test_ensemble_scores_members_on_the_gpu(toy_data, tmp_path, monkeypatch):
     run_dir.mkdir()
     pd.DataFrame(rows).to_csv(run_dir / "leaderboard.csv", index=False)
 
-    manifest, devices = build_ensemble_recording_devices(run_dir, monkeypatch)
+    manifest, devices = build_ensemble_recording_devices(run_dir)
     assert devices == {"cuda"}
     assert manifest["members"] and (run_dir / "prediction.csv").exists()

@@ -1,10 +1,12 @@
 """A search on a real multi-node Ray cluster (tests/local_cluster.py: a head with CPU 0 and worker nodes, each
 its own `ray start` on this machine, token authentication on), asserted from the files the search leaves:
 
-- trials run on several worker nodes and never on the head;
+- trials run on several worker nodes and never on the head, and so do the ensemble's member-scoring tasks;
 - a driver or a node without the cluster's token is refused (InvalidAuthToken) and the cluster does not grow;
 - a worker node killed mid-search (SIGKILL to its whole process group) loses nothing: its trial resumes on
-  another node from its last checkpoint, and every trial finishes.
+  another node from its last checkpoint, and every trial finishes;
+- with --storage s3://... (moto's S3 API on localhost) trials checkpoint into the bucket, and the ensemble's
+  scoring tasks, on worker nodes, read every member from there.
 
 Run with `pytest -s tests/test_multinode.py` to see what was killed, when, and what was recovered.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import make_image_folder
+from conftest import S3_BUCKET, S3_CREDENTIALS, make_image_folder
 from local_cluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +47,9 @@ def cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster")
     # The trials run in the nodes' worker processes: they get the nodes' environment, not the driver's.
     # w1 and w2 each get their own cache dir, as each machine of a real cluster has its own local disk.
-    with LocalCluster(root, workers={"w1": 1, "w2": 1}, env_extra={"RESNET_SEARCH_CACHE": str(root / "cache")},
+    # Dummy S3 keys on every node: a search may store its checkpoints in moto's local S3 (s3_endpoint).
+    with LocalCluster(root, workers={"w1": 1, "w2": 1},
+                      env_extra={"RESNET_SEARCH_CACHE": str(root / "cache"), **S3_CREDENTIALS},
                       node_env={w: {"RESNET_SEARCH_CACHE": str(root / f"{w}-local-disk")} for w in ("w1", "w2")}) as c:
         print(f"\n[cluster] started at {c.address}: {c.describe()}; token {c.token_path}")
         yield c
@@ -57,17 +61,20 @@ def data(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("data") / "data", per_class=24)
 
 
-def start_search(cluster, tmp_path, data, name, text, log_name="driver.log"):
+def start_search(cluster, tmp_path, data, name, text, log_name="driver.log", ensemble_top_k=0, storage=None):
+    """The search's driver, and its results folder. storage: a URI (s3://...), else one local dir: storage
+    that every node (here: process) shares."""
     space_file = tmp_path / f"{name}.py"
     space_file.write_text(text)
-    storage = tmp_path / "results"  # one local dir: storage that every node (here: process) shares
-    cmd = [sys.executable, "search/run.py", "--space", str(space_file), "--data", str(data), "--address",
-           cluster.address, "--storage", str(storage), "--name", name, "--ensemble-top-k", "0"]
+    storage = storage or str(tmp_path / "results")
+    cmd = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(space_file), "--data", str(data),
+           "--address", cluster.address, "--storage", storage, "--name", name, "--ensemble-top-k", str(ensemble_top_k)]
     with open(tmp_path / log_name, "w") as log:
-        driver = subprocess.Popen(cmd, cwd=ROOT, env=cluster.env(), stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        # cwd tmp_path: with cloud storage the leaderboard goes to ./results/<name>, not into the repository.
+        driver = subprocess.Popen(cmd, cwd=tmp_path, env=cluster.env(extra={"PYTHONPATH": str(ROOT)}), stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
     driver.log_path = tmp_path / log_name
-    return driver, storage / name
+    return driver, tmp_path / "results" / name
 
 
 def kill_driver(driver) -> None:
@@ -109,7 +116,7 @@ def trial_dirs(experiment: Path) -> list[Path]:
 
 def test_trials_run_on_several_worker_nodes_never_the_head(cluster, data, tmp_path):
     driver, experiment = start_search(cluster, tmp_path, data, "spread", space(num_samples=4, max_epochs=2,
-                                                                               loader="cache"))
+                                                                               loader="cache"), ensemble_top_k=4)
     code, log = finish(driver, 300)
     assert code == 0, log[-4000:]
     names = cluster.node_names()
@@ -125,13 +132,23 @@ def test_trials_run_on_several_worker_nodes_never_the_head(cluster, data, tmp_pa
     used = set().union(*placed.values())
     assert used <= {"w1", "w2"}, f"a trial ran outside the worker nodes (the head has CPU 0): {placed}"
     assert used == {"w1", "w2"}, f"all trials ran on one node: {placed}"
-    # loader=cache: each node decoded the data once, into its own local cache, whatever number of trials ran there.
+    # loader=cache: each node decoded the data once, into its own local cache, whatever number of trials ran there
+    # (and at most once more for the ensemble's scoring tasks: val + test, whatever number of members).
     for node in used:
         built = sorted((cluster.root / f"{node}-local-disk" / "decoded").glob("*/build.json"))
+        images = sorted(json.loads(b.read_text())["images"] for b in built)
         trials_here = sum(node in nodes for nodes in placed.values())
-        print(f"[spread] {node}: {trials_here} trials, decoded caches built: {len(built)}")
-        assert len(built) == 1, built
-        assert json.loads(built[0].read_text())["images"] == 3 * (24 + 4)  # train + val of the toy data
+        print(f"[spread] {node}: {trials_here} trials, decoded caches built: {len(built)} ({images} images)")
+        assert images in ([3 * 4 + 6, 3 * (24 + 4)], [3 * (24 + 4)]), built  # val + test; train + val
+
+    # The ensemble stage ran inside the driver while Ray was up: every member scored by a Ray task on a worker
+    # node (the head has CPU 0 and no copy of the work), none in the driver.
+    manifest = json.loads((experiment / "ensemble.json").read_text())
+    scored = {m["trial_id"]: names.get(m["scored_on"]["node_id"], m["scored_on"]["node_id"])
+              for m in manifest["scores"]["members"]}
+    print(f"[spread] ensemble member -> node that scored it: {scored}")
+    assert len(scored) == 4 and set(scored.values()) <= {"w1", "w2"}, scored
+    assert (experiment / "prediction.csv").exists()
 
 
 DRIVER = ("import ray\n"
@@ -261,3 +278,31 @@ def test_a_killed_worker_node_loses_no_trial(cluster, data, tmp_path):
     for d in trial_dirs(experiment):
         assert [r["epoch"] for r in results(d)] == list(range(1, max_epochs + 1)), d.name
 
+
+
+def test_an_s3_search_ensembles_on_worker_nodes_straight_from_the_bucket(cluster, data, tmp_path, s3_endpoint):
+    """--storage s3://... (moto's S3 API on localhost): trials checkpoint into the bucket from the worker nodes,
+    and the ensemble's scoring tasks, on worker nodes, read every member from there; nothing is synced down."""
+    import pyarrow.fs
+
+    storage = f"s3://{S3_BUCKET}/multinode?endpoint_override={s3_endpoint}&scheme=http"
+    driver, run_dir = start_search(cluster, tmp_path, data, "s3spread", space(num_samples=2, max_epochs=2),
+                                   ensemble_top_k=2, storage=storage)
+    code, log = finish(driver, 420)
+    assert code == 0, log[-4000:]
+    fs, _ = pyarrow.fs.FileSystem.from_uri(storage)
+    in_bucket = {f.path for f in fs.get_file_info(pyarrow.fs.FileSelector(f"{S3_BUCKET}/multinode/s3spread",
+                                                                           recursive=True))}
+    assert not list(tmp_path.rglob("model.pt")), "a checkpoint was written or synced to the local disk"
+    manifest = json.loads((run_dir / "ensemble.json").read_text())
+    assert manifest["selection"]["skipped"] == [] and len(manifest["scores"]["members"]) == 2
+    table = pd.read_csv(run_dir / "leaderboard.csv", dtype={"trial_id": str}).set_index("trial_id")
+    names = cluster.node_names()
+    scored = {}
+    for member in manifest["scores"]["members"]:
+        checkpoint = table.loc[member["trial_id"], "best_checkpoint"]
+        assert checkpoint.startswith(f"{S3_BUCKET}/multinode/s3spread/") and f"{checkpoint}/model.pt" in in_bucket
+        assert member["acc"] == pytest.approx(table.loc[member["trial_id"], "best_val_acc"], abs=1e-6)
+        scored[member["trial_id"]] = names.get(member["scored_on"]["node_id"], member["scored_on"]["node_id"])
+    print(f"\n[s3] members read from the bucket, scored on: {scored}")
+    assert set(scored.values()) <= {"w1", "w2", "w3"}, scored  # never the head

@@ -91,12 +91,14 @@ def train_image_transform(cfg: TrialConfig, data_config: dict):
     return T.Compose([crop, PolicyOnU8(policy)]) if policy is not None else crop
 
 
-def eval_image_transform(cfg: TrialConfig, data_config: dict):
-    """timm's eval transform, on a uint8 tensor: short side to eval_size / crop_pct, then center-crop."""
+def eval_image_transform(cfg: TrialConfig, data_config: dict, size: int | None = None):
+    """timm's eval transform, on a uint8 tensor: short side to size / crop_pct, then center-crop
+    (size: eval_size unless given, e.g. a larger TTA crop)."""
+    size = size or cfg.eval_size
     return T.Compose([
-        T.Resize(int(cfg.eval_size / cfg.crop_pct), interpolation=str_to_interp_mode(data_config["interpolation"]),
+        T.Resize(int(size / cfg.crop_pct), interpolation=str_to_interp_mode(data_config["interpolation"]),
                  antialias=True),
-        T.CenterCrop(cfg.eval_size),
+        T.CenterCrop(size),
     ])
 
 

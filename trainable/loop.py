@@ -95,7 +95,7 @@ def predict_logits(model, loader, step: StepSettings) -> tuple[torch.Tensor, tor
         with step.autocast():
             logits = model(step.to_device(images))
         all_logits.append(logits.float().cpu())
-        all_labels.append(labels)
+        all_labels.append(labels.cpu())  # loader=cache's PrefetchLoader moved them to the device
     return torch.cat(all_logits), torch.cat(all_labels)
 
 

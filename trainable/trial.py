@@ -21,15 +21,16 @@ from torch.utils.data import DataLoader
 
 from trainable import checkpoint
 from trainable.checkpoint_policy import checkpoint_due
-from trainable.cached_pipeline import CachedImageDataset, eval_image_transform, on_device, train_image_transform
+from trainable.cached_pipeline import CachedImageDataset, on_device, train_image_transform
 from trainable.config import TrialConfig
 from trainable.decoded_cache import ensure_decoded
 from trainable.data import DatasetIndex, ImageListDataset, index_dataset, resolve_data_root
 from trainable.errors import UserError
+from trainable.eval_pipeline import cache_side, eval_loader
 from trainable.losses import class_weights
 from trainable.loop import StepSettings, evaluate, train_one_epoch
 from trainable.model import build_model, count_parameters, uses_channels_last
-from trainable.transforms import data_config_for, eval_transform, mixup_for, train_transform
+from trainable.transforms import data_config_for, mixup_for, train_transform
 
 
 @dataclass
@@ -171,16 +172,14 @@ def make_loaders(cfg: TrialConfig, index: DatasetIndex, data_config: dict, gener
               "persistent_workers": False}
     # drop_last: mixup needs even batches, and a batch of one breaks BatchNorm.
     train_options = {"batch_size": cfg.batch_size, "shuffle": True, "drop_last": True, "generator": generator, **common}
-    val_options = {"batch_size": cfg.batch_size, "shuffle": False, **common}
+    # val goes through the config's eval pipeline, the one the ensemble scores this trial's checkpoints with.
     if cfg.loader == "pil":
         return (DataLoader(ImageListDataset(index.train, train_transform(cfg, data_config)), **train_options),
-                DataLoader(ImageListDataset(index.val, eval_transform(cfg, data_config)), **val_options))
-    decoded = ensure_decoded([p for p, _ in index.train + index.val], cfg.cache_short_side or cfg.required_cache_side,
-                             workers=max(cfg.num_workers, 1))
+                eval_loader(cfg, index.val, data_config, device))
+    decoded = ensure_decoded([p for p, _ in index.train + index.val], cache_side(cfg), workers=max(cfg.num_workers, 1))
     train = DataLoader(CachedImageDataset(decoded, index.train, train_image_transform(cfg, data_config)), **train_options)
-    val = DataLoader(CachedImageDataset(decoded, index.val, eval_image_transform(cfg, data_config)), **val_options)
     return (on_device(train, data_config, device, random_erasing=cfg.random_erasing),
-            on_device(val, data_config, device))
+            eval_loader(cfg, index.val, data_config, device, decoded=decoded))
 
 
 def current_lr(optimizer, part: str) -> float:

@@ -1,10 +1,11 @@
 """Predict a folder of images with a run's saved ensemble (results/<name>/ensemble.json); no search needed.
 
-    python search/predict.py results/<name> IMAGES_DIR [--out predictions.csv]
+    python -m ensemble.predict results/<name> IMAGES_DIR [--out predictions.csv]
 
 IMAGES_DIR is flat (like DATA/test). The output is `image_name,pred_label`: the file stem and the
 original class-folder name. Every member's checkpoint must still exist: the ensemble's weights were
-chosen with all of them, so a missing one is an error here, not a skip.
+chosen with all of them, so a missing one is an error here, not a skip. Members are read from the run's
+storage (ensemble.json records it) and run in this process.
 """
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from search.ensemble import MANIFEST, EnsembleError, Inference, Member, write_predictions
-from search.ensemble_strategies import combine
+from ensemble.build import MANIFEST
+from ensemble.candidates import EnsembleError, Inference
+from ensemble.report import write_predictions
+from ensemble.scoring import Member
+from ensemble.storage import Location
+from ensemble.strategies import combine
 from trainable.data import CORRUPT, NOT_IMAGE, scan_images
 from trainable.errors import UserError
 
@@ -24,11 +29,11 @@ from trainable.errors import UserError
 def read_manifest(run_dir: Path) -> dict:
     path = Path(run_dir) / MANIFEST
     if not path.is_file():
-        raise EnsembleError(f"No ensemble at {path}. Build one first: python search/ensemble.py {run_dir}")
+        raise EnsembleError(f"No ensemble at {path}. Build one first: python -m ensemble {run_dir}")
     try:
         return json.loads(path.read_text())
     except ValueError as err:
-        raise EnsembleError(f"{path} is not valid JSON ({err}); rebuild it with python search/ensemble.py {run_dir}") from err
+        raise EnsembleError(f"{path} is not valid JSON ({err}); rebuild it with python -m ensemble {run_dir}") from err
 
 
 def list_images(folder: Path, min_side: int, say=print) -> list[str]:
@@ -55,7 +60,8 @@ def predict_folder(run_dir: Path, images_dir: Path, out: Path | None = None, say
     manifest = read_manifest(run_dir)
     files = list_images(images_dir, manifest["min_image_side"], say)
     inference = Inference(**manifest["inference"])
-    logits = [_member_logits(m, manifest["classes"], files, inference) for m in manifest["members"]]
+    storage = manifest.get("storage")
+    logits = [_member_logits(m, manifest["classes"], files, inference, storage) for m in manifest["members"]]
     weights = np.array([m["weight"] for m in manifest["members"]])
     pred = combine(manifest["strategy"], np.stack(logits), weights).argmax(axis=1)
     out = Path(out) if out else run_dir / f"prediction-{Path(images_dir).absolute().name}.csv"
@@ -64,21 +70,22 @@ def predict_folder(run_dir: Path, images_dir: Path, out: Path | None = None, say
     return out
 
 
-def _member_logits(entry: dict, classes: list[str], files: list[str], inference: Inference) -> np.ndarray:
+def _member_logits(entry: dict, classes: list[str], files: list[str], inference: Inference,
+                   storage: str | None) -> np.ndarray:
     try:
-        member = Member.load(Path(entry["checkpoint"]))
+        member = Member.load(Location(entry["checkpoint"], storage))
     except Exception as err:
         raise EnsembleError(f"Ensemble member {entry['trial_id']}'s checkpoint {entry['checkpoint']} cannot be "
                             f"loaded ({type(err).__name__}: {err}); rebuild the ensemble with "
-                            "python search/ensemble.py.") from err
+                            "python -m ensemble.") from err
     if member.classes != classes:
         raise EnsembleError(f"Ensemble member {entry['trial_id']}'s checkpoint has other classes than the ensemble; "
-                            "it was overwritten since. Rebuild the ensemble with python search/ensemble.py.")
-    return member.logits(files, inference)[0]
+                            "it was overwritten since. Rebuild the ensemble with python -m ensemble.")
+    return member.logits(files, inference)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python search/predict.py", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m ensemble.predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", type=Path, help="a results folder holding ensemble.json")
     p.add_argument("images_dir", type=Path, help="a flat folder of images")

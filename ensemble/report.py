@@ -1,0 +1,108 @@
+"""What the ensemble leaves for people: per-class scores, the worst classes, the confusion matrix (PNG and
+TensorBoard), prediction CSVs and the printed summary. Driver side: no torch."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PREDICTIONS = "prediction.csv"
+PER_CLASS = "per_class.csv"
+CONFUSION_PNG = "confusion_matrix.png"
+TENSORBOARD_DIR = "ensemble"
+WORST_SHOWN = 10
+
+
+def per_class_table(labels: np.ndarray, pred: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    from sklearn.metrics import precision_recall_fscore_support
+
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, pred, labels=np.arange(len(classes)), zero_division=0)
+    return pd.DataFrame({"class": classes, "precision": precision, "recall": recall, "f1": f1,
+                         "support": support.astype(int)})
+
+
+def worst_classes(per_class: pd.DataFrame, n: int = WORST_SHOWN) -> pd.DataFrame:
+    # Classes without val images have nothing to judge them by.
+    judged = per_class[per_class["support"] > 0]
+    return judged.sort_values(["f1", "recall", "class"], kind="stable").head(n).reset_index(drop=True)
+
+
+def write_predictions(path: Path, files, pred: np.ndarray, classes: list[str], say=print) -> None:
+    table = pd.DataFrame({"image_name": [Path(f).stem for f in files],
+                          "pred_label": [classes[i] for i in pred]})
+    repeated = table["image_name"][table["image_name"].duplicated()].unique()
+    if len(repeated):
+        say(f"Warning: {len(repeated)} image name(s) occur more than once with different extensions "
+            f"(first: {', '.join(repeated[:5])}); prediction.csv has one row per file.")
+    table.to_csv(path, index=False)
+
+
+def plot_confusion(run_dir: Path, labels, pred, classes: list[str], selection) -> None:
+    """confusion_matrix.png, and the same figure plus the headline scores in TensorBoard."""
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no display needed
+    from sklearn.metrics import confusion_matrix
+
+    matrix = confusion_matrix(labels, pred, labels=np.arange(len(classes)), normalize="true")
+    side = min(4 + 0.12 * len(classes), 20)
+    fig = Figure(figsize=(side, side), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of the true class")
+    if len(classes) <= 30:  # beyond that, tick labels overlap into noise
+        ax.set_xticks(range(len(classes)), classes, rotation=90)
+        ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{selection.strategy} ensemble on val (rows normalised)")
+    fig.savefig(run_dir / CONFUSION_PNG, dpi=100)
+
+    for old in (run_dir / TENSORBOARD_DIR).glob("events.out.tfevents.*"):
+        old.unlink()  # TensorBoard shows the current ensemble, not every earlier attempt on top of it
+    scores = selection.strategies[selection.strategy]
+    _write_tensorboard(run_dir / TENSORBOARD_DIR, "ensemble/confusion_matrix_val", (run_dir / CONFUSION_PNG),
+                       {f"ensemble/{basis}_{key}": scores[basis][key]
+                        for basis in ("val", "cv") if basis in scores for key in ("acc", "macro_f1")})
+
+
+def _write_tensorboard(logdir: Path, image_tag: str, png: Path, scalars: dict[str, float]) -> None:
+    """One event file with the PNG and the scalars, through tensorboard's own protobufs and writer:
+    tensorboardX would import torch into the driver just for this."""
+    import time
+
+    from PIL import Image
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    width, height = Image.open(png).size
+    values = [Summary.Value(tag=image_tag, image=Summary.Image(encoded_image_string=png.read_bytes(), height=height,
+                                                               width=width, colorspace=4))]
+    values += [Summary.Value(tag=tag, simple_value=float(value)) for tag, value in scalars.items()]
+    writer = EventFileWriter(str(logdir))
+    writer.add_event(Event(wall_time=time.time(), step=0, summary=Summary(value=values)))
+    writer.close()
+
+
+def summary(manifest: dict) -> str:
+    members = pd.DataFrame(manifest["scores"]["members"]).set_index("trial_id")
+    members["params_m"] = members.pop("param_count") / 1e6
+    rows = {name: {"members": s["members"], "params_m": s["params"] / 1e6,
+                   **{f"val_{k}": s["val"][k] for k in ("acc", "macro_f1")},
+                   **{f"cv_{k}": s["cv"][k] for k in ("acc", "macro_f1") if "cv" in s}}
+            for name, s in manifest["scores"]["strategies"].items()}
+    chosen = ", ".join(f"{m['trial_id']} ({m['backbone']}, weight {m['weight']:.2f})" for m in manifest["members"])
+    worst = ", ".join(f"{w['class']} (F1 {w['f1']:.2f})" for w in manifest["worst_classes"])
+    return "\n".join([
+        f"Candidates on {manifest['val_images']} val images (val_acc, val_macro_f1 alone):",
+        members[["params_m", "acc", "macro_f1"]].to_string(float_format="%.4f"),
+        f"Strategies (val: fitted and scored on all of val; cv: out-of-fold; chosen by "
+        f"{manifest['selection']['picked_by']}):",
+        pd.DataFrame.from_dict(rows, orient="index").to_string(float_format="%.4f"),
+        f"Ensemble: {manifest['strategy']} of {len(manifest['members'])} member(s), "
+        f"{manifest['param_total'] / 1e6:.2f}M of {manifest['budget_m']:g}M parameters: {chosen}.",
+        f"Worst classes on val: {worst}.",
+    ])
+
+
