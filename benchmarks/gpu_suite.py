@@ -286,7 +286,7 @@ def part_checkpoint(profile: dict, work: Path, rec: Recorder) -> None:
             return _median_seconds(lambda: checkpoint.save(
                 folder, model=run.model, ema=None, optimizer=run.optimizer, scheduler=run.scheduler, scaler=run.scaler,
                 epoch=1, classes=run.index.classes, config=run.cfg.to_dict(), data_config=run.data_config,
-                metrics={}, loader_generator=run.loader_generator), repeats)
+                metrics={}, loader_generator=run.loader_generator, history=[]), repeats)
 
         def restore_weights():
             return _median_seconds(lambda: run.model.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu")),
