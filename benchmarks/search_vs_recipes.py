@@ -9,7 +9,7 @@ scored with test_labels.csv). Per seed, all at the same total of training epochs
     tpe_asha   the search: TPE + ASHA, warm starts first, stopped when its trials have trained the budget
     random     random search over the same space, no warm starts, no early stopping, same budget
 For each: test accuracy of its best trial by val_acc, and of its ensemble (the project's ensemble
-selection, search/ensemble_strategies.py, over its top 5 trials' kept checkpoints, chosen on val).
+selection, ensemble/strategies.py, over its top 5 trials' kept checkpoints, chosen on val).
 
     python benchmarks/search_vs_recipes.py --seeds 0 1 2 --train-fraction 0.6 --out /tmp/search_vs_recipes.jsonl
 
@@ -38,15 +38,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.search_comparison import fit_search, stratified_subset  # noqa: E402
-from search.ensemble_strategies import combine, select_ensemble  # noqa: E402
+from ensemble.candidates import Inference  # noqa: E402
+from ensemble.scoring import Member  # noqa: E402
+from ensemble.storage import Location  # noqa: E402
+from ensemble.strategies import combine, select_ensemble  # noqa: E402
 from search.space_file import load_space  # noqa: E402
 from trainable.checkpoint import load_model_file  # noqa: E402
 from trainable.data import index_dataset  # noqa: E402
-
-try:  # the ensemble stage is moving from search/ to its own package
-    from ensemble.ensemble import Inference, Member  # type: ignore  # noqa: E402
-except ImportError:
-    from search.ensemble import Inference, Member  # noqa: E402
 
 SPACE = Path(__file__).with_name("space_finetune_tiny100.py")
 PRETRAIN_CLASSES, FINETUNE_CLASSES = range(0, 50), range(50, 100)
@@ -122,9 +120,9 @@ class Scorer:
         self.test_labels = np.array([label for _, label in self.test])
 
     def logits(self, checkpoint: str) -> tuple[np.ndarray, np.ndarray, int]:
-        member = Member.load(Path(checkpoint))
-        val, _ = member.logits(self.val, Inference())
-        test, _ = member.logits(self.test, Inference())
+        member = Member.load(Location(str(checkpoint)))
+        val = member.logits(self.val, Inference())
+        test = member.logits(self.test, Inference())
         return val, test, sum(p.numel() for p in member.model.parameters())
 
 
