@@ -67,22 +67,18 @@ def plot_confusion(run_dir: Path, labels, pred, classes: list[str], selection) -
 
 
 def _write_tensorboard(logdir: Path, image_tag: str, png: Path, scalars: dict[str, float]) -> None:
-    """One event file with the PNG and the scalars, through tensorboard's own protobufs and writer:
-    tensorboardX would import torch into the driver just for this."""
-    import time
+    """One event file with the PNG and the scalars (tensorboardX, loaded without torch in the driver)."""
+    import matplotlib.image
 
-    from PIL import Image
-    from tensorboard.compat.proto.event_pb2 import Event
-    from tensorboard.compat.proto.summary_pb2 import Summary
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    from search.tensorboard_hparams import import_tensorboardx_without_torch
 
-    width, height = Image.open(png).size
-    values = [Summary.Value(tag=image_tag, image=Summary.Image(encoded_image_string=png.read_bytes(), height=height,
-                                                               width=width, colorspace=4))]
-    values += [Summary.Value(tag=tag, simple_value=float(value)) for tag, value in scalars.items()]
-    writer = EventFileWriter(str(logdir))
-    writer.add_event(Event(wall_time=time.time(), step=0, summary=Summary(value=values)))
-    writer.close()
+    import_tensorboardx_without_torch()
+    from tensorboardX import SummaryWriter
+
+    with SummaryWriter(str(logdir)) as writer:
+        writer.add_image(image_tag, matplotlib.image.imread(png)[..., :3], dataformats="HWC")
+        for tag, value in scalars.items():
+            writer.add_scalar(tag, float(value), global_step=0)
 
 
 def summary(manifest: dict) -> str:

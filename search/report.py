@@ -239,6 +239,10 @@ def _close(fig) -> None:
 
 def _to_tensorboard(report: Report) -> None:
     import matplotlib.image
+
+    from search.tensorboard_hparams import import_tensorboardx_without_torch
+
+    import_tensorboardx_without_torch()  # also when run on demand: the driver never loads torch
     from tensorboardX import SummaryWriter
 
     logdir = report.out_dir / "tensorboard"
