@@ -70,7 +70,7 @@ def fit_search(space, variant: str, seed: int, budget: int | None, storage: Path
     elif variant == "recipes":  # the warm starts alone, each trained to max_epochs
         searcher, scheduler = make_searcher(space), FIFOScheduler()
     else:
-        searcher = make_searcher(space, truthful=variant == "tpe_asha")
+        searcher = make_searcher(space, truthful=variant.startswith("tpe_asha"))
         scheduler = make_scheduler(space)
     s = space.settings
     name = f"{variant}-seed{seed}"

@@ -7,6 +7,8 @@ scored with test_labels.csv). Per seed, all at the same total of training epochs
     recipes    spaces/full.py's five WARM_STARTS on that backbone (benchmarks/space_finetune_tiny100.py),
                each trained to max_epochs; "best recipe" = the one with the best val_acc
     tpe_asha   the search: TPE + ASHA, warm starts first, stopped when its trials have trained the budget
+    tpe_asha_anchored   the same, with the warm starts counted as TPE's start-up trials (Optuna's behaviour:
+               TPE models from its first own trial, with the recipes as its good group)
     random     random search over the same space, no warm starts, no early stopping, same budget
 For each: test accuracy of its best trial by val_acc, and of its ensemble (the project's ensemble
 selection, ensemble/strategies.py, over its top 5 trials' kept checkpoints, chosen on val).
@@ -165,7 +167,8 @@ def main():
     p.add_argument("--pretrain-epochs", type=int, default=10)
     p.add_argument("--train-fraction", type=float, default=0.6,
                    help="seeded stratified fraction of the fine-tuning half's train split (val and test whole)")
-    p.add_argument("--variants", nargs="+", default=["recipes", "tpe_asha", "random"])
+    p.add_argument("--variants", nargs="+", default=["recipes", "tpe_asha", "random"],
+                   choices=["recipes", "tpe_asha", "tpe_asha_anchored", "random"])
     p.add_argument("--work", type=Path, default=Path("/tmp/search_vs_recipes"))
     p.add_argument("--out", type=Path, default=Path("/tmp/search_vs_recipes.jsonl"))
     args = p.parse_args()
@@ -203,8 +206,9 @@ def main():
                 results = fit_search(space, "recipes", seed, None, work / "tune", str(fine),
                                      num_samples=len(space.warm_starts))
             else:
-                results = fit_search(no_warm_starts if variant == "random" else space, variant, seed, budget,
-                                     work / "tune", str(fine))
+                searched = {"random": no_warm_starts,
+                            "tpe_asha_anchored": space.replace_settings(tpe_startup_counts_warm_starts=True)}
+                results = fit_search(searched.get(variant, space), variant, seed, budget, work / "tune", str(fine))
             row = {"variant": variant, "seed": seed, **score(results, scorer), "budget": budget,
                    "max_epochs": space.settings.max_epochs, "wall_s": round(time.time() - t0, 1),
                    "pretrain": {"epochs": len(pretrain_log), "val_acc": pretrain_log[-1]["val_acc"]},

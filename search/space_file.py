@@ -47,6 +47,7 @@ class SearchSettings:
     eval_size: int = field(default=224, metadata=in_range(16, 1024, doc="px"))
     seed: int = field(default=0, metadata=in_range(0, 2**31 - 1, doc="sampler and trial seed"))
     tpe_startup_trials: int = field(default=10, metadata=in_range(1, 100_000, doc="random trials before TPE models (Optuna's default 10)"))
+    tpe_startup_counts_warm_starts: bool = field(default=False, metadata={"doc": "warm starts count towards tpe_startup_trials (Optuna's behaviour); False: TPE first samples tpe_startup_trials random trials of its own, so the recipes do not anchor it"})
     tpe_history_window: int = field(default=500, metadata=in_range(0, 10_000_000, doc="finished trials TPE models at most: the best 50 + a uniform sample (0 = all; search/windowed_tpe.py)"))
     # TPE's model of the space; defaults decided by benchmarks/sampler_settings.py (BENCHMARKS.md section 6).
     tpe_multivariate: bool = field(default=True, metadata={"doc": "one joint density over the parameters (Optuna 5's default)"})

@@ -42,7 +42,8 @@ def make_tpe_sampler(space: Space) -> WindowedTPESampler:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return WindowedTPESampler(seed=s.seed, n_startup_trials=s.tpe_startup_trials,
                                   multivariate=s.tpe_multivariate, group=s.tpe_group,
-                                  constant_liar=s.tpe_constant_liar, history_window=s.tpe_history_window)
+                                  constant_liar=s.tpe_constant_liar, history_window=s.tpe_history_window,
+                                  startup_counts_warm_starts=s.tpe_startup_counts_warm_starts)
 
 
 def make_scheduler(space: Space) -> ASHAScheduler:

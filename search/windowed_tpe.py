@@ -16,6 +16,11 @@ The window keeps what TPE's split depends on and samples the rest:
     history TPE models, and the newest are the ones a new suggestion could duplicate).
 Everything is kept incrementally: a new finished trial costs O(log n), and nothing of the window is pickled.
 
+Warm starts (enqueued trials: the space's recipes) count towards Optuna's `n_startup_trials` like any other
+trial, so five recipes mean TPE models from its first own trial, with the recipes as its whole "good"
+group: its trials then stay next to the recipes (BENCHMARKS.md, search vs recipes). With
+`startup_counts_warm_starts=False` TPE first samples `n_startup_trials` random points of its own.
+
 With `group=True`, Optuna also re-derives the conditional groups from every finished trial at every
 suggestion (`_GroupDecomposedSearchSpace.calculate`, ~40 ms at 4,000 trials here); the groups only ever
 refine as trials are added, so each trial is fed to it once (the same groups, found incrementally).
@@ -35,9 +40,11 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 class WindowedTPESampler(TPESampler):
     def __init__(self, *, history_window: int = 0, keep_best: int = 50, keep_running: int = 100,
-                 seed: int | None = None, **tpe_options):
+                 startup_counts_warm_starts: bool = True, seed: int | None = None, **tpe_options):
         """history_window: at most this many finished trials inform a suggestion (0 = all, plain TPE)."""
         super().__init__(seed=seed, **tpe_options)
+        self.startup_counts_warm_starts = startup_counts_warm_starts
+        self._own_startup_done = False
         if history_window and history_window <= keep_best:
             raise ValueError(f"history_window ({history_window}) must be 0 or > keep_best ({keep_best}).")
         self.history_window, self.keep_best, self.keep_running = history_window, keep_best, keep_running
@@ -65,10 +72,23 @@ class WindowedTPESampler(TPESampler):
         return super().infer_relative_search_space(_NewTrialsOnly(study, self._grouped), trial)
 
     def sample_relative(self, study, trial, search_space):
+        if self._in_own_startup(study):
+            return {}  # as TPE does before n_startup_trials: every parameter from the random sampler
         return super().sample_relative(self._windowed(study), trial, search_space)
 
     def sample_independent(self, study, trial, param_name, param_distribution):
+        if self._in_own_startup(study):
+            return self._random_sampler.sample_independent(study, trial, param_name, param_distribution)
         return super().sample_independent(self._windowed(study), trial, param_name, param_distribution)
+
+    def _in_own_startup(self, study) -> bool:
+        """Fewer than n_startup_trials finished trials of TPE's own, when warm starts do not count."""
+        if self.startup_counts_warm_starts or self._own_startup_done:
+            return False
+        finished = study._get_trials(deepcopy=False, states=FINISHED, use_cache=True)
+        own = sum(1 for t in finished if "fixed_params" not in t.system_attrs)  # enqueue_trial's mark
+        self._own_startup_done = own >= self._n_startup_trials  # finished trials stay finished: counted until then
+        return not self._own_startup_done
 
     def _windowed(self, study):
         if not self.history_window:

@@ -4,7 +4,7 @@ its own `ray start` on this machine, token authentication on), asserted from the
 - trials run on several worker nodes and never on the head, and so do the ensemble's member-scoring tasks;
 - a driver or a node without the cluster's token is refused (InvalidAuthToken) and the cluster does not grow;
 - a worker node killed mid-search (SIGKILL to its whole process group) loses nothing: its trial resumes on
-  another node from its last checkpoint, and every trial finishes;
+  another node from its last checkpoint, read back from S3 storage (moto), and every trial finishes;
 - with --storage s3://... (moto's S3 API on localhost) trials checkpoint into the bucket, and the ensemble's
   scoring tasks, on worker nodes, read every member from there.
 
@@ -110,8 +110,15 @@ def results(trial_dir: Path) -> list[dict]:
     return lines
 
 
-def trial_dirs(experiment: Path) -> list[Path]:
-    return sorted(p.parent for p in experiment.glob("*/params.json"))
+def trial_dirs(experiment: Path | None) -> list[Path]:
+    return sorted(p.parent for p in experiment.glob("*/params.json")) if experiment else []
+
+
+def driver_artifacts(cluster, name: str) -> Path | None:
+    """Where the driver keeps its trials' result.json while their storage is a bucket: Ray's session dir,
+    /tmp/.../session_*/artifacts/<time>/<name>/driver_artifacts (uploaded to the bucket only now and then)."""
+    found = sorted(cluster.temp_dir.glob(f"session_*/artifacts/*/{name}/driver_artifacts"))
+    return found[-1] if found else None
 
 
 def test_trials_run_on_several_worker_nodes_never_the_head(cluster, data, tmp_path):
@@ -202,15 +209,27 @@ def test_a_node_without_the_token_cannot_join(cluster, credentials):
     assert not any(f"node:{name}" in n["resources"] for n in after)
 
 
-def test_a_killed_worker_node_loses_no_trial(cluster, data, tmp_path):
-    """SIGKILL worker w1's process group (ray start, raylet, the trial's process) once a trial on it has
-    checkpointed two epochs; a replacement node joins, as the autoscaler would start one. The trial must continue
-    on another node from its last checkpointed epoch, and every trial must finish."""
+def test_a_killed_worker_node_loses_no_trial(cluster, data, tmp_path, s3_endpoint):
+    """With --storage s3://... (moto's S3 API), SIGKILL worker w1's process group (ray start, raylet, the trial's
+    process) once a trial on it has checkpointed two epochs into the bucket; a replacement node joins, as the
+    autoscaler would start one. The trial must continue on another node from its last checkpoint, read back from
+    the bucket, and every trial must finish."""
+    import pyarrow.fs
+
     num_samples, max_epochs = 3, 6
     w1 = cluster.nodes["w1"]
     assert w1.alive, "this test needs w1 (run it with the module's other tests or alone, not after a failure)"
+    name = "faults"
+    storage = f"s3://{S3_BUCKET}/faults?endpoint_override={s3_endpoint}&scheme=http"
+    fs, _ = pyarrow.fs.FileSystem.from_uri(storage)
+    in_bucket = f"{S3_BUCKET}/faults/{name}"
+
+    def checkpointed(trial: str, index: int) -> bool:
+        info = fs.get_file_info(f"{in_bucket}/{trial}/checkpoint_{index:06d}/model.pt")
+        return info.type == pyarrow.fs.FileType.File
+
     started = time.time()
-    driver, experiment = start_search(cluster, tmp_path, data, "faults", space(num_samples, max_epochs))
+    driver, run_dir = start_search(cluster, tmp_path, data, name, space(num_samples, max_epochs), storage=storage)
     victim, seen = None, []
     try:
         deadline = time.time() + 240
@@ -218,20 +237,21 @@ def test_a_killed_worker_node_loses_no_trial(cluster, data, tmp_path):
             assert driver.poll() is None, "the search ended before a trial on w1 had checkpointed:\n" + \
                 driver.log_path.read_text()[-3000:]
             assert time.time() < deadline, "no trial on w1 reached epoch 2 in 240 s"
-            for d in trial_dirs(experiment):
+            for d in trial_dirs(driver_artifacts(cluster, name)):
                 rows = results(d)
                 if rows and rows[-1]["node_id"] == w1.node_id and 2 <= rows[-1]["epoch"] < max_epochs - 1:
-                    if list(d.glob(f"checkpoint_{rows[-1]['training_iteration'] - 1:06d}")):
+                    if checkpointed(d.name, rows[-1]["training_iteration"] - 1):
                         victim, seen = d, rows
                         break
             time.sleep(0.2)
+        experiment = driver_artifacts(cluster, name)  # the driver's copy of each trial's result.json
         finished_before = {d.name: results(d) for d in trial_dirs(experiment)
                            if len(results(d)) == max_epochs}
         cluster.kill_worker("w1")
         killed_at = w1.killed_at - started
         report = [f"[fault] killed: node w1 ({w1.node_id[:8]}), SIGKILL to its process group, {killed_at:.1f} s "
                   f"into the search, while trial {victim.name} had reported epochs 1..{seen[-1]['epoch']} there "
-                  f"(checkpoint_{seen[-1]['training_iteration'] - 1:06d} in storage); "
+                  f"(checkpoint_{seen[-1]['training_iteration'] - 1:06d} in the bucket); "
                   f"{len(finished_before)} trial(s) already finished"]
         w3 = cluster.add_worker("w3", cpus=1)  # as the autoscaler would replace a lost node
         report.append(f"[fault] replacement node w3 ({w3.node_id[:8]}) joined {time.time() - w1.killed_at:.1f} s "
@@ -253,7 +273,7 @@ def test_a_killed_worker_node_loses_no_trial(cluster, data, tmp_path):
     report.append(f"[fault] recovered: trial {victim.name} epochs {epochs} on nodes {where}; resumed at epoch "
                   f"{after[0]['epoch'] if after else '-'} on {where[len(on_w1)] if after else '-'} "
                   f"after {len(on_w1)} epoch(s) on w1")
-    table = pd.read_csv(experiment / "leaderboard.csv") if (experiment / "leaderboard.csv").exists() else None
+    table = pd.read_csv(run_dir / "leaderboard.csv") if (run_dir / "leaderboard.csv").exists() else None
     if table is not None:
         report.append(f"[fault] search ended (exit {code}): " + ", ".join(
             f"{r.trial_id} {r.ended} ({r.epochs} epochs)" for r in table.itertuples()))
@@ -263,7 +283,7 @@ def test_a_killed_worker_node_loses_no_trial(cluster, data, tmp_path):
     assert code == 0, report + "\n" + log[-4000:]
     assert table is not None and len(table) == num_samples and (table["ended"] == "completed").all(), report
     # The victim continued from its checkpoint on another node: its own epoch counter (restored from the
-    # checkpoint, not Tune's) goes on from the last epoch w1 reported, each epoch exactly once.
+    # checkpoint in the bucket, not Tune's) goes on from the last epoch w1 reported, each epoch exactly once.
     assert epochs == list(range(1, max_epochs + 1)), report
     assert on_w1 == list(range(1, len(on_w1) + 1)) and len(on_w1) >= len(seen) >= 2, report
     assert after and after[0]["epoch"] == on_w1[-1] + 1 and after[0]["epoch"] > 1, report
@@ -272,12 +292,14 @@ def test_a_killed_worker_node_loses_no_trial(cluster, data, tmp_path):
     assert f"Trial tune_trial_{victim.name} errored after" in log, log[-4000:]
     assert f"its node has died. Node Id: {w1.node_id}" in log, log[-4000:]
     assert w1.node_id not in {n["node_id"] for n in cluster.alive_nodes()}, "the GCS still lists w1 as alive"
-    # No finished trial was lost or rerun.
-    for name, before in finished_before.items():
-        assert results(experiment / name) == before, name
+    # No finished trial was lost or rerun; every checkpoint is in the bucket and none on the local disk.
+    for name_, before in finished_before.items():
+        assert results(experiment / name_) == before, name_
     for d in trial_dirs(experiment):
         assert [r["epoch"] for r in results(d)] == list(range(1, max_epochs + 1)), d.name
-
+    kept = fs.get_file_info(pyarrow.fs.FileSelector(f"{in_bucket}/{victim.name}"))
+    assert any(f.base_name.startswith("checkpoint_") for f in kept), "the victim has no checkpoint in the bucket"
+    assert not list(tmp_path.rglob("model.pt")), "a checkpoint was written or synced to the local disk"
 
 
 def test_an_s3_search_ensembles_on_worker_nodes_straight_from_the_bucket(cluster, data, tmp_path, s3_endpoint):
