@@ -58,6 +58,25 @@ def live_capacity(nodes: list[dict], cpus_per_trial: float, gpus_per_trial: floa
     return sum(trials_per_node(n.get("Resources", {}), cpus_per_trial, gpus_per_trial) for n in nodes if n.get("Alive"))
 
 
+def read_bootstrap(path: Path) -> dict | str:
+    """The autoscaler config `ray up` left on the head node, or why it is not used (appended to the reason).
+
+    The file is not the user's to write, but a stale or foreign one must not stop the search: the nodes
+    alive now still give a safe concurrency, and the reason says how to set it by hand.
+    """
+    if not path.exists():
+        return ""
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        return f"; {path} is not a readable autoscaler config ({type(e).__name__}), pass --max-concurrent N"
+    if config is None:
+        return ""
+    if not isinstance(config, dict) or not isinstance(config.get("available_node_types", {}), dict):
+        return f"; {path} is not an autoscaler config (no available_node_types mapping), pass --max-concurrent N"
+    return config
+
+
 def resolve_concurrency(settings, *, nodes: list[dict], bootstrap: Path = BOOTSTRAP_CONFIG) -> Concurrency:
     """`nodes` is ray.nodes() of the connected cluster."""
     s = settings
@@ -65,11 +84,12 @@ def resolve_concurrency(settings, *, nodes: list[dict], bootstrap: Path = BOOTST
         return Concurrency(min(s.max_concurrent, s.num_samples), "max_concurrent")
     now = live_capacity(nodes, s.cpus_per_trial, s.gpus_per_trial)
     path = bootstrap.expanduser()
-    if path.exists():
-        full = autoscaler_capacity(yaml.safe_load(path.read_text()) or {}, s.cpus_per_trial, s.gpus_per_trial)
+    config = read_bootstrap(path)
+    if isinstance(config, dict):
+        full = autoscaler_capacity(config, s.cpus_per_trial, s.gpus_per_trial)
         n, reason = max(now, full), f"the autoscaling cluster holds {full} at full size ({path}), {now} now"
     else:
-        n, reason = now, "what the cluster's nodes hold"
+        n, reason = now, f"what the cluster's nodes hold{config}"
     if n < 1:
         return Concurrency(1, "no node can hold a trial yet; pass --max-concurrent N for an autoscaling cluster")
     if n > s.num_samples:

@@ -47,6 +47,16 @@ def test_an_autoscaling_cluster_counts_every_node_type_at_max_workers(tmp_path):
     assert autoscaler_capacity(capped, 8, 1) == 2 * 4 + 1
 
 
+@pytest.mark.parametrize("text", ["available_node_types: [unclosed", "- just\n- a list\n", "available_node_types: 3\n",
+                                  "\u00ff\u00fe not yaml: : :"])
+def test_a_broken_bootstrap_config_falls_back_to_the_live_nodes_and_says_so(tmp_path, text):
+    bootstrap = tmp_path / "ray_bootstrap_config.yaml"
+    bootstrap.write_text(text, encoding="latin-1")
+    nodes = [node(0), node(8, 1), node(16, 2)]
+    c = resolve_concurrency(settings(), nodes=nodes, bootstrap=bootstrap)
+    assert c.trials == 3 and str(bootstrap) in c.reason and "--max-concurrent" in c.reason
+
+
 def test_no_node_that_fits_a_trial_is_one_at_a_time_with_advice(tmp_path):
     c = resolve_concurrency(settings(), nodes=[node(0)], bootstrap=tmp_path / "none")
     assert c.trials == 1 and "--max-concurrent" in c.reason
