@@ -194,6 +194,7 @@ def check_space(space: Space, *, num_classes: int = 100, samples: int = 64, data
     to_check += [(f"WARM_STARTS[{k}]", _warm_start_config(space, k, point, data))
                  for k, point in enumerate(space.warm_starts)]
     checked = [(where, _valid_config(space, config, where)) for where, config in to_check]
+    _check_checkpoint_cadence(space, checked)
     _check_budgets(space, checked, num_classes)
     return sampled
 
@@ -209,6 +210,21 @@ def _valid_config(space: Space, config: dict, where: str) -> TrialConfig:
         return TrialConfig.from_dict(config)
     except ConfigError as err:
         raise SpaceError(f"{space.path}: {where}: {err}") from None
+
+
+def _check_checkpoint_cadence(space: Space, checked: list[tuple[str, TrialConfig]]) -> None:
+    """Without checkpoint_new_bests a trial saves only every resume_state_every epochs and on its last, and it
+    cannot know when ASHA will stop it: a trial stopped at a rung between two saves would end with no weights
+    (no ensemble member, nothing to resume). Rungs are grace_period * reduction_factor^k, so a cadence that
+    divides grace_period saves at every one of them."""
+    g = space.settings.grace_period
+    for where, cfg in checked:
+        if not cfg.checkpoint_new_bests and g % cfg.resume_state_every:
+            raise SpaceError(
+                f"{space.path}: {where}: checkpoint_new_bests is False and resume_state_every is "
+                f"{cfg.resume_state_every}, which does not divide grace_period {g}: trials ASHA stops at epoch {g} "
+                "would end without a checkpoint. Set resume_state_every to a divisor of grace_period, or "
+                "checkpoint_new_bests to True.")
 
 
 def _check_budgets(space: Space, checked: list[tuple[str, TrialConfig]], num_classes: int) -> None:

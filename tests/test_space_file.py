@@ -94,10 +94,14 @@ def test_conditional_parameters_only_on_their_branch(tmp_path):
          r"WARM_STARTS\[0\] sets \['head_hidden'\], which define\(\) never suggests"),
         (GOOD + "WARM_STARTS = [{'backbone': 'resnet10t', 'lr': 5.0, 'head': 'linear'}]\n",
          r"WARM_STARTS\[0\] lies outside the space"),
+        ("SETTINGS = {'grace_period': 2, 'max_epochs': 8, 'trial': {'checkpoint_new_bests': False}}\n"
+         "def define(trial):\n    trial.suggest_categorical('resume_state_every', [1, 2, 3])\n",
+         r"parameter 'resume_state_every' = 3: checkpoint_new_bests is False and resume_state_every is 3, "
+         r"which does not divide grace_period 2"),
     ],
     ids=["syntax", "no-define", "unknown-backbone", "empty-range", "unknown-param", "out-of-range",
          "over-budget", "reserved", "bad-setting", "grace>max", "import-error", "warm-missing", "warm-extra",
-         "warm-outside"],
+         "warm-outside", "no-checkpoint-at-rung"],
 )
 def test_broken_space_file_one_clear_message(tmp_path, text, message):
     path = write(tmp_path, text)
