@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainable.scheduler_state import load_scheduler_state, scheduler_state
+
 MODEL_FILE = "model.pt"
 TRAIN_STATE_FILE = "train_state.pt"
 
@@ -50,7 +52,7 @@ def save(directory: Path, *, model, ema, optimizer, scheduler, scaler, epoch: in
     )
     torch.save(
         {"raw_model": model.state_dict() if ema is not None else None,
-         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+         "optimizer": optimizer.state_dict(), "scheduler": scheduler_state(scheduler),
          "scaler": scaler.state_dict() if scaler is not None else None,
          "rng": rng_state(loader_generator), "epoch": epoch, "history": list(history)},
         directory / TRAIN_STATE_FILE,
@@ -82,7 +84,7 @@ def restore(directory: Path, *, model, ema, optimizer, scheduler, scaler, classe
     else:
         model.load_state_dict(saved["model"])
     optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    load_scheduler_state(scheduler, state["scheduler"])
     if scaler is not None and state["scaler"] is not None:
         scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"], loader_generator)

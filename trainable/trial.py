@@ -9,6 +9,7 @@ import random
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,12 +70,15 @@ def setup_run(cfg: TrialConfig, device: torch.device) -> TrialRun:
         torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
     amp_dtype = pick_amp_dtype(cfg, device)
     optimizer = make_optimizer(cfg, model, fused=cfg.fused_optimizer and device.type == "cuda")
-    scheduler, _ = timm.scheduler.create_scheduler_v2(
-        optimizer, sched=cfg.scheduler, num_epochs=cfg.epochs, decay_epochs=cfg.decay_epochs,
-        decay_rate=cfg.decay_rate, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr, warmup_epochs=cfg.warmup_epochs,
-        patience_epochs=cfg.patience_epochs, plateau_mode="max",
-        step_on_epochs=cfg.scheduler != "cosine", updates_per_epoch=len(train_loader),
-    )
+    with warnings.catch_warnings():
+        # timm warns that a plateau scheduler's counters are lost on resume; trainable/scheduler_state.py keeps them.
+        warnings.filterwarnings("ignore", message="PlateauLRScheduler is deprecated", category=FutureWarning)
+        scheduler, _ = timm.scheduler.create_scheduler_v2(
+            optimizer, sched=cfg.scheduler, num_epochs=cfg.epochs, decay_epochs=cfg.decay_epochs,
+            decay_rate=cfg.decay_rate, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr, warmup_epochs=cfg.warmup_epochs,
+            patience_epochs=cfg.patience_epochs, plateau_mode="max",
+            step_on_epochs=cfg.scheduler != "cosine", updates_per_epoch=len(train_loader),
+        )
     step = StepSettings(
         device=device, amp_dtype=amp_dtype, channels_last=channels_last, grad_clip=cfg.grad_clip,
         label_smoothing=cfg.label_smoothing, focal_gamma=cfg.focal_gamma,
