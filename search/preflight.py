@@ -26,6 +26,9 @@ from trainable.weights_check import check_in_child
 
 STORAGE_TIMEOUT_S = 30   # resolving an S3 bucket's region alone can take seconds when DNS is slow
 ADDRESS_TIMEOUT_S = 5
+CREDENTIALS = {"s3": "e.g. AWS_ACCESS_KEY_ID, or the node's IAM role",
+               "gs": "e.g. GOOGLE_APPLICATION_CREDENTIALS, or the node's service account",
+               "gcs": "e.g. GOOGLE_APPLICATION_CREDENTIALS, or the node's service account"}
 NAME_MAX_BYTES = 200     # a path component is at most 255 bytes; Ray adds suffixes to some names
 SAMPLES = 64             # as check_space: seeded random configs, plus every categorical choice and range end
 TOP5_MIN_CLASSES = 6     # trainable/loop.py reports val_top5_acc only with more than 5 classes
@@ -88,13 +91,15 @@ def _check_cloud_storage(storage: str) -> None:
     fix = {
         "unknown-scheme": f"the scheme {scheme + '://'!r} is not one Ray Tune's storage (pyarrow.fs) understands. "
                           "Use a local folder, s3://BUCKET/PATH or gs://BUCKET/PATH.",
+        "invalid-uri": f"{detail}. Give s3://BUCKET/PATH (options after '?', e.g. "
+                       "?endpoint_override=HOST:PORT&scheme=http) or gs://BUCKET/PATH.",
         "unusable": f"pyarrow cannot open {scheme}:// storage here ({detail}). Use a local folder, s3:// or gs://, "
                     "or install what this filesystem needs.",
         "no-bucket": f"the bucket {detail!r} does not exist (or these credentials cannot see it). Create it, or "
                      "fix the bucket name.",
         "is-file": f"{detail} is a file, not a folder. Give a folder path in the bucket.",
         "unreachable": f"the storage did not answer ({detail}). Check the endpoint, the network and the "
-                       "credentials (e.g. AWS_ACCESS_KEY_ID, or the node's IAM role).",
+                       f"credentials ({CREDENTIALS.get(scheme, 'of this store')}).",
     }
     if problem:
         raise PreflightError(f"--storage {storage}: {fix.get(problem, detail)}")
@@ -119,7 +124,7 @@ def _check_address(address: str | None) -> None:
                                  "start Ray here.") from None
     hostport = target[len("ray://"):] if target.startswith("ray://") else target
     host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise PreflightError(f"{flag} is not an address: give HOST:PORT of the cluster's head (GCS port, default "
                              "6379), ray://HOST:PORT for Ray Client, or auto.")
     try:

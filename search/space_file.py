@@ -108,7 +108,7 @@ def load_space(path: str | Path) -> Space:
     warm = getattr(module, "WARM_STARTS", [])
     if not isinstance(warm, (list, tuple)) or not all(isinstance(w, dict) for w in warm):
         raise SpaceError(f"{path}: WARM_STARTS must be a list of dicts (one per known-good point).")
-    return Space(path, DefineFromSource(str(path), path.read_text()), settings, tuple(warm))
+    return Space(path, DefineFromSource(str(path), _read_source(path)), settings, tuple(warm))
 
 
 class DefineFromSource:
@@ -136,7 +136,15 @@ class DefineFromSource:
 
 
 def _import(path: Path):
-    return _exec_source(path, path.read_text())
+    return _exec_source(path, _read_source(path))
+
+
+def _read_source(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is fine, as for Python itself
+    except UnicodeDecodeError as err:
+        raise SpaceError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason}). A space file is Python "
+                         "source: save it as UTF-8.") from None
 
 
 def _exec_source(path: Path, source: str):

@@ -22,11 +22,14 @@ def probe(uri: str) -> dict:
     try:
         fs, path = pafs.FileSystem.from_uri(uri)
     except pyarrow.ArrowInvalid as err:  # an unknown scheme, or a URI pyarrow cannot parse
-        return {"problem": "unknown-scheme", "detail": str(err)}
+        unknown = "Unrecognized filesystem type" in str(err)
+        return {"problem": "unknown-scheme" if unknown else "invalid-uri", "detail": _first_line(err)}
     except Exception as err:  # hdfs without Java/libhdfs, S3 region lookup failing, ...
         return {"problem": "unusable", "detail": _first_line(err)}
     fs = _with_short_timeouts(fs)
     bucket = path.split("/", 1)[0]
+    if not bucket:
+        return {"problem": "invalid-uri", "detail": "no bucket name after the scheme"}
     try:
         bucket_info = fs.get_file_info(bucket)
         if bucket_info.type == pafs.FileType.NotFound:
