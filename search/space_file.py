@@ -92,6 +92,8 @@ class Space:
 
 def load_space(path: str | Path) -> Space:
     path = Path(path)
+    if path.is_dir():
+        raise SpaceError(f"--space {path} is a folder; give a space file in it, e.g. spaces/quick.py.")
     if not path.is_file():
         hint = ", ".join(sorted(p.name for p in Path("spaces").glob("[!_]*.py"))) if Path("spaces").is_dir() else ""
         raise SpaceError(f"Space file {path} does not exist." + (f" Available in spaces/: {hint}." if hint else ""))
@@ -154,7 +156,7 @@ def _exec_source(path: Path, source: str):
         exec(compile(source, str(path), "exec"), module.__dict__)
     except SyntaxError as err:
         raise SpaceError(f"{path}:{err.lineno}: syntax error: {err.msg}. Fix the space file and run again.") from None
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # sys.exit() in a space file too: it must not end the search silently
         raise SpaceError(f"{path}:{_line_in(path, err)}: loading raised {type(err).__name__}: {err}") from None
     return module
 
@@ -200,7 +202,7 @@ def check_space(space: Space, *, num_classes: int = 100, samples: int = 64, data
     to_check += [(f"sampled config #{i}", c) for i, c in enumerate(sampled)]
     to_check += [(f"WARM_STARTS[{k}]", _warm_start_config(space, k, point, data))
                  for k, point in enumerate(space.warm_starts)]
-    checked = [(where, _valid_config(space, config, where)) for where, config in to_check]
+    checked = [(where, _valid_config(space, config, where, base)) for where, config in to_check]
     _check_budgets(space, checked, num_classes)
     return sampled
 
@@ -211,11 +213,21 @@ def _extremes(dist) -> list:
     return [dist.low, dist.high]
 
 
-def _valid_config(space: Space, config: dict, where: str) -> TrialConfig:
+def _valid_config(space: Space, config: dict, where: str, base: dict) -> TrialConfig:
     try:
         return TrialConfig.from_dict(config)
     except ConfigError as err:
+        if _fails_alike(base, err):  # a mistake in the fixed keys: not the parameter this config varied
+            where = "SETTINGS['trial']"
         raise SpaceError(f"{space.path}: {where}: {err}") from None
+
+
+def _fails_alike(config: dict, err: ConfigError) -> bool:
+    try:
+        TrialConfig.from_dict(config)
+    except ConfigError as base_err:
+        return str(base_err) == str(err)
+    return False
 
 
 def _check_budgets(space: Space, checked: list[tuple[str, TrialConfig]], num_classes: int) -> None:
@@ -233,6 +245,8 @@ def _check_budgets(space: Space, checked: list[tuple[str, TrialConfig]], num_cla
                 raise ModelError(counted["error"])
             check_budget(cfg, counted["params"])
         except ModelError as err:
+            if cfg.backbone == space.settings.trial.get("backbone"):
+                where = "SETTINGS['trial']"
             raise SpaceError(f"{space.path}: {where}: {err}") from None
 
 

@@ -37,11 +37,12 @@ S = ["--space", "SPACE"]
 CASES = [
     # --- space files
     ("space-missing", ["--space", "nope.py"], {}, ["Space file nope.py does not exist"]),
-    ("space-is-a-folder", ["--space", "DATA"], {}, ["does not exist"]),
+    ("space-is-a-folder", ["--space", "DATA"], {}, ["is a folder; give a space file in it"]),
     ("space-not-utf8", S, {"SPACE": "SETTINGS = {}\n".encode("utf-16")}, ["is not UTF-8 text", "save it as UTF-8"]),
     ("space-syntax-error", S, {"SPACE": "SETTINGS = {\n"}, ["space.py:1: syntax error", "Fix the space file"]),
     ("space-raises-on-load", S, {"SPACE": "import no_such_module\n"}, ["space.py:1: loading raised",
                                                                        "ModuleNotFoundError"]),
+    ("space-calls-exit", S, {"SPACE": "import sys\nsys.exit(3)\n"}, ["space.py:2: loading raised SystemExit"]),
     ("space-no-define", S, {"SPACE": "SETTINGS = {}\n"}, ["no define(trial) function", "spaces/quick.py"]),
     ("settings-unknown-key", S, {"SPACE": space(settings=', "num_trials": 3')}, ["SETTINGS", "num_trials"]),
     ("settings-wrong-type", S, {"SPACE": space(settings=', "max_epochs": "ten"')}, ["SETTINGS", "max_epochs"]),
@@ -51,6 +52,12 @@ CASES = [
     ("settings-grace-over-max", S, {"SPACE": space(settings=', "grace_period": 5')},
      ["grace_period is 5", "max_epochs"]),
     ("trial-unknown-key", S, {"SPACE": space(settings_trial=', "learning_rate": 0.1')}, ["learning_rate"]),
+    ("trial-wrong-type", S, {"SPACE": space(settings_trial=', "pretrained": "no"')},
+     ["SETTINGS['trial']: Trial config key 'pretrained' has value 'no', but must be bool"]),
+    ("trial-unknown-backbone", S, {"SPACE": space().replace('"resnet10t"', '"resnet10"')},
+     ["SETTINGS['trial']: Unknown backbone 'resnet10'", "Did you mean: resnet10t"]),
+    ("define-no-argument", S, {"SPACE": space(define='def define():\n    pass\n')},
+     ["define(trial) raised TypeError"]),
     ("define-unknown-key", S, {"SPACE": space(define='def define(trial):\n    trial.suggest_float("lrr", 0.1, 1)\n')},
      ["lrr"]),
     ("define-empty-choices", S, {"SPACE": space(define='def define(trial):\n    trial.suggest_categorical("head", [])\n')},
@@ -195,7 +202,7 @@ def children_once(world, tmp_path_factory):
     import search.space_file as space_file
 
     counts = [{"backbone": b, "head": "linear", "head_hidden": 512, "num_classes": 3}
-              for b in ("resnet10t", "resnet9000", "vit_tiny_patch16_224")]
+              for b in ("resnet10t", "resnet10", "resnet9000", "vit_tiny_patch16_224")]
     weights = [{"backbone": "resnet10t", "weights_file": str(world[k]) if k else "", "num_classes": 3}
                for k in ("W_GARBAGE", "W_SHAPES", "W_OTHER_KEYS", "")]
     with pytest.MonkeyPatch.context() as mp:
