@@ -3,6 +3,7 @@ top trials (as Ray tasks, before Ray shuts down), summarise."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import ray
@@ -33,10 +34,11 @@ def _init_ray(plan) -> None:
     try:
         ray.init(address=plan.address, logging_level="WARNING")
     except (ConnectionError, RuntimeError, ValueError) as err:  # preflight saw the port open; Ray did not answer
-        if not plan.address:
+        address = plan.address or os.environ.get("RAY_ADDRESS")
+        if not address:
             raise
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UserError(f"--address {plan.address}: could not join the Ray cluster ({first_line}). Check that "
+        raise UserError(f"--address {address}: could not join the Ray cluster ({first_line}). Check that "
                         "it is a Ray head's GCS address (`ray status` on the head) and, with token auth, that "
                         "RAY_AUTH_TOKEN_PATH points at its token; nothing was written.") from None
 

@@ -167,7 +167,8 @@ def check_trials(space: Space, index: DatasetIndex, data: str) -> None:
 def candidate_configs(space: Space, data: str) -> list[tuple[dict, dict]]:
     """(trial config, where each suggested key's value came from) for what the space can produce: each
     parameter's every choice and range end (set in a sample that suggests it), seeded samples, and the warm
-    starts. check_space has validated the same configs; this only gathers them."""
+    starts. Each extreme is set in a whole sampled config (not in the defaults, as check_space does), so a
+    range end is seen with the batch size and weights that config would actually run with."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=space.settings.seed))
     sampled, distributions = [], {}
     for i in range(SAMPLES):
