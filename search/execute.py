@@ -3,6 +3,7 @@ top trials (as Ray tasks, before Ray shuts down), summarise."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import ray
@@ -13,19 +14,33 @@ from search.outputs import summary, write_leaderboard, write_run_files
 from search.study import dashboard_command, study_file
 from search.tensorboard_hparams import HParamsLoggerCallback, import_tensorboardx_without_torch
 from search.tuner import build_tuner, restore_tuner
+from trainable.errors import UserError
 
 
 def execute(plan) -> int:
     import_tensorboardx_without_torch()
-    write_run_files(plan.out_dir, plan.space.path)
     owns_ray = not ray.is_initialized()  # tests and notebooks may have started Ray already
     if owns_ray:
-        ray.init(address=plan.address, logging_level="WARNING")
+        _init_ray(plan)
     try:
+        write_run_files(plan.out_dir, plan.space.path)  # only once Ray is up: a failed start leaves no run behind
         return _run(plan)
     finally:
         if owns_ray:  # only now: the ensemble stage scores its members as Ray tasks on the cluster
             ray.shutdown()
+
+
+def _init_ray(plan) -> None:
+    try:
+        ray.init(address=plan.address, logging_level="WARNING")
+    except (ConnectionError, RuntimeError, ValueError) as err:  # preflight saw the port open; Ray did not answer
+        address = plan.address or os.environ.get("RAY_ADDRESS")
+        if not address:
+            raise
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"--address {address}: could not join the Ray cluster ({first_line}). Check that "
+                        "it is a Ray head's GCS address (`ray status` on the head) and, with token auth, that "
+                        "RAY_AUTH_TOKEN_PATH points at its token; nothing was written.") from None
 
 
 def _run(plan) -> int:

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from search import preflight
 from search.space_file import Space, SpaceError, check_space, load_space
 from trainable.data import DatasetIndex, index_dataset, resolve_data_root
 from trainable.errors import UserError
@@ -50,6 +51,7 @@ class Plan:
             if given or args.smoke_test:
                 raise UserError(f"{', '.join(given) or '--smoke-test'} cannot change a search being resumed; "
                                 "drop them, or start a new search under another --name.")
+        preflight.check_destination(storage, args.name, args.address)  # before anything touches storage or Ray
         local_root = Path(storage) if "://" not in storage else Path("results").resolve()
         name = args.name or f"{(args.space.stem if args.space else 'search')}-{time.strftime('%Y%m%d-%H%M%S')}"
         _check_name(name)
@@ -72,6 +74,7 @@ class Plan:
         plan._check_existing()
         if not args.address:
             _check_local_resources(space)
+        preflight.check_trials(space, index, data)  # batch size, metric, pretrained weights: would fail every trial
         return plan
 
     def _check_existing(self) -> None:

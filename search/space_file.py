@@ -93,6 +93,8 @@ class Space:
 
 def load_space(path: str | Path) -> Space:
     path = Path(path)
+    if path.is_dir():
+        raise SpaceError(f"--space {path} is a folder; give a space file in it, e.g. spaces/quick.py.")
     if not path.is_file():
         hint = ", ".join(sorted(p.name for p in Path("spaces").glob("[!_]*.py"))) if Path("spaces").is_dir() else ""
         raise SpaceError(f"Space file {path} does not exist." + (f" Available in spaces/: {hint}." if hint else ""))
@@ -109,7 +111,7 @@ def load_space(path: str | Path) -> Space:
     warm = getattr(module, "WARM_STARTS", [])
     if not isinstance(warm, (list, tuple)) or not all(isinstance(w, dict) for w in warm):
         raise SpaceError(f"{path}: WARM_STARTS must be a list of dicts (one per known-good point).")
-    return Space(path, DefineFromSource(str(path), path.read_text()), settings, tuple(warm))
+    return Space(path, DefineFromSource(str(path), _read_source(path)), settings, tuple(warm))
 
 
 class DefineFromSource:
@@ -137,7 +139,15 @@ class DefineFromSource:
 
 
 def _import(path: Path):
-    return _exec_source(path, path.read_text())
+    return _exec_source(path, _read_source(path))
+
+
+def _read_source(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is fine, as for Python itself
+    except UnicodeDecodeError as err:
+        raise SpaceError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason}). A space file is Python "
+                         "source: save it as UTF-8.") from None
 
 
 def _exec_source(path: Path, source: str):
@@ -147,7 +157,7 @@ def _exec_source(path: Path, source: str):
         exec(compile(source, str(path), "exec"), module.__dict__)
     except SyntaxError as err:
         raise SpaceError(f"{path}:{err.lineno}: syntax error: {err.msg}. Fix the space file and run again.") from None
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # sys.exit() in a space file too: it must not end the search silently
         raise SpaceError(f"{path}:{_line_in(path, err)}: loading raised {type(err).__name__}: {err}") from None
     return module
 
@@ -193,7 +203,7 @@ def check_space(space: Space, *, num_classes: int = 100, samples: int = 64, data
     to_check += [(f"sampled config #{i}", c) for i, c in enumerate(sampled)]
     to_check += [(f"WARM_STARTS[{k}]", _warm_start_config(space, k, point, data))
                  for k, point in enumerate(space.warm_starts)]
-    checked = [(where, _valid_config(space, config, where)) for where, config in to_check]
+    checked = [(where, _valid_config(space, config, where, base)) for where, config in to_check]
     _check_checkpoint_cadence(space, checked)
     _check_budgets(space, checked, num_classes)
     return sampled
@@ -205,11 +215,21 @@ def _extremes(dist) -> list:
     return [dist.low, dist.high]
 
 
-def _valid_config(space: Space, config: dict, where: str) -> TrialConfig:
+def _valid_config(space: Space, config: dict, where: str, base: dict) -> TrialConfig:
     try:
         return TrialConfig.from_dict(config)
     except ConfigError as err:
+        if _fails_alike(base, err):  # a mistake in the fixed keys: not the parameter this config varied
+            where = "SETTINGS['trial']"
         raise SpaceError(f"{space.path}: {where}: {err}") from None
+
+
+def _fails_alike(config: dict, err: ConfigError) -> bool:
+    try:
+        TrialConfig.from_dict(config)
+    except ConfigError as base_err:
+        return str(base_err) == str(err)
+    return False
 
 
 def _check_checkpoint_cadence(space: Space, checked: list[tuple[str, TrialConfig]]) -> None:
@@ -242,6 +262,8 @@ def _check_budgets(space: Space, checked: list[tuple[str, TrialConfig]], num_cla
                 raise ModelError(counted["error"])
             check_budget(cfg, counted["params"])
         except ModelError as err:
+            if cfg.backbone == space.settings.trial.get("backbone"):
+                where = "SETTINGS['trial']"
             raise SpaceError(f"{space.path}: {where}: {err}") from None
 
 

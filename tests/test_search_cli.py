@@ -11,7 +11,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def data(tmp_path):
-    return make_image_folder(tmp_path / "data")
+    return make_image_folder(tmp_path / "data", per_class=22)  # 66 train: the spaces' batch_size 64 fits
+
+
+def hub_cache_holding(root: Path, space_file: Path) -> Path:
+    """A Hugging Face hub cache in which every backbone in the space's BACKBONES has its timm weights file (empty: the
+    plan only looks them up), so a plan with pretrained: True passes offline."""
+    import runpy
+
+    import timm
+
+    for backbone in runpy.run_path(str(space_file))["BACKBONES"]:
+        repo = timm.models.get_pretrained_cfg(backbone).hf_hub_id
+        folder = root / f"models--{repo.replace('/', '--')}"
+        (folder / "refs").mkdir(parents=True)
+        (folder / "refs" / "main").write_text("0" * 40)
+        (folder / "snapshots" / ("0" * 40)).mkdir(parents=True)
+        (folder / "snapshots" / ("0" * 40) / "model.safetensors").touch()
+    return root
 
 
 def run(capsys, *args):
@@ -25,14 +42,17 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path, data, capsys):
     code, out, err = run(capsys, "--space", str(ROOT / "spaces/quick.py"), "--data", str(data), "--storage",
                          str(storage), "--name", "plan", "--dry-run")
     assert code == 0, err
-    assert "3 classes, 36 train, 12 val, 6 test" in out
+    assert "3 classes, 66 train, 12 val, 6 test" in out
     assert "12 trials, metric val_acc (max)" in out and "ASHA over epochs: max 6, grace 1, reduction 3" in out
     assert "1 CPU per trial; max concurrent 2" in out and "1 warm starts" in out
     assert "Dry run: nothing was started." in out
     assert not storage.exists()
 
 
-def test_smoke_test_shrinks_the_run(tmp_path, data, capsys):
+def test_smoke_test_shrinks_the_run(tmp_path, data, capsys, monkeypatch):
+    # full.py trains from timm's pretrained weights: the plan checks they can be had (here: from a local cache)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub_cache_holding(tmp_path / "hub", ROOT / "spaces/full.py")))
     code, out, _ = run(capsys, "--space", str(ROOT / "spaces/full.py"), "--data", str(data), "--storage",
                        str(tmp_path / "r"), "--gpus-per-trial", "0", "--cpus-per-trial", "1", "--smoke-test",
                        "--dry-run")
