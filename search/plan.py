@@ -52,13 +52,13 @@ class Plan:
         _check_name(name)
         out_dir = local_root / name
         experiment = experiment_uri(storage, name)
-        if args.resume and not _can_restore(experiment):
-            raise UserError(f"No search named {name!r} in {storage} to resume. "
-                            f"Start it without --resume: python search/run.py --space SPACE --name {name}")
         # A resumed search is the one that was started: its saved plan, never the space file's defaults.
         saved = read_saved_plan(out_dir) if args.resume else None
         if args.resume:
             _refuse_changes(args, saved)
+        if args.resume and not _can_restore(experiment):
+            raise UserError(f"No search named {name!r} in {storage} to resume. "
+                            f"Start it without --resume: python search/run.py --space SPACE --name {name}")
         space = _load(args, out_dir, saved)
         data_spec = saved["data"] if saved else args.data or space.settings.data
         root = resolve_data_root(data_spec)
@@ -130,20 +130,19 @@ def _refuse_changes(args, saved: dict | None) -> None:
     """Flags that would change the search being resumed are refused; the same values as at the start are
     accepted (a repeated command line). Searches from before plan.json kept only their space file, so
     there --data is still taken."""
-    changed = []
+    changed = {}  # flag -> what was given, and what the search started with
     for key, flag in OVERRIDE_FLAGS.items():
         given = getattr(args, key)
         if given is not None and (saved is None or given != saved["settings"][key]):
-            was = f" (it started with {saved['settings'][key]})" if saved else ""
-            changed.append(f"{flag} {given}{was}")
+            changed[flag] = f"{flag} {given}" + (f", it started with {saved['settings'][key]}" if saved else "")
     if args.smoke_test and not (saved or {}).get("smoke_test"):
-        changed.append("--smoke-test")
+        changed["--smoke-test"] = "--smoke-test" + (", it started without" if saved else "")
     if saved and args.data and _data_spec(args.data) != saved["data"]:
-        changed.append(f"--data {args.data} (it started with {saved['data']})")
+        changed["--data"] = f"--data {args.data}, it started with {saved['data']}"
     if changed:
-        raise UserError(f"{', '.join(changed)}: cannot change a search being resumed. Resume it without "
-                        "them (its saved plan has every setting it started with), or start a new search "
-                        "under another --name.")
+        raise UserError(f"{', '.join(changed)} cannot change a search being resumed ({'; '.join(changed.values())}). "
+                        "Resume it without them (its saved plan holds every setting it started with), or start "
+                        "a new search under another --name.")
 
 
 def _data_spec(spec: str) -> str:

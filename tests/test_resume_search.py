@@ -236,5 +236,5 @@ def test_ctrl_c_in_the_last_trial_then_resume_with_the_printed_command(tmp_path)
     # An override that would change it is refused, in one message, and changes nothing either.
     refused = subprocess.run(resume + ["--num-samples", "3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    assert "--num-samples 3 (it started with 2): cannot change a search being resumed" in refused.stderr
+    assert "--num-samples cannot change a search being resumed (--num-samples 3, it started with 2)" in refused.stderr
     assert file_states(run) == before
