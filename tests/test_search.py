@@ -339,3 +339,43 @@ def test_search_where_every_trial_fails_exits_1_with_the_reasons(ray_session, tm
     study = optuna.load_study(study_name="gone", storage=JournalStorage(JournalFileBackend(str(run / STUDY_FILE))))
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
     assert all(t.user_attrs["fatal_error"].startswith("DataError") for t in study.trials)
+
+
+def _result(metrics: dict, error: BaseException | None = None):
+    """What build_leaderboard reads from a Tune Result: metrics, error, path."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(metrics=metrics, error=error, path="/runs/x/tune_trial_abc_00000", metrics_dataframe=None)
+
+
+@pytest.mark.parametrize("metrics, error, tune_status, expected", [
+    ({"training_iteration": 4, "done": True}, None, "TERMINATED", ("completed", "")),
+    ({"training_iteration": 2, "done": True}, None, "TERMINATED", ("stopped_early", "stopped by ASHA at epoch 2")),
+    # Ctrl-C: Tune stops a running trial as TERMINATED, but its last result is no 'done' one.
+    ({"training_iteration": 2}, None, "TERMINATED", ("interrupted", "the search stopped after epoch 2; --resume continues it")),
+    ({"training_iteration": 0}, None, "RUNNING", ("interrupted", "the search stopped after epoch 0; --resume continues it")),
+    ({}, None, "PENDING", ("not_started", "")),
+    ({"training_iteration": 1, "done": True, "fatal_error": "ConfigError: lr is -1"}, None, "TERMINATED",
+     ("failed", "ConfigError: lr is -1")),
+    ({"training_iteration": 3}, RuntimeError("CUDA out of memory"), "ERROR", ("failed", "RuntimeError: CUDA out of memory")),
+], ids=["completed", "asha", "ctrl-c-mid-trial", "ctrl-c-before-an-epoch", "pending", "fatal", "crash"])
+def test_how_a_trial_ended_is_a_typed_status_with_a_reason(metrics, error, tune_status, expected):
+    from search.leaderboard import trial_outcome
+
+    epochs = int(metrics.get("training_iteration", 0))
+    status, reason = trial_outcome(_result(metrics, error), epochs, MAX_EPOCHS, tune_status)
+    assert (status.value, reason.splitlines()[0] if reason else "") == expected
+
+
+def test_leaderboards_from_before_the_status_column_are_still_read(tmp_path):
+    from ensemble.candidates import qualifying_trials, read_leaderboard
+
+    pd.DataFrame({"rank": [1, 2, 3, 4], "trial_id": ["00000001", "b", "c", "d"],
+                  "ended": ["completed", "stopped by ASHA at epoch 1", "error: DataError: gone", "not started"],
+                  "epochs": [4, 1, 0, 0], "best_checkpoint": ["/ck/a", "/ck/b", "", ""]}).to_csv(
+        tmp_path / "leaderboard.csv", index=False)
+    table = read_leaderboard(tmp_path)
+    assert list(table["status"]) == ["completed", "stopped_early", "failed", "not_started"]
+    assert list(table["reason"]) == ["", "stopped by ASHA at epoch 1", "DataError: gone", ""]
+    chosen, min_epochs = qualifying_trials(table, top_k=5, min_epochs=None)
+    assert list(chosen["trial_id"]) == ["00000001"] and min_epochs == 4  # ids stay text
