@@ -238,3 +238,30 @@ def test_ctrl_c_in_the_last_trial_then_resume_with_the_printed_command(tmp_path)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "--num-samples cannot change a search being resumed (--num-samples 3, it started with 2)" in refused.stderr
     assert file_states(run) == before
+
+
+@pytest.mark.parametrize("flags, plan_text, message", [
+    (["--seed", "7"], None, "--seed cannot change a search being resumed (--seed 7, it started with 5)"),
+    (["--cpus-per-trial", "2", "--max-concurrent", "4"], None,
+     "--max-concurrent, --cpus-per-trial cannot change a search being resumed (--max-concurrent 4, it started "
+     "with 1; --cpus-per-trial 2.0, it started with 1.0)"),
+    (["--smoke-test"], None, "--smoke-test cannot change a search being resumed (--smoke-test, it started without)"),
+    (["--data", "builtin:digits"], None, "--data cannot change a search being resumed (--data builtin:digits, it "
+                                         "started with /data/hw1)"),
+    ([], "{not json", "plan.json cannot be read"),
+    ([], '{"version": 99, "settings": {}}', "plan.json is not a plan this version can resume (expected version 1)"),
+], ids=["seed", "two-flags", "smoke-test", "data", "damaged", "other-version"])
+def test_resume_refuses_what_would_change_the_saved_plan(tmp_path, capsys, flags, plan_text, message):
+    """Checked before Ray or the data is touched: one message, exit 2, and the run's files unchanged."""
+    from search.run import main as search_main
+
+    run = tmp_path / "results" / "saved"
+    run.mkdir(parents=True)
+    settings = {"num_samples": 2, "max_concurrent": 1, "seed": 5, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0}
+    (run / "plan.json").write_text(plan_text or json.dumps(
+        {"version": 1, "settings": settings, "smoke_test": False, "data": "/data/hw1"}))
+    before = (run / "plan.json").read_bytes()
+    code = search_main(["--name", "saved", "--resume", "--storage", str(tmp_path / "results"), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and message in err and "Traceback" not in err
+    assert (run / "plan.json").read_bytes() == before and sorted(p.name for p in run.iterdir()) == ["plan.json"]
