@@ -98,7 +98,8 @@ def summary(table: pd.DataFrame, *, metric: str, max_epochs: int, out_dir: Path,
     return "\n".join([
         f"Best trial {best['trial_id']} ({best['backbone'] if 'backbone' in best else ''}): {metrics} "
         f"at epoch {best['best_epoch']} of {best['epochs']}.",
-        f"Trials: {len(table)} ({stopped} stopped early by ASHA, {failed} failed{unfinished_text}). ASHA ran {epochs_run} of the "
+        f"Trials: {len(table)} ({stopped} stopped early by ASHA, {failed} failed{unfinished_text}). "
+        f"ASHA ran {epochs_run} of the "
         f"{epochs_full} epochs that running every trial to max_epochs would cost: {saved:.0%} saved.",
         f"Files: {out_dir}/leaderboard.md, best_config.json; trials and checkpoints in {storage_dir}.",
         f"Compare trials: tensorboard --logdir {storage_dir}",

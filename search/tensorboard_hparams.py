@@ -6,8 +6,8 @@ HParams plugin takes the first experiment summary it finds as the definition for
 conditional hyperparameters of other trials (mixup alpha, MLP width) vanish from its table.
 
 Here each trial writes only its session start (its hyperparameters) and session end (success, or
-failure for an errored trial, or one that reported a fatal_error). With no experiment summary, TensorBoard builds the experiment from
-the union of all sessions: every trial, every hyperparameter, every metric.
+failure for an errored trial, or one that reported a fatal_error). With no experiment summary, TensorBoard
+builds the experiment from the union of all sessions: every trial, every hyperparameter, every metric.
 """
 from __future__ import annotations
 

@@ -179,7 +179,8 @@ def test_ensemble_scores_members_on_the_gpu(toy_data, tmp_path):
         train_trial({**TINY, "epochs": 2, "seed": seed, "data": str(toy_data)},
                     LocalReporter(tmp_path / trial_id, printer=lambda _: None))
         rows.append({"rank": rank, "trial_id": trial_id, "status": "completed", "reason": "", "epochs": 2,
-                     "best_val_acc": 0.5, "param_count": 4_900_000, "best_checkpoint": str(LocalReporter(tmp_path / trial_id).latest())})
+                     "best_val_acc": 0.5, "param_count": 4_900_000,
+                     "best_checkpoint": str(LocalReporter(tmp_path / trial_id).latest())})
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     pd.DataFrame(rows).to_csv(run_dir / "leaderboard.csv", index=False)

@@ -68,8 +68,8 @@ def study(search_dir):
 def test_leaderboard_has_one_row_per_trial_with_outcomes(leaderboard):
     assert len(leaderboard) == NUM_SAMPLES
     assert list(leaderboard["rank"]) == list(range(1, NUM_SAMPLES + 1))
-    for col in ("trial_id", "status", "reason", "epochs", "best_val_acc", "best_val_macro_f1", "lr", "batch_size", "head",
-                "head_hidden", "param_count", "trial_hours", "accelerator_hours"):
+    for col in ("trial_id", "status", "reason", "epochs", "best_val_acc", "best_val_macro_f1", "lr", "batch_size",
+                "head", "head_hidden", "param_count", "trial_hours", "accelerator_hours"):
         assert col in leaderboard.columns, col
     status = leaderboard["status"]
     assert set(status) <= {"completed", "stopped_early", "failed"}  # every trial ended: none interrupted
@@ -352,12 +352,14 @@ def _result(metrics: dict, error: BaseException | None = None):
     ({"training_iteration": 4, "done": True}, None, "TERMINATED", ("completed", "")),
     ({"training_iteration": 2, "done": True}, None, "TERMINATED", ("stopped_early", "stopped by ASHA at epoch 2")),
     # Ctrl-C: Tune stops a running trial as TERMINATED, but its last result is no 'done' one.
-    ({"training_iteration": 2}, None, "TERMINATED", ("interrupted", "the search stopped after epoch 2; --resume continues it")),
+    ({"training_iteration": 2}, None, "TERMINATED",
+     ("interrupted", "the search stopped after epoch 2; --resume continues it")),
     ({"training_iteration": 0}, None, "RUNNING", ("interrupted", "the search stopped after epoch 0; --resume continues it")),
     ({}, None, "PENDING", ("not_started", "")),
     ({"training_iteration": 1, "done": True, "fatal_error": "ConfigError: lr is -1"}, None, "TERMINATED",
      ("failed", "ConfigError: lr is -1")),
-    ({"training_iteration": 3}, RuntimeError("CUDA out of memory"), "ERROR", ("failed", "RuntimeError: CUDA out of memory")),
+    ({"training_iteration": 3}, RuntimeError("CUDA out of memory"), "ERROR",
+     ("failed", "RuntimeError: CUDA out of memory")),
 ], ids=["completed", "asha", "ctrl-c-mid-trial", "ctrl-c-before-an-epoch", "pending", "fatal", "crash"])
 def test_how_a_trial_ended_is_a_typed_status_with_a_reason(metrics, error, tune_status, expected):
     from search.leaderboard import trial_outcome
