@@ -95,12 +95,15 @@ def summary(table: pd.DataFrame, *, metric: str, max_epochs: int, out_dir: Path,
     unfinished_text = f", {unfinished} interrupted or not started" if unfinished else ""
     metrics = ", ".join(f"{c[5:]} {best[c]:.4f}" for c in table.columns
                         if c.startswith("best_val") and pd.notna(best[c]))
+    # An interrupted search has a best trial so far, and its unrun epochs are not ASHA's savings.
+    cost = (f"{epochs_run} of the {epochs_full} epochs that running every trial to max_epochs would cost have run"
+            if unfinished else
+            f"ASHA ran {epochs_run} of the {epochs_full} epochs that running every trial to max_epochs would cost: "
+            f"{saved:.0%} saved")
     return "\n".join([
-        f"Best trial {best['trial_id']} ({best['backbone'] if 'backbone' in best else ''}): {metrics} "
-        f"at epoch {best['best_epoch']} of {best['epochs']}.",
-        f"Trials: {len(table)} ({stopped} stopped early by ASHA, {failed} failed{unfinished_text}). "
-        f"ASHA ran {epochs_run} of the "
-        f"{epochs_full} epochs that running every trial to max_epochs would cost: {saved:.0%} saved.",
+        f"Best trial{' so far' if unfinished else ''} {best['trial_id']} "
+        f"({best['backbone'] if 'backbone' in best else ''}): {metrics} at epoch {best['best_epoch']} of {best['epochs']}.",
+        f"Trials: {len(table)} ({stopped} stopped early by ASHA, {failed} failed{unfinished_text}). {cost}.",
         f"Files: {out_dir}/leaderboard.md, best_config.json; trials and checkpoints in {storage_dir}.",
         f"Compare trials: tensorboard --logdir {storage_dir}",
     ])

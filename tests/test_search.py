@@ -381,3 +381,17 @@ def test_leaderboards_from_before_the_status_column_are_still_read(tmp_path):
     assert list(table["reason"]) == ["", "stopped by ASHA at epoch 1", "DataError: gone", ""]
     chosen, min_epochs = qualifying_trials(table, top_k=5, min_epochs=None)
     assert list(chosen["trial_id"]) == ["00000001"] and min_epochs == 4  # ids stay text
+
+
+def test_an_interrupted_search_summary_claims_no_savings(tmp_path):
+    from search.outputs import summary
+
+    table = pd.DataFrame({"trial_id": ["a", "b"], "status": ["completed", "interrupted"], "epochs": [4, 2],
+                          "best_epoch": [3, 2], "best_val_acc": [0.9, 0.5]})
+    text = summary(table, metric="val_acc", max_epochs=4, out_dir=tmp_path, storage_dir=str(tmp_path))
+    assert "Best trial so far a" in text and "1 interrupted or not started" in text
+    assert "6 of the 8 epochs that running every trial to max_epochs would cost have run." in text
+    assert "saved" not in text and "ASHA ran" not in text
+    table["status"] = ["completed", "stopped_early"]
+    text = summary(table, metric="val_acc", max_epochs=4, out_dir=tmp_path, storage_dir=str(tmp_path))
+    assert "Best trial a" in text and "ASHA ran 6 of the 8 epochs" in text and "25% saved" in text
