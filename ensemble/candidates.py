@@ -15,6 +15,7 @@ import pandas as pd
 
 from ensemble.storage import Location
 from trainable.errors import UserError
+from trainable.trial_status import TrialStatus, from_legacy
 
 CACHE_DIR = "ensemble_cache"
 _CACHE_VERSION = 2  # 2: .npz, written by the driver from a scoring task's payload
@@ -66,17 +67,24 @@ def read_leaderboard(run_dir: Path) -> pd.DataFrame:
         raise EnsembleError(f"No leaderboard at {path}. Give a search's results folder (results/<name>), "
                             "after the search has finished or been interrupted.")
     # Ids and paths stay text: a trial id like "12345678" must not become a number.
-    table = pd.read_csv(path, dtype={"trial_id": str, "best_checkpoint": str, "ended": str})
-    return table.fillna({"best_checkpoint": "", "ended": ""})
+    table = pd.read_csv(path, dtype={"trial_id": str, "best_checkpoint": str, "status": str, "reason": str,
+                                     "ended": str})
+    table = table.fillna({"best_checkpoint": "", "reason": ""})
+    if "status" not in table and "ended" in table:  # a leaderboard from before the status column
+        parsed = table["ended"].fillna("").map(from_legacy)
+        table["status"] = [status.value for status, _ in parsed]
+        table["reason"] = [reason for _, reason in parsed]
+    return table
 
 
 def qualifying_trials(table: pd.DataFrame, top_k: int, min_epochs: int | None) -> tuple[pd.DataFrame, int]:
-    """The top_k best-ranked trials that did not error and ran >= min_epochs (default: the most any ran,
-    i.e. the trials ASHA let finish); returns them and the min_epochs used."""
-    ran = table[~table["ended"].str.startswith("error")]
+    """The top_k best-ranked trials that completed or were stopped early and ran >= min_epochs (default: the
+    most any ran, i.e. the trials ASHA let finish); returns them and the min_epochs used."""
+    ran = table[table["status"].map(lambda status: TrialStatus(status).trained)]
     if ran.empty:
-        raise EnsembleError(f"No finished trials: all {len(table)} trial(s) in the leaderboard errored "
-                            "(reasons in leaderboard.md), so there is nothing to ensemble.")
+        counts = ", ".join(f"{n} {status}" for status, n in table["status"].value_counts().items())
+        raise EnsembleError(f"No finished trials: none of the {len(table)} trial(s) in the leaderboard completed or "
+                            f"was stopped early ({counts}; reasons in leaderboard.md), so there is nothing to ensemble.")
     most = int(ran["epochs"].max())
     need = most if min_epochs is None else min_epochs
     qualified = ran[ran["epochs"] >= need].sort_values("rank")

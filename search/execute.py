@@ -1,29 +1,43 @@
 """Run a checked Plan on Ray: start or join Ray, fit (or resume) the Tuner, write the outputs, ensemble the
-top trials (as Ray tasks, before Ray shuts down), summarise."""
+top trials (as Ray tasks, before Ray shuts down), summarise.
+
+Exit codes: 0 the search ended (every trial completed, stopped early or failed, at least one not failed);
+1 every trial failed; 130 interrupted (trials left to run: the ensemble waits for --resume).
+"""
 from __future__ import annotations
 
 import json
 import os
 import sys
+from collections import Counter
 
+import pandas as pd
 import ray
 
 from search.concurrency import resolve_concurrency
 from search.leaderboard import build_leaderboard
 from search.outputs import summary, write_leaderboard, write_run_files
+from search.saved_plan import write_saved_plan
 from search.study import dashboard_command, study_file
 from search.tensorboard_hparams import HParamsLoggerCallback, import_tensorboardx_without_torch
 from search.tuner import build_tuner, restore_tuner
 from trainable.errors import UserError
+from trainable.trial_status import TrialStatus
+
+EXIT_ALL_FAILED, EXIT_INTERRUPTED = 1, 130
 
 
 def execute(plan) -> int:
+    if plan.resume and (finished := finished_leaderboard(plan)) is not None:
+        return _already_finished(plan, finished)  # touches nothing: no Ray, no file rewritten
     import_tensorboardx_without_torch()
     owns_ray = not ray.is_initialized()  # tests and notebooks may have started Ray already
     if owns_ray:
         _init_ray(plan)
     try:
         write_run_files(plan.out_dir, plan.space.path)  # only once Ray is up: a failed start leaves no run behind
+        if not plan.resume:
+            write_saved_plan(plan, smoke_test=plan.smoke_test)
         return _run(plan)
     finally:
         if owns_ray:  # only now: the ensemble stage scores its members as Ray tasks on the cluster
@@ -54,29 +68,75 @@ def _run(plan) -> int:
                                 max_concurrent=concurrency.trials, callbacks=[HParamsLoggerCallback()],
                                 study_path=study_file(plan.out_dir))
         results = tuner.fit()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C: Tune saved its state at the first
         print(f"\nInterrupted. Trials and searcher state are saved. To continue: {plan.resume_command}", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
     s = plan.space.settings
     table = build_leaderboard(results, plan.space, plan.space.trial_config({}, plan.data))
     best_config = None
-    finished = results.num_terminated
-    if len(table) and not table.iloc[0]["ended"].startswith("error"):
+    if len(table) and TrialStatus(table.iloc[0]["status"]).trained:
         best_config = _config_of(results, table.iloc[0]["trial_id"])
     write_leaderboard(plan.out_dir, table, best_config)
-    unfinished = s.num_samples - finished - results.num_errors
-    if plan.ensemble_top_k and best_config is not None and unfinished <= 0:  # an interrupted search ensembles on --resume
+    summary_text = summary(table, metric=s.metric, max_epochs=s.max_epochs, out_dir=plan.out_dir,
+                           storage_dir=plan.experiment_path)
+    unfinished = unfinished_trials(table, s.num_samples)
+    if unfinished:  # no ensemble, no report: they wait for the trials --resume will finish
+        print("\n" + summary_text)
+        print(f"\nThe search stopped with {unfinished} trial(s) not run or not finished; no ensemble was built. "
+              f"To continue it: {plan.resume_command}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if _all_failed(table):
+        print(f"\nerror: {all_failed_message(table, plan.out_dir)}", file=sys.stderr)
+        return EXIT_ALL_FAILED
+    if plan.ensemble_top_k and best_config is not None:
         _ensemble(plan)
     _report(plan)
-    print()
+    print("\n" + summary_text)
+    return 0
+
+
+def unfinished_trials(table: pd.DataFrame, num_samples: int) -> int:
+    """Trials interrupted, never started, or never created (Tune had not asked the searcher for them yet)."""
+    ended = table["status"].map(lambda status: TrialStatus(status).ended) if len(table) else pd.Series([], dtype=bool)
+    return int((~ended).sum()) + max(num_samples - len(table), 0)
+
+
+def finished_leaderboard(plan) -> pd.DataFrame | None:
+    """The leaderboard of a search whose every trial had ended when it was written, else None."""
+    path = plan.out_dir / "leaderboard.csv"
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path, dtype={"trial_id": str, "status": str, "reason": str})
+    if "status" not in table or not table["status"].isin([s.value for s in TrialStatus]).all():
+        return None  # a leaderboard from before the status column: let Tune decide
+    return None if unfinished_trials(table, plan.space.settings.num_samples) else table
+
+
+def _already_finished(plan, table: pd.DataFrame) -> int:
+    s = plan.space.settings
+    print(f"\nThe search {plan.name!r} has already finished; nothing was run or rewritten.")
+    if _all_failed(table):
+        print(f"error: {all_failed_message(table, plan.out_dir)}", file=sys.stderr)
+        return EXIT_ALL_FAILED
     print(summary(table, metric=s.metric, max_epochs=s.max_epochs, out_dir=plan.out_dir,
                   storage_dir=plan.experiment_path))
-    if unfinished > 0:
-        print(f"\nThe search stopped with {unfinished} trial(s) not run or not finished. To continue it: "
-              f"{plan.resume_command}", file=sys.stderr)
-        return 130
+    if plan.ensemble_top_k and not (plan.out_dir / "ensemble.json").exists():
+        print(f"No ensemble in {plan.out_dir}: build it with python -m ensemble {plan.out_dir}")
     return 0
+
+
+def _all_failed(table: pd.DataFrame) -> bool:
+    return len(table) > 0 and (table["status"] == TrialStatus.FAILED.value).all()
+
+
+def all_failed_message(table: pd.DataFrame, out_dir) -> str:
+    """One message for a search where every trial failed: each distinct reason once, with its count."""
+    reasons = Counter(str(reason).strip().splitlines()[0] if isinstance(reason, str) and reason.strip() else "unknown"
+                      for reason in table["reason"])
+    listed = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common())
+    return (f"All {len(table)} trial(s) failed: {listed}. Fix the cause and start a new search under another "
+            f"--name (per-trial reasons: {out_dir / 'leaderboard.md'}).")
 
 
 def _ensemble(plan) -> None:

@@ -4,19 +4,21 @@ from __future__ import annotations
 import pandas as pd
 
 from search.space_file import Space
+from trainable.trial_status import FATAL_ERROR, TrialStatus
 
-TRIAL_COLUMNS = ["rank", "trial_id", "ended", "epochs", "best_epoch"]
+TRIAL_COLUMNS = ["rank", "trial_id", "status", "reason", "epochs", "best_epoch"]
 COST_COLUMNS = ["param_count", "trial_hours", "accelerator_hours", "best_checkpoint"]
 
 
 def build_leaderboard(results, space: Space, base_config: dict) -> pd.DataFrame:
     s = space.settings
-    rows = [_row(result, s, base_config) for result in results]
+    tune_status = _tune_statuses(results)
+    rows = [_row(result, s, base_config, tune_status) for result in results]
     if not rows:
         return pd.DataFrame(columns=TRIAL_COLUMNS)
     table = pd.DataFrame(rows)
     best = f"best_{s.metric}"
-    table["_failed"] = table["ended"].str.startswith("error")
+    table["_failed"] = table["status"] == TrialStatus.FAILED.value
     table = table.sort_values(["_failed", best], ascending=[True, s.mode == "min"], na_position="last")
     table = table.drop(columns="_failed").reset_index(drop=True)
     table.insert(0, "rank", range(1, len(table) + 1))
@@ -25,15 +27,19 @@ def build_leaderboard(results, space: Space, base_config: dict) -> pd.DataFrame:
     return table[TRIAL_COLUMNS + metric_cols + hyper_cols + COST_COLUMNS]
 
 
-def _row(result, settings, base_config: dict) -> dict:
+def _row(result, settings, base_config: dict, tune_status: dict[str, str]) -> dict:
     metrics = result.metrics or {}
     history = result.metrics_dataframe
     trial_id = metrics.get("trial_id") or _trial_id_from_path(result.path)
     searched = {k: v for k, v in (result.config or {}).items() if k not in base_config or base_config[k] != v}
     row = {"trial_id": trial_id, **searched}
     epochs = int(metrics.get("training_iteration", 0) or 0)
+    if metrics.get(FATAL_ERROR):  # its last result is the error report, not an epoch
+        epochs = max(epochs - 1, 0)
+        if history is not None and FATAL_ERROR in history:
+            history = history[history[FATAL_ERROR].isna()]
     row["epochs"] = epochs
-    if history is not None and settings.metric in history:
+    if history is not None and settings.metric in history and history[settings.metric].notna().any():
         best_idx = history[settings.metric].idxmax() if settings.mode == "max" else history[settings.metric].idxmin()
         best_row = history.loc[best_idx]
         row[f"best_{settings.metric}"] = float(best_row[settings.metric])
@@ -44,7 +50,8 @@ def _row(result, settings, base_config: dict) -> dict:
     else:
         row[f"best_{settings.metric}"] = float("nan")
         row["best_epoch"] = 0
-    row["ended"] = _ended(result, epochs, settings.max_epochs)
+    status, reason = trial_outcome(result, epochs, settings.max_epochs, tune_status.get(trial_id))
+    row["status"], row["reason"] = status.value, reason
     row["param_count"] = metrics.get("param_count")
     hours = float(metrics.get("time_total_s", 0.0) or 0.0) / 3600
     row["trial_hours"] = round(hours, 5)
@@ -54,14 +61,29 @@ def _row(result, settings, base_config: dict) -> dict:
     return row
 
 
-def _ended(result, epochs: int, max_epochs: int) -> str:
+def trial_outcome(result, epochs: int, max_epochs: int, tune_status: str | None) -> tuple[TrialStatus, str]:
+    """(status, reason). Tune marks a trial's last result `done` only when the trial really ended (returned, or
+    ASHA stopped it); after Ctrl-C Tune stops the running trials as TERMINATED too, so status alone would call
+    them finished."""
+    metrics = result.metrics or {}
+    if metrics.get(FATAL_ERROR):
+        return TrialStatus.FAILED, str(metrics[FATAL_ERROR])
     if result.error is not None:
-        return f"error: {error_reason(result.error)}"
+        return TrialStatus.FAILED, error_reason(result.error)
+    if not metrics.get("done"):
+        if epochs == 0 and tune_status in (None, "PENDING"):
+            return TrialStatus.NOT_STARTED, ""
+        return TrialStatus.INTERRUPTED, f"the search stopped after epoch {epochs}; --resume continues it"
     if epochs >= max_epochs:
-        return "completed"
-    if epochs == 0:
-        return "not started"
-    return f"stopped by ASHA at epoch {epochs}"
+        return TrialStatus.COMPLETED, ""
+    return TrialStatus.STOPPED_EARLY, f"stopped by ASHA at epoch {epochs}"
+
+
+def _tune_statuses(results) -> dict[str, str]:
+    """Tune's own status per trial id (PENDING, RUNNING, TERMINATED, ...). The ResultGrid has no public
+    accessor for it; without it, a trial with no result yet counts as not started."""
+    analysis = getattr(results, "_experiment_analysis", None)
+    return {trial.trial_id: trial.status for trial in getattr(analysis, "trials", None) or []}
 
 
 def error_reason(error: BaseException) -> str:

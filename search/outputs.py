@@ -3,7 +3,8 @@
     leaderboard.csv / leaderboard.md   one row per trial (search/leaderboard.py)
     best_config.json                   the best trial's full trial config, runnable with `python -m trainable --config`
     space.py                           the space file as it was run
-    provenance.json                    git commit, package versions, command line, host
+    plan.json                          the resolved plan a --resume continues (search/saved_plan.py)
+    provenance.json                    git commit, package versions, host, the command; each --resume appended
 """
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 
 from search.leaderboard import to_markdown
+from trainable.trial_status import TrialStatus
 
 PACKAGES = ("torch", "torchvision", "timm", "ray", "optuna", "pandas", "numpy", "pillow", "scikit-learn",
             "tensorboard", "tensorboardX")
@@ -25,11 +28,23 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_run_files(out_dir: Path, space_path: Path) -> None:
-    """At the start of a run: the space file and provenance, so even an interrupted run is reproducible."""
+    """At the start of a run: the space file and provenance, so even an interrupted run is reproducible.
+    A resumed run keeps the original command and appends its own (command, time, git commit)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if not (out_dir / "space.py").exists():
         shutil.copyfile(space_path, out_dir / "space.py")
-    (out_dir / "provenance.json").write_text(json.dumps(provenance(), indent=2))
+    path = out_dir / "provenance.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):  # a new run (or an unreadable record: start a fresh one)
+        record = None
+    if record is None:
+        record = provenance()
+    else:
+        resume = {"command": " ".join(sys.argv), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  "git_commit": _git("rev-parse", "HEAD")}
+        record["resumes"] = [*record.get("resumes", []), resume]
+    path.write_text(json.dumps(record, indent=2))
 
 
 def provenance() -> dict:
@@ -66,22 +81,29 @@ def write_leaderboard(out_dir: Path, table: pd.DataFrame, best_config: dict | No
 
 
 def summary(table: pd.DataFrame, *, metric: str, max_epochs: int, out_dir: Path, storage_dir: str) -> str:
-    ran = table[~table["ended"].str.startswith("error")]
-    if ran.empty:
+    status = table["status"]
+    ran = table[status != TrialStatus.FAILED.value]
+    if ran.empty or ran["epochs"].max() == 0:
         return f"No trial finished. Reasons are in {out_dir / 'leaderboard.md'}."
     best = ran.iloc[0]
     epochs_run = int(table["epochs"].sum())
     epochs_full = len(table) * max_epochs
     saved = 1 - epochs_run / epochs_full if epochs_full else 0.0
-    stopped = int(table["ended"].str.startswith("stopped").sum())
-    failed = int(table["ended"].str.startswith("error").sum())
+    stopped = int((status == TrialStatus.STOPPED_EARLY.value).sum())
+    failed = int((status == TrialStatus.FAILED.value).sum())
+    unfinished = int(status.isin([TrialStatus.INTERRUPTED.value, TrialStatus.NOT_STARTED.value]).sum())
+    unfinished_text = f", {unfinished} interrupted or not started" if unfinished else ""
     metrics = ", ".join(f"{c[5:]} {best[c]:.4f}" for c in table.columns
                         if c.startswith("best_val") and pd.notna(best[c]))
+    # An interrupted search has a best trial so far, and its unrun epochs are not ASHA's savings.
+    cost = (f"{epochs_run} of the {epochs_full} epochs that running every trial to max_epochs would cost have run"
+            if unfinished else
+            f"ASHA ran {epochs_run} of the {epochs_full} epochs that running every trial to max_epochs would cost: "
+            f"{saved:.0%} saved")
     return "\n".join([
-        f"Best trial {best['trial_id']} ({best['backbone'] if 'backbone' in best else ''}): {metrics} "
-        f"at epoch {best['best_epoch']} of {best['epochs']}.",
-        f"Trials: {len(table)} ({stopped} stopped early by ASHA, {failed} failed). ASHA ran {epochs_run} of the "
-        f"{epochs_full} epochs that running every trial to max_epochs would cost: {saved:.0%} saved.",
+        f"Best trial{' so far' if unfinished else ''} {best['trial_id']} "
+        f"({best['backbone'] if 'backbone' in best else ''}): {metrics} at epoch {best['best_epoch']} of {best['epochs']}.",
+        f"Trials: {len(table)} ({stopped} stopped early by ASHA, {failed} failed{unfinished_text}). {cost}.",
         f"Files: {out_dir}/leaderboard.md, best_config.json; trials and checkpoints in {storage_dir}.",
         f"Compare trials: tensorboard --logdir {storage_dir}",
     ])

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from search import preflight
+from search.saved_plan import read_saved_plan
 from search.space_file import Space, SpaceError, check_space, load_space
 from trainable.data import DatasetIndex, index_dataset, resolve_data_root
 from trainable.errors import UserError
@@ -30,6 +31,7 @@ class Plan:
     resume: bool
     address: str | None
     ensemble_top_k: int = 5
+    smoke_test: bool = False
 
     @property
     def experiment_path(self) -> str:
@@ -44,35 +46,38 @@ class Plan:
     @classmethod
     def from_args(cls, args) -> "Plan":
         storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
-        if args.resume:
-            if not args.name:
-                raise UserError("--resume needs --name: the name of the search to continue (see results/).")
-            given = [flag for key, flag in OVERRIDE_FLAGS.items() if getattr(args, key) is not None]
-            if given or args.smoke_test:
-                raise UserError(f"{', '.join(given) or '--smoke-test'} cannot change a search being resumed; "
-                                "drop them, or start a new search under another --name.")
-        preflight.check_destination(storage, args.name, args.address)  # before anything touches storage or Ray
+        if args.resume and not args.name:
+            raise UserError("--resume needs --name: the name of the search to continue (see results/).")
         local_root = Path(storage) if "://" not in storage else Path("results").resolve()
         name = args.name or f"{(args.space.stem if args.space else 'search')}-{time.strftime('%Y%m%d-%H%M%S')}"
         _check_name(name)
         out_dir = local_root / name
         experiment = experiment_uri(storage, name)
+        # A resumed search is the one that was started: its saved plan, never the space file's defaults.
+        saved = read_saved_plan(out_dir) if args.resume else None
+        if args.resume:
+            _refuse_changes(args, saved)
+        # Before anything reads the storage or joins Ray: a bad URI or a dead address is one message, not a hang.
+        preflight.check_destination(storage, args.name, args.address or (saved or {}).get("address"))
         if args.resume and not _can_restore(experiment):
             raise UserError(f"No search named {name!r} in {storage} to resume. "
                             f"Start it without --resume: python search/run.py --space SPACE --name {name}")
-        space = _load(args, out_dir)
-        data_spec = args.data or space.settings.data
+        space = _load(args, out_dir, saved)
+        data_spec = saved["data"] if saved else args.data or space.settings.data
         root = resolve_data_root(data_spec)
         data = data_spec if data_spec.startswith("builtin:") else str(root)
         trial_defaults = space.trial_config({}, data)
         index = index_dataset(root, val_fraction=trial_defaults.get("val_fraction", 0.1),
                               seed=space.settings.seed, min_image_side=trial_defaults.get("min_image_side", 8))
         check_space(space, num_classes=len(index.classes), data=data)
-        if args.ensemble_top_k < 0:
-            raise UserError(f"--ensemble-top-k is {args.ensemble_top_k}, but must be >= 0 (0 skips the ensemble).")
-        plan = cls(space, data, index, name, storage, out_dir, args.resume, args.address, args.ensemble_top_k)
+        top_k = args.ensemble_top_k if args.ensemble_top_k is not None else (saved or {}).get("ensemble_top_k", 5)
+        if top_k < 0:
+            raise UserError(f"--ensemble-top-k is {top_k}, but must be >= 0 (0 skips the ensemble).")
+        address = args.address or (saved or {}).get("address")  # a new --address: the cluster moved
+        plan = cls(space, data, index, name, storage, out_dir, args.resume, address, top_k,
+                   smoke_test=bool(saved["smoke_test"] if saved else args.smoke_test))
         plan._check_existing()
-        if not args.address:
+        if not address:
             _check_local_resources(space)
         preflight.check_trials(space, index, data)  # batch size, metric, pretrained weights: would fail every trial
         return plan
@@ -125,10 +130,39 @@ class Plan:
         return execute(self)
 
 
-def _load(args, out_dir: Path) -> Space:
+def _refuse_changes(args, saved: dict | None) -> None:
+    """Flags that would change the search being resumed are refused; the same values as at the start are
+    accepted (a repeated command line). Searches from before plan.json kept only their space file, so
+    there --data is still taken."""
+    changed = {}  # flag -> what was given, and what the search started with
+    for key, flag in OVERRIDE_FLAGS.items():
+        given = getattr(args, key)
+        if given is not None and (saved is None or given != saved["settings"][key]):
+            changed[flag] = f"{flag} {given}" + (f", it started with {saved['settings'][key]}" if saved else "")
+    if args.smoke_test and not (saved or {}).get("smoke_test"):
+        changed["--smoke-test"] = "--smoke-test" + (", it started without" if saved else "")
+    if saved and args.data and _data_spec(args.data) != saved["data"]:
+        changed["--data"] = f"--data {args.data}, it started with {saved['data']}"
+    if changed:
+        raise UserError(f"{', '.join(changed)} cannot change a search being resumed ({'; '.join(changed.values())}). "
+                        "Resume it without them (its saved plan holds every setting it started with), or start "
+                        "a new search under another --name.")
+
+
+def _data_spec(spec: str) -> str:
+    return spec if spec.startswith("builtin:") else str(Path(spec).resolve())
+
+
+def _load(args, out_dir: Path, saved: dict | None) -> Space:
     if args.resume:
-        saved = out_dir / "space.py"
-        space = load_space(saved if saved.exists() else args.space)
+        copy = out_dir / "space.py"
+        space = load_space(copy if copy.exists() else args.space)
+        if saved:
+            try:
+                space = space.replace_settings(**saved["settings"])
+            except (UserError, TypeError) as err:
+                raise UserError(f"{out_dir / 'plan.json'}: its settings do not fit {copy}: {err}. "
+                                "Start a new search under another --name.") from None
     else:
         if not args.space:
             raise UserError("--space is required: a space file such as spaces/quick.py or spaces/full.py.")

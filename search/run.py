@@ -35,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="existing Ray cluster (e.g. auto); default: start Ray locally")
     p.add_argument("--resume", action="store_true", help="continue the search named --name")
     p.add_argument("--dry-run", action="store_true", help="check space, data and budgets, print the plan, run nothing")
-    p.add_argument("--ensemble-top-k", type=int, default=5,
-                   help="ensemble the best checkpoints of the top K finished trials at the end (0 = skip)")
+    p.add_argument("--ensemble-top-k", type=int,
+                   help="ensemble the best checkpoints of the top K finished trials at the end (default 5; 0 = skip)")
     p.add_argument("--smoke-test", action="store_true", help="2 trials x 1 epoch at <= 64 px, to check the plumbing")
     return p
 

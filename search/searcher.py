@@ -6,7 +6,8 @@ reporting. TPE then ranks a 1-epoch curve against 30-epoch ones as equals. Here:
   - a trial that ran all `max_epochs` is COMPLETE with its last value;
   - a trial stopped earlier (by ASHA) is PRUNED: Optuna keeps its intermediate values, and TPE ranks
     pruned trials below completed ones, by how far they got and then by their value at that step;
-  - a trial that errored is FAIL.
+  - a trial that errored is FAIL, and so is one that reported a `fatal_error` (a config or data error,
+    not retried: search/tune_reporter.py), with the error in its `fatal_error` user attribute.
 `truthful=False` keeps Ray's behaviour, for the benchmark that measures the difference.
 
 With a JournalStorage (search/study.py) the study lives in a file: Ray pickles the searcher with the
@@ -18,6 +19,8 @@ import logging
 
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
+
+from trainable.trial_status import FATAL_ERROR
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +42,8 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         return config
 
     def on_trial_result(self, trial_id: str, result: dict):
+        if result.get(FATAL_ERROR):  # not an epoch: on_trial_complete tells Optuna FAIL
+            return
         super().on_trial_result(trial_id, result)
         self._reported_steps[trial_id] = result["training_iteration"]
 
@@ -50,7 +55,10 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         ot_trial = self._ot_trials[trial_id]
         epochs = (result or {}).get("training_iteration", 0)
         value = (result or {}).get(self._metric)
-        if error or value is None:
+        fatal = (result or {}).get(FATAL_ERROR)
+        if fatal:
+            ot_trial.set_user_attr(FATAL_ERROR, str(fatal))
+        if error or fatal or value is None:
             state, values = TrialState.FAIL, None
         else:
             # Tune passes a trial's final result to on_trial_complete only, never to on_trial_result:

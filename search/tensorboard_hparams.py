@@ -6,8 +6,8 @@ HParams plugin takes the first experiment summary it finds as the definition for
 conditional hyperparameters of other trials (mixup alpha, MLP width) vanish from its table.
 
 Here each trial writes only its session start (its hyperparameters) and session end (success, or
-failure for an errored trial). With no experiment summary, TensorBoard builds the experiment from
-the union of all sessions: every trial, every hyperparameter, every metric.
+failure for an errored trial, or one that reported a fatal_error). With no experiment summary, TensorBoard
+builds the experiment from the union of all sessions: every trial, every hyperparameter, every metric.
 """
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import sys
 
 from ray.tune.logger import TBXLoggerCallback
 from ray.tune.utils import flatten_dict
+
+from trainable.trial_status import FATAL_ERROR
 
 
 def import_tensorboardx_without_torch() -> None:
@@ -58,6 +60,7 @@ class HParamsLoggerCallback(TBXLoggerCallback):
             return
         params = {k: v for k, v in flatten_dict(trial.evaluated_params or {}).items()
                   if isinstance(v, (str, bool, int, float))}
+        failed = failed or bool((trial.last_result or {}).get(FATAL_ERROR))  # a config/data error, not retried
         for summary in _session_summaries(params, failed):
             writer.file_writer.add_summary(summary)
         writer.close()

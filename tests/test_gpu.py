@@ -152,7 +152,7 @@ def test_two_trials_share_one_gpu_through_ray(ray_session, tmp_path):
                         "--name", "shared", "--seed", "0"]) == 0
     run_dir = tmp_path / "results" / "shared"
     board = pd.read_csv(run_dir / "leaderboard.csv")
-    assert len(board) == 2 and (board["ended"] == "completed").all()
+    assert len(board) == 2 and (board["status"] == "completed").all()
 
     last = [read_jsonl(p)[-1] for p in run_dir.glob("*/result.json")]
     assert len(last) == 2
@@ -178,8 +178,9 @@ def test_ensemble_scores_members_on_the_gpu(toy_data, tmp_path):
     for rank, (trial_id, seed) in enumerate((("gpu111", 1), ("gpu222", 2)), start=1):
         train_trial({**TINY, "epochs": 2, "seed": seed, "data": str(toy_data)},
                     LocalReporter(tmp_path / trial_id, printer=lambda _: None))
-        rows.append({"rank": rank, "trial_id": trial_id, "ended": "completed", "epochs": 2, "best_val_acc": 0.5,
-                     "param_count": 4_900_000, "best_checkpoint": str(LocalReporter(tmp_path / trial_id).latest())})
+        rows.append({"rank": rank, "trial_id": trial_id, "status": "completed", "reason": "", "epochs": 2,
+                     "best_val_acc": 0.5, "param_count": 4_900_000,
+                     "best_checkpoint": str(LocalReporter(tmp_path / trial_id).latest())})
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     pd.DataFrame(rows).to_csv(run_dir / "leaderboard.csv", index=False)

@@ -128,7 +128,7 @@ def test_trials_run_on_several_worker_nodes_never_the_head(cluster, data, tmp_pa
     assert code == 0, log[-4000:]
     names = cluster.node_names()
     table = pd.read_csv(experiment / "leaderboard.csv")
-    assert len(table) == 4 and (table["ended"] == "completed").all(), table.to_string()
+    assert len(table) == 4 and (table["status"] == "completed").all(), table.to_string()
     placed = {}
     for d in trial_dirs(experiment):
         rows = results(d)
@@ -276,12 +276,12 @@ def test_a_killed_worker_node_loses_no_trial(cluster, data, tmp_path, s3_endpoin
     table = pd.read_csv(run_dir / "leaderboard.csv") if (run_dir / "leaderboard.csv").exists() else None
     if table is not None:
         report.append(f"[fault] search ended (exit {code}): " + ", ".join(
-            f"{r.trial_id} {r.ended} ({r.epochs} epochs)" for r in table.itertuples()))
+            f"{r.trial_id} {r.status} ({r.epochs} epochs)" for r in table.itertuples()))
     report = "\n".join(report)
     print("\n" + report)
 
     assert code == 0, report + "\n" + log[-4000:]
-    assert table is not None and len(table) == num_samples and (table["ended"] == "completed").all(), report
+    assert table is not None and len(table) == num_samples and (table["status"] == "completed").all(), report
     # The victim continued from its checkpoint on another node: its own epoch counter (restored from the
     # checkpoint in the bucket, not Tune's) goes on from the last epoch w1 reported, each epoch exactly once.
     assert epochs == list(range(1, max_epochs + 1)), report

@@ -3,6 +3,7 @@ the interrupted trial continues from its checkpoint, and the searcher keeps its 
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -122,7 +123,7 @@ def test_interrupted_search_resumes(tmp_path, interrupt):
     resumed = subprocess.run(cmd + ["--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     table = pd.read_csv(experiment / "leaderboard.csv") if (experiment / "leaderboard.csv").exists() else None
     report.append(f"[resume] --resume exited {resumed.returncode} after {time.time() - resumed_at:.1f} s: "
-                  + (", ".join(f"{r.trial_id} {r.ended} ({r.epochs} epochs)" for r in table.itertuples())
+                  + (", ".join(f"{r.trial_id} {r.status} ({r.epochs} epochs)" for r in table.itertuples())
                      if table is not None else "no leaderboard"))
     report.append("[resume] recovered: " + ("; ".join(
         f"{name} (epochs {at_stop[name]} before) continued with epochs "
@@ -133,7 +134,7 @@ def test_interrupted_search_resumes(tmp_path, interrupt):
     assert resumed.returncode == 0, report + "\n" + resumed.stdout[-3000:] + resumed.stderr[-3000:]
 
     table = pd.read_csv(experiment / "leaderboard.csv")
-    assert len(table) == NUM_SAMPLES and (table["ended"] == "completed").all(), report
+    assert len(table) == NUM_SAMPLES and (table["status"] == "completed").all(), report
     for name, its in finished.items():  # no finished trial ran again
         assert iterations(experiment / name) == its, report
     for d in trial_dirs(experiment):  # every trial's epochs run once each: resumed, not restarted
@@ -151,3 +152,116 @@ def test_interrupted_search_resumes(tmp_path, interrupt):
     by_tune_id = {t.user_attrs.get("ray_trial_id"): t for t in study.trials}
     assert all(by_tune_id[trial_id].state == TrialState.COMPLETE for trial_id in table["trial_id"]), report
     assert not [t.number for t in study.trials if t.state == TrialState.RUNNING], report
+
+
+OVERRIDE_SPACE = '''
+# Defaults the command line overrides: resume must keep the overrides, never fall back to these.
+SETTINGS = {"num_samples": 6, "max_epochs": 6, "grace_period": 6, "cpus_per_trial": 64, "max_concurrent": 1,
+            "train_size": 32, "eval_size": 32, "data": "/nonexistent/default-data",
+            "trial": {"num_workers": 0, "backbone": "resnet10t", "batch_size": 8}}
+
+def define(trial):
+    trial.suggest_float("lr", 1e-3, 5e-2, log=True)
+'''
+
+
+def file_states(run: Path) -> dict[str, tuple[bytes, int]]:
+    names = ("leaderboard.csv", "leaderboard.md", "best_config.json", "ensemble.json", "prediction.csv",
+             "provenance.json", "plan.json")
+    return {name: ((run / name).read_bytes(), (run / name).stat().st_mtime_ns) for name in names}
+
+
+def test_ctrl_c_in_the_last_trial_then_resume_with_the_printed_command(tmp_path):
+    """Started with --data and overrides; Ctrl-C while the last trial runs: exit 130, that trial is
+    `interrupted`, no ensemble. The printed resume command alone finishes the same search (same data,
+    seed, sample count, CPUs), then ensembles; resuming the finished search changes no file."""
+    import shlex
+
+    data = make_image_folder(tmp_path / "data")
+    space = tmp_path / "space.py"
+    space.write_text(OVERRIDE_SPACE)
+    storage = tmp_path / "results"
+    run = storage / "ovr"
+    started = [sys.executable, "search/run.py", "--space", str(space), "--data", str(data), "--storage", str(storage),
+               "--name", "ovr", "--num-samples", "2", "--cpus-per-trial", "1", "--seed", "5"]
+    log = open(tmp_path / "first.log", "w")
+    driver = subprocess.Popen(started, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while True:  # the first trial has finished and the last one has reported an epoch (of 6)
+        dirs = trial_dirs(run)
+        if len(dirs) == 2 and sorted(len(iterations(d)) for d in dirs)[0] >= 1:
+            break
+        assert driver.poll() is None, "the search ended before its last trial could be interrupted:\n" + \
+            (tmp_path / "first.log").read_text()[-3000:]
+        assert time.time() < deadline, "the search made no progress"
+        time.sleep(0.1)
+    driver.send_signal(signal.SIGINT)
+    code = driver.wait(120)
+    log.close()
+    first = (tmp_path / "first.log").read_text()
+    assert code == 130, first[-3000:]
+    assert "no ensemble was built" in first and "Traceback" not in first
+    table = pd.read_csv(run / "leaderboard.csv")
+    assert sorted(table["status"]) == ["completed", "interrupted"], table.to_string()
+    assert table.loc[table["status"] == "interrupted", "reason"].str.contains("--resume continues it").all()
+    assert not (run / "ensemble.json").exists() and not (run / "prediction.csv").exists()
+    plan = json.loads((run / "plan.json").read_text())
+    assert plan["data"] == str(data) and plan["settings"]["num_samples"] == 2
+    assert plan["settings"]["cpus_per_trial"] == 1 and plan["settings"]["seed"] == 5
+
+    printed = re.search(r"To continue it: (python search/run\.py .*)", first).group(1)
+    assert printed == f"python search/run.py --name ovr --resume --storage {storage}"
+    resume = [sys.executable, *shlex.split(printed)[1:]]
+    resumed = subprocess.run(resume, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    table = pd.read_csv(run / "leaderboard.csv")
+    assert list(table["status"]) == ["completed", "completed"], table.to_string()
+    for d in trial_dirs(run):  # the original data, seed and epochs (none restarted from 1); no third trial
+        params = json.loads((d / "params.json").read_text())
+        assert params["data"] == str(data) and params["seed"] == 5
+        assert set(epochs(d)) == set(range(1, 7)) and epochs(d).count(1) == 1 and epochs(d)[-1] == 6
+    assert len(trial_dirs(run)) == 2
+    assert json.loads((run / "ensemble.json").read_text())["members"] and (run / "prediction.csv").exists()
+    provenance = json.loads((run / "provenance.json").read_text())
+    assert "--num-samples 2 --cpus-per-trial 1 --seed 5" in provenance["command"]  # the original, kept
+    assert [r["command"].split("run.py ")[1] for r in provenance["resumes"]] == [printed.split("run.py ")[1]]
+
+    # Finished: resuming again (repeating an override with its own value is allowed) runs and rewrites nothing.
+    before = file_states(run)
+    again = subprocess.run(resume + ["--num-samples", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "has already finished; nothing was run or rewritten" in again.stdout and "Best trial" in again.stdout
+    assert file_states(run) == before
+
+    # An override that would change it is refused, in one message, and changes nothing either.
+    refused = subprocess.run(resume + ["--num-samples", "3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "--num-samples cannot change a search being resumed (--num-samples 3, it started with 2)" in refused.stderr
+    assert file_states(run) == before
+
+
+@pytest.mark.parametrize("flags, plan_text, message", [
+    (["--seed", "7"], None, "--seed cannot change a search being resumed (--seed 7, it started with 5)"),
+    (["--cpus-per-trial", "2", "--max-concurrent", "4"], None,
+     "--max-concurrent, --cpus-per-trial cannot change a search being resumed (--max-concurrent 4, it started "
+     "with 1; --cpus-per-trial 2.0, it started with 1.0)"),
+    (["--smoke-test"], None, "--smoke-test cannot change a search being resumed (--smoke-test, it started without)"),
+    (["--data", "builtin:digits"], None, "--data cannot change a search being resumed (--data builtin:digits, it "
+                                         "started with /data/hw1)"),
+    ([], "{not json", "plan.json cannot be read"),
+    ([], '{"version": 99, "settings": {}}', "plan.json is not a plan this version can resume (expected version 1)"),
+], ids=["seed", "two-flags", "smoke-test", "data", "damaged", "other-version"])
+def test_resume_refuses_what_would_change_the_saved_plan(tmp_path, capsys, flags, plan_text, message):
+    """Checked before Ray or the data is touched: one message, exit 2, and the run's files unchanged."""
+    from search.run import main as search_main
+
+    run = tmp_path / "results" / "saved"
+    run.mkdir(parents=True)
+    settings = {"num_samples": 2, "max_concurrent": 1, "seed": 5, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0}
+    (run / "plan.json").write_text(plan_text or json.dumps(
+        {"version": 1, "settings": settings, "smoke_test": False, "data": "/data/hw1"}))
+    before = (run / "plan.json").read_bytes()
+    code = search_main(["--name", "saved", "--resume", "--storage", str(tmp_path / "results"), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and message in err and "Traceback" not in err
+    assert (run / "plan.json").read_bytes() == before and sorted(p.name for p in run.iterdir()) == ["plan.json"]

@@ -73,21 +73,23 @@ def study(search_dir):
 def test_leaderboard_has_one_row_per_trial_with_outcomes(leaderboard):
     assert len(leaderboard) == NUM_SAMPLES
     assert list(leaderboard["rank"]) == list(range(1, NUM_SAMPLES + 1))
-    for col in ("trial_id", "ended", "epochs", "best_val_acc", "best_val_macro_f1", "lr", "batch_size", "head",
-                "head_hidden", "param_count", "trial_hours", "accelerator_hours"):
+    for col in ("trial_id", "status", "reason", "epochs", "best_val_acc", "best_val_macro_f1", "lr", "batch_size",
+                "head", "head_hidden", "param_count", "trial_hours", "accelerator_hours"):
         assert col in leaderboard.columns, col
-    ended = leaderboard["ended"]
-    completed = leaderboard[ended == "completed"]
-    stopped = leaderboard[ended.str.startswith("stopped by ASHA at epoch")]
-    failed = leaderboard[ended.str.startswith("error")]
+    status = leaderboard["status"]
+    assert set(status) <= {"completed", "stopped_early", "failed"}  # every trial ended: none interrupted
+    completed = leaderboard[status == "completed"]
+    stopped = leaderboard[status == "stopped_early"]
+    failed = leaderboard[status == "failed"]
     assert len(completed) >= 1 and (completed["epochs"] == MAX_EPOCHS).all()
     assert len(stopped) >= 1, "ASHA stopped no trial early"
     for _, row in stopped.iterrows():
-        assert row["ended"] == f"stopped by ASHA at epoch {row['epochs']}" and row["epochs"] < MAX_EPOCHS
-    assert len(failed) >= 1 and (failed["batch_size"] == 64).all()
-    assert failed["ended"].str.contains("batch_size is 64, but .* has only 60 training images").all()
+        assert row["reason"] == f"stopped by ASHA at epoch {row['epochs']}" and row["epochs"] < MAX_EPOCHS
+    # batch_size 64 > 60 images: a UserError in the trial, reported once (not retried), before any epoch.
+    assert len(failed) >= 1 and (failed["batch_size"] == 64).all() and (failed["epochs"] == 0).all()
+    assert failed["reason"].str.match("UserError: batch_size is 64, but .* has only 60 training images").all()
     assert set(failed["rank"]) == set(range(NUM_SAMPLES - len(failed) + 1, NUM_SAMPLES + 1))  # errors rank last
-    ok = leaderboard[~ended.str.startswith("error")]
+    ok = leaderboard[status != "failed"]
     assert ok["best_val_acc"].is_monotonic_decreasing
     assert (ok["param_count"] > 1e6).all() and (ok["accelerator_hours"] == 0).all()  # CPU-only: no GPU hours
 
@@ -118,13 +120,14 @@ def test_optuna_is_told_how_each_trial_ended(study, leaderboard):
         by_params[(round(t.params["lr"], 12), t.params["batch_size"])] = t
     for _, row in leaderboard.iterrows():
         t = by_params[(round(row["lr"], 12), row["batch_size"])]
-        if row["ended"] == "completed":
+        if row["status"] == "completed":
             assert t.state == TrialState.COMPLETE and t.value == pytest.approx(t.intermediate_values[MAX_EPOCHS])
-        elif row["ended"].startswith("stopped"):
+        elif row["status"] == "stopped_early":
             assert t.state == TrialState.PRUNED  # Ray alone would say COMPLETE
             assert sorted(t.intermediate_values) == list(range(1, row["epochs"] + 1))
         else:
-            assert t.state == TrialState.FAIL
+            assert t.state == TrialState.FAIL and t.user_attrs["fatal_error"] == row["reason"]
+            assert t.intermediate_values == {}  # the error report is no epoch
 
 
 def test_tensorboard_event_files_hold_curves_and_hparams(search_dir, leaderboard):
@@ -134,7 +137,7 @@ def test_tensorboard_event_files_hold_curves_and_hparams(search_dir, leaderboard
         acc = EventAccumulator(str(search_dir / row["trial_id"]))
         acc.Reload()
         tags = acc.Tags()
-        if not row["ended"].startswith("error"):
+        if row["status"] != "failed":
             steps = [e.step for e in acc.Scalars("ray/tune/val_acc")]
             assert steps == list(range(1, row["epochs"] + 1))
             assert max(e.value for e in acc.Scalars("ray/tune/val_acc")) == pytest.approx(row["best_val_acc"])
@@ -186,7 +189,7 @@ def test_tensorboard_hparams_tab_shows_every_trial(search_dir, leaderboard):
         assert group["hparams"]["lr"] == pytest.approx(row["lr"])
         assert ("head_hidden" in group["hparams"]) == (row["head"] == "mlp")
         status = group["sessions"][0]["status"]
-        if row["ended"].startswith("error"):
+        if row["status"] == "failed":
             assert status == "STATUS_FAILURE"
         else:
             assert status == "STATUS_SUCCESS"
@@ -212,7 +215,7 @@ def test_existing_name_is_refused_and_nothing_overwritten(search_dir, capsys):
 
 def test_search_ends_with_an_ensemble_and_test_predictions(search_dir, leaderboard):
     manifest = json.loads((search_dir / "ensemble.json").read_text())
-    finished = set(leaderboard.loc[leaderboard["ended"] == "completed", "trial_id"])
+    finished = set(leaderboard.loc[leaderboard["status"] == "completed", "trial_id"])
     assert manifest["members"] and {m["trial_id"] for m in manifest["members"]} <= finished
     assert manifest["param_total"] <= 100e6
     predictions = pd.read_csv(search_dir / "prediction.csv", dtype=str)
@@ -229,10 +232,10 @@ def test_study_file_holds_the_search_with_the_leaderboards_outcomes(search_dir, 
     assert study.user_attrs["metric"] == "val_acc"
     by_tune_id = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
     assert set(by_tune_id) == set(leaderboard["trial_id"])
-    expected = {"completed": TrialState.COMPLETE, "stopped": TrialState.PRUNED, "error:": TrialState.FAIL}
+    expected = {"completed": TrialState.COMPLETE, "stopped_early": TrialState.PRUNED, "failed": TrialState.FAIL}
     for row in leaderboard.itertuples():
         trial = by_tune_id[row.trial_id]
-        assert trial.state == expected[row.ended.split(" ")[0]], row
+        assert trial.state == expected[row.status], row
         assert trial.params["lr"] == pytest.approx(row.lr) and trial.params["batch_size"] == row.batch_size
         if trial.state != TrialState.FAIL:
             assert sorted(trial.intermediate_values) == list(range(1, row.epochs + 1))
@@ -273,3 +276,127 @@ def test_report_is_rewritten_on_demand_and_refuses_a_run_without_study(search_di
     assert report_main([str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert f"No Optuna study at {tmp_path / STUDY_FILE}" in err and "Traceback" not in err
+
+
+def test_deterministic_errors_are_not_retried_but_crashes_are(ray_session, tmp_path):
+    """A ConfigError fails the trial on its first attempt (reported as fatal_error); a crash that may not
+    happen again is still retried by Tune."""
+    from ray import tune
+
+    from search.tune_reporter import run_without_retrying_user_errors
+    from trainable.config import ConfigError
+
+    def trial(config):
+        def train(cfg, reporter):
+            attempts = tmp_path / f"attempts-{cfg['kind']}"
+            attempts.write_text(attempts.read_text() + "x" if attempts.exists() else "x")
+            if cfg["kind"] == "config":
+                raise ConfigError("lr is -1.0, but must be > 0.")
+            if len(attempts.read_text()) == 1:
+                raise RuntimeError("node lost")  # the first attempt only
+            tune.report({"val_acc": 0.5})
+        run_without_retrying_user_errors(train, config, reporter=None)
+
+    tuner = tune.Tuner(trial, param_space={"kind": tune.grid_search(["config", "crash"])},
+                       tune_config=tune.TuneConfig(metric="val_acc", mode="max"),
+                       run_config=tune.RunConfig(name="retries", storage_path=str(tmp_path / "runs"), verbose=0,
+                                                 failure_config=tune.FailureConfig(max_failures=2)))
+    results = {r.config["kind"]: r for r in tuner.fit()}
+    assert (tmp_path / "attempts-config").read_text() == "x"    # exactly one attempt
+    assert (tmp_path / "attempts-crash").read_text() == "xx"    # retried once, then fine
+    config, crash = results["config"], results["crash"]
+    assert config.error is None and config.metrics["fatal_error"] == "ConfigError: lr is -1.0, but must be > 0."
+    assert crash.error is None and crash.metrics["val_acc"] == 0.5 and "fatal_error" not in crash.metrics
+
+
+def test_search_where_every_trial_fails_exits_1_with_the_reasons(ray_session, tmp_path, capsys):
+    """The data vanishes after the plan checked it: every trial hits the same DataError, once each (no retry,
+    though max_failures is 2), the leaderboard says so, Optuna is told FAIL, and the search exits 1."""
+    import shutil
+
+    from search.plan import Plan
+    from search.run import build_parser
+
+    data = make_image_folder(tmp_path / "data")
+    space = tmp_path / "space.py"
+    space.write_text('SETTINGS = {"num_samples": 2, "max_epochs": 2, "cpus_per_trial": 1, "max_concurrent": 1, '
+                     '"max_failures": 2, "train_size": 32, "eval_size": 32, '
+                     '"trial": {"num_workers": 0, "backbone": "resnet10t", "batch_size": 8}}\n'
+                     'def define(trial):\n    trial.suggest_float("lr", 1e-3, 1e-2, log=True)\n')
+    plan = Plan.from_args(build_parser().parse_args(["--space", str(space), "--data", str(data), "--name", "gone",
+                                                     "--storage", str(tmp_path / "results")]))
+    shutil.move(data, tmp_path / "moved")
+    capsys.readouterr()
+    assert plan.execute() == 1
+    err = capsys.readouterr().err
+    assert f"error: All 2 trial(s) failed: 2 x DataError: Dataset folder {data} does not exist." in err
+    assert err.count("DataError") == 1 and "Traceback" not in err
+
+    run = tmp_path / "results" / "gone"
+    table = pd.read_csv(run / "leaderboard.csv")
+    assert list(table["status"]) == ["failed", "failed"] and (table["epochs"] == 0).all()
+    assert table["reason"].str.startswith(f"DataError: Dataset folder {data} does not exist.").all()
+    assert not (run / "ensemble.json").exists() and not (run / "best_config.json").exists()
+    for trial_id in table["trial_id"]:
+        results = (run / trial_id / "result.json").read_text().splitlines()
+        assert len(results) == 1 and json.loads(results[0])["fatal_error"].startswith("DataError")  # one attempt
+        assert not (run / trial_id / "error.txt").exists()  # Tune saw no crash, so it retried nothing
+    study = optuna.load_study(study_name="gone", storage=JournalStorage(JournalFileBackend(str(run / STUDY_FILE))))
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert all(t.user_attrs["fatal_error"].startswith("DataError") for t in study.trials)
+
+
+def _result(metrics: dict, error: BaseException | None = None):
+    """What build_leaderboard reads from a Tune Result: metrics, error, path."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(metrics=metrics, error=error, path="/runs/x/tune_trial_abc_00000", metrics_dataframe=None)
+
+
+@pytest.mark.parametrize("metrics, error, tune_status, expected", [
+    ({"training_iteration": 4, "done": True}, None, "TERMINATED", ("completed", "")),
+    ({"training_iteration": 2, "done": True}, None, "TERMINATED", ("stopped_early", "stopped by ASHA at epoch 2")),
+    # Ctrl-C: Tune stops a running trial as TERMINATED, but its last result is no 'done' one.
+    ({"training_iteration": 2}, None, "TERMINATED",
+     ("interrupted", "the search stopped after epoch 2; --resume continues it")),
+    ({"training_iteration": 0}, None, "RUNNING", ("interrupted", "the search stopped after epoch 0; --resume continues it")),
+    ({}, None, "PENDING", ("not_started", "")),
+    ({"training_iteration": 1, "done": True, "fatal_error": "ConfigError: lr is -1"}, None, "TERMINATED",
+     ("failed", "ConfigError: lr is -1")),
+    ({"training_iteration": 3}, RuntimeError("CUDA out of memory"), "ERROR",
+     ("failed", "RuntimeError: CUDA out of memory")),
+], ids=["completed", "asha", "ctrl-c-mid-trial", "ctrl-c-before-an-epoch", "pending", "fatal", "crash"])
+def test_how_a_trial_ended_is_a_typed_status_with_a_reason(metrics, error, tune_status, expected):
+    from search.leaderboard import trial_outcome
+
+    epochs = int(metrics.get("training_iteration", 0))
+    status, reason = trial_outcome(_result(metrics, error), epochs, MAX_EPOCHS, tune_status)
+    assert (status.value, reason.splitlines()[0] if reason else "") == expected
+
+
+def test_leaderboards_from_before_the_status_column_are_still_read(tmp_path):
+    from ensemble.candidates import qualifying_trials, read_leaderboard
+
+    pd.DataFrame({"rank": [1, 2, 3, 4], "trial_id": ["00000001", "b", "c", "d"],
+                  "ended": ["completed", "stopped by ASHA at epoch 1", "error: DataError: gone", "not started"],
+                  "epochs": [4, 1, 0, 0], "best_checkpoint": ["/ck/a", "/ck/b", "", ""]}).to_csv(
+        tmp_path / "leaderboard.csv", index=False)
+    table = read_leaderboard(tmp_path)
+    assert list(table["status"]) == ["completed", "stopped_early", "failed", "not_started"]
+    assert list(table["reason"]) == ["", "stopped by ASHA at epoch 1", "DataError: gone", ""]
+    chosen, min_epochs = qualifying_trials(table, top_k=5, min_epochs=None)
+    assert list(chosen["trial_id"]) == ["00000001"] and min_epochs == 4  # ids stay text
+
+
+def test_an_interrupted_search_summary_claims_no_savings(tmp_path):
+    from search.outputs import summary
+
+    table = pd.DataFrame({"trial_id": ["a", "b"], "status": ["completed", "interrupted"], "epochs": [4, 2],
+                          "best_epoch": [3, 2], "best_val_acc": [0.9, 0.5]})
+    text = summary(table, metric="val_acc", max_epochs=4, out_dir=tmp_path, storage_dir=str(tmp_path))
+    assert "Best trial so far a" in text and "1 interrupted or not started" in text
+    assert "6 of the 8 epochs that running every trial to max_epochs would cost have run." in text
+    assert "saved" not in text and "ASHA ran" not in text
+    table["status"] = ["completed", "stopped_early"]
+    text = summary(table, metric="val_acc", max_epochs=4, out_dir=tmp_path, storage_dir=str(tmp_path))
+    assert "Best trial a" in text and "ASHA ran 6 of the 8 epochs" in text and "25% saved" in text
