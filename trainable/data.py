@@ -26,6 +26,7 @@ import os
 import random
 import shutil
 import tempfile
+import warnings
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +39,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from trainable.errors import UserError, close_matches
 
 log = logging.getLogger(__name__)
+
+# Oversized images are found and reported by the scan (TOO_LARGE, with how to fix them); Pillow's own
+# warning for each one would only repeat that, once per file, without the fix.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 EXPECTED_LAYOUT = (
     "Expected layout (folder names are the labels):\n"
@@ -278,14 +283,16 @@ def _sort_classes(names: list[str]) -> list[str]:
 def _walk(folder: Path, repeated: list[str]) -> list[str]:
     """Every visible file under a class folder (nested folders included, like torchvision's ImageFolder).
 
-    Folder links are followed once: a link back to a folder already read (a loop, which os.walk would
-    follow until the path is too long) is skipped and collected in `repeated`."""
-    found, seen = [], {os.path.realpath(folder)}
+    Folder links are followed once: a link back to a folder already read or to one that holds this class
+    folder (a loop, which os.walk would follow until the path is too long; through a parent it would also
+    pull the other classes in) is skipped and collected in `repeated`."""
+    top = os.path.realpath(folder)
+    found, seen = [], {top}
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         kept = []
         for d in sorted(d for d in dirnames if not _is_hidden(d)):
             real = os.path.realpath(os.path.join(dirpath, d))
-            if real in seen:
+            if real in seen or top.startswith(real.rstrip(os.sep) + os.sep):
                 repeated.append(os.path.join(dirpath, d))
             else:
                 seen.add(real)
@@ -381,7 +388,7 @@ def _skip_message(root: Path, reason: str, paths: Sequence[str], min_side: int) 
                     "(too large to decode safely; downscale them below that, e.g. "
                     "mogrify -resize '8000x8000>' FILE)"),
         BROKEN_LINK: f"{n} link(s) that point nowhere or loop (fix or remove the links)",
-        FOLDER_LINK: f"{n} folder link(s) back to a folder already read (a link loop; each folder is read once)",
+        FOLDER_LINK: f"{n} folder link(s) back to a folder already read or to a parent (a link loop; each folder is read once)",
         DUPLICATE: f"{n} copies of another file in the same class folder (each image counted once)",
         STRAY: f"{n} file(s) not in a class folder (train/ and val/ hold one folder per class; test/ is flat)",
     }[reason]
