@@ -45,7 +45,7 @@ def read_json_object(path: Path, what: str) -> dict:
     try:
         values = json.loads(path.read_bytes())
     except FileNotFoundError:
-        raise UserError(f"{what} {path} does not exist.") from None
+        raise UserError(f"{what} {path} does not exist; check the path (relative paths start at {Path.cwd()}).") from None
     except IsADirectoryError:
         raise UserError(f"{what} {path} is a folder; give the path of a JSON file.") from None
     except PermissionError:
@@ -54,9 +54,10 @@ def read_json_object(path: Path, what: str) -> dict:
         raise UserError(f"{what} {path} is not UTF-8, UTF-16 or UTF-32 text ({err.reason} at byte {err.start}); "
                         "save it as UTF-8.") from None
     except json.JSONDecodeError as err:
-        raise UserError(f"{what} {path} is not valid JSON: {err}.") from None
+        raise UserError(f"{what} {path} is not valid JSON: {err}; fix the file there.") from None
     if not isinstance(values, dict):
-        raise UserError(f"{what} {path} must hold one JSON object of key: value pairs.")
+        raise UserError(f"{what} {path} holds a JSON {type(values).__name__}, but must hold one JSON object of key: "
+                        "value pairs, e.g. {\"backbone\": \"resnet18\", \"lr\": 0.001}.")
     return values
 
 
