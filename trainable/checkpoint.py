@@ -17,6 +17,7 @@ from typing import Callable, ContextManager, Iterable
 import numpy as np
 import torch
 
+from trainable.data import shown
 from trainable.errors import UserError
 
 MODEL_FILE = "model.pt"
@@ -94,11 +95,11 @@ def _read(directory: Path, name: str, keys: set[str]) -> dict:
 def check_classes(directory: Path, saved: list[str], classes) -> None:
     if list(saved) == list(classes):
         return
-    gone, new = [c for c in saved if c not in set(classes)], [c for c in classes if c not in set(saved)]
+    gone, new = [shown(c) for c in saved if c not in set(classes)], [shown(c) for c in classes if c not in set(saved)]
     differs = (f"missing now: {', '.join(gone[:5])}{' ...' if len(gone) > 5 else ''}; " if gone else "") + \
               (f"new: {', '.join(new[:5])}{' ...' if len(new) > 5 else ''}" if new else "")
     raise ClassesChanged(
-        f"Checkpoint {directory} was trained on {len(saved)} classes, but the data now has {len(classes)} "
+        f"Checkpoint {shown(directory)} was trained on {len(saved)} classes, but the data now has {len(classes)} "
         f"({differs.rstrip('; ') or 'same names, another order'}); it cannot be resumed on this dataset. Resume "
         "with the data it was trained on, or start a new run (a new --out, or without --resume).")
 
@@ -112,7 +113,8 @@ def restore(directory: Path, *, model, ema, optimizer, scheduler, scaler, classe
     check_classes(directory, saved["classes"], classes)
     state = _read(directory, TRAIN_STATE_FILE, _STATE_KEYS)
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    if {k: getattr(v, "shape", None) for k, v in saved["model"].items()} != expected:
+    weights = saved["model"] if isinstance(saved["model"], dict) else {}
+    if {k: getattr(v, "shape", None) for k, v in weights.items()} != expected:
         raise CheckpointDamaged(f"{Path(directory) / MODEL_FILE} holds weights of another model")
     if ema is not None:
         ema.module.load_state_dict(saved["model"])
