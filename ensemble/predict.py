@@ -28,6 +28,9 @@ from trainable.errors import UserError
 
 
 def read_manifest(run_dir: Path) -> dict:
+    if Path(run_dir).is_file():
+        raise EnsembleError(f"{shown(run_dir)} is a file; give the results folder that holds {MANIFEST} "
+                            f"(e.g. {shown(Path(run_dir).parent)}).")
     path = Path(run_dir) / MANIFEST
     if not path.is_file():
         raise EnsembleError(f"No ensemble at {path}. Build one first: python -m ensemble {run_dir}")

@@ -295,6 +295,8 @@ BAD_INPUTS = [
                                                                             "Choose another --out"), predict_main),
     Case("predict-no-ensemble", lambda t, *_: ["results/none", str(t)], ("No ensemble at", "Build one first"),
          predict_main),
+    Case("predict-run-dir-is-the-manifest", lambda t, *_: [str(fake_ensemble(t) / "ensemble.json"), str(t / "images")],
+         ("ensemble.json is a file", "give the results folder that holds ensemble.json", "results/toy"), predict_main),
     Case("predict-images-missing", lambda t, *_: [str(fake_ensemble(t)), str(t / "nope"), "--out", str(t / "p.csv")],
          ("Image folder", "nope does not exist", "give a folder that holds the images"), predict_main),
     Case("predict-no-usable-images", lambda t, *_: [str(fake_ensemble(t)), str(t / "results")],
