@@ -178,6 +178,12 @@ def holdout_empty(t, *_):
     return trial(t / "d", t / "out")
 
 
+def weights_file_folder(t, *_):
+    toy(t / "d")
+    (t / "w").mkdir()
+    return trial(t / "d", t / "out", "--weights-file", str(t / "w"))
+
+
 def config_file(t, payload: bytes, name="trial.json") -> Path:
     (t / name).write_bytes(payload)
     return t / name
@@ -272,8 +278,8 @@ BAD_INPUTS = [
          ("Unknown trial config key 'lrr'", "Did you mean: lr", "--help-config")),
     Case("config-utf16-bad-value", lambda t, *_: with_config(t, '{"lr": 0}'.encode("utf-16")),
          ("'lr' has value 0", "(0.0, 10.0]")),
-    Case("weights-file-is-a-folder", lambda t, *_: toy(t / "d") and (t / "w").mkdir() or trial(t / "d", t / "out", "--weights-file", str(t / "w")),
-         ("Could not load pretrained weights", "w: weights_file is a folder", "Give the path of a .pth/.safetensors file")),
+    Case("weights-file-is-a-folder", weights_file_folder,
+         ("Could not load pretrained weights", "w: weights_file is a folder", "Give the path of a .pth/.safetensors")),
     Case("weights-file-missing", lambda t, *_: toy(t / "d") and trial(t / "d", t / "out", "--weights-file", "none.pth"),
          ("from none.pth: weights_file does not exist", "Give the path of a .pth/.safetensors file")),
     Case("flag-bad-value", lambda t, *_: toy(t / "d") and trial(t / "d", t / "out", "--lr", "-1"), ("'lr' has value -1.0",)),
