@@ -568,3 +568,17 @@ def test_config_files_are_read_in_every_unicode_encoding(tmp_path, encoding):
     path = tmp_path / "trial.json"
     path.write_bytes(json.dumps({"backbone": "resnet10t", "note": "café ✓"}, ensure_ascii=False).encode(encoding))
     assert read_json_object(path, "Config file") == {"backbone": "resnet10t", "note": "café ✓"}
+
+
+def test_ctrl_c_before_the_first_epoch_leaves_nothing_and_says_so(tmp_path, monkeypatch, capsys):
+    import trainable.trial
+
+    def interrupted(config, reporter):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainable.trial, "train_trial", interrupted)
+    toy(tmp_path / "d")
+    assert trainable_main(trial(tmp_path / "d", tmp_path / "out")) == 130
+    err = capsys.readouterr().err
+    assert "nothing was written" in err and "--resume" not in err
+    assert not (tmp_path / "out").exists()
