@@ -32,6 +32,7 @@ from ensemble.report import (PER_CLASS, PREDICTIONS, per_class_table, plot_confu
                              write_predictions)
 from ensemble.storage import MODEL_FILE, Location, model_file_stamp
 from ensemble.tasks import Resources, Runner
+from trainable.data import shown
 
 MANIFEST = "ensemble.json"
 
@@ -143,10 +144,11 @@ def build_ensemble(run_dir: Path, *, top_k: int = 5, min_epochs: int | None = No
     classes = candidates[0].classes
     val_pred = strategies.combine(selection.strategy, np.stack([c.val_logits for c in candidates]),
                                   selection.weights).argmax(axis=1)
-    per_class = per_class_table(labels, val_pred, classes)
+    # Class-folder names need not be valid UTF-8: the tables and the figure show them escaped.
+    per_class = per_class_table(labels, val_pred, [shown(c) for c in classes])
     per_class.to_csv(run_dir / PER_CLASS, index=False)
     worst = worst_classes(per_class)
-    plot_confusion(run_dir, labels, val_pred, classes, selection)
+    plot_confusion(run_dir, labels, val_pred, [shown(c) for c in classes], selection)
 
     manifest = _manifest(candidates, selection, worst, gatherer, need, budget_m, top_k)
     (run_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -155,7 +157,7 @@ def build_ensemble(run_dir: Path, *, top_k: int = 5, min_epochs: int | None = No
     test_files = candidates[0].test_files
     (run_dir / PREDICTIONS).unlink(missing_ok=True)  # never leave an older ensemble's predictions behind
     if not test_files:
-        raise EnsembleError(f"{candidates[0].data_root}/test has no images, so there is nothing to predict: {run_dir / MANIFEST} "
+        raise EnsembleError(f"{shown(candidates[0].data_root)}/test has no images, so there is nothing to predict: {run_dir / MANIFEST} "
                             f"was written but not {PREDICTIONS}. Add images there, or predict any folder with "
                             f"`python -m ensemble.predict {run_dir} FOLDER`.")
     test_scores = strategies.combine(selection.strategy, np.stack([c.test_logits for c in candidates]),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -22,11 +23,14 @@ from ensemble.report import write_predictions
 from ensemble.scoring import Member
 from ensemble.storage import Location
 from ensemble.strategies import combine
-from trainable.data import CORRUPT, NOT_IMAGE, scan_images
+from trainable.data import OK, scan_images, shown
 from trainable.errors import UserError
 
 
 def read_manifest(run_dir: Path) -> dict:
+    if Path(run_dir).is_file():
+        raise EnsembleError(f"{shown(run_dir)} is a file; give the results folder that holds {MANIFEST} "
+                            f"(e.g. {shown(Path(run_dir).parent)}).")
     path = Path(run_dir) / MANIFEST
     if not path.is_file():
         raise EnsembleError(f"No ensemble at {path}. Build one first: python -m ensemble {run_dir}")
@@ -40,33 +44,52 @@ def list_images(folder: Path, min_side: int, say=print) -> list[str]:
     """The usable images directly in `folder`, sorted; unusable files are skipped with one counted message."""
     folder = Path(folder).expanduser().absolute()
     if not folder.is_dir():
-        raise EnsembleError(f"Image folder {folder} {'is not a folder' if folder.exists() else 'does not exist'}.")
+        raise EnsembleError(f"Image folder {shown(folder)} {'is not a folder' if folder.exists() else 'does not exist'}; "
+                            "give a folder that holds the images (read flat, like DATA/test).")
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     files = [str(p) for p in entries if p.is_file()]
     scans = scan_images(folder, files)
-    usable = [p for p in files if scans[p][0] not in (NOT_IMAGE, CORRUPT) and min(scans[p][1:]) >= min_side]
+    usable = [p for p in files if scans[p].kind == OK and min(scans[p].width, scans[p].height) >= min_side]
     ignored = len(entries) - len(usable)
     if ignored:
-        say(f"Skipped {ignored} of {len(entries)} entries in {folder}: sub-folders, non-images, corrupt images "
-            f"or images smaller than {min_side} px (the folder is read flat).")
+        say(f"Skipped {ignored} of {len(entries)} entries in {shown(folder)}: sub-folders, non-images, corrupt, broken "
+            f"links, images over Pillow's size limit or smaller than {min_side} px (the folder is read flat).")
     if not usable:
-        raise EnsembleError(f"{folder} has no usable images to predict.")
+        raise EnsembleError(f"{shown(folder)} has no usable images to predict; put the images directly in it "
+                            f"(at least {min_side} px on each side).")
     return usable
+
+
+def check_out_file(out: Path) -> None:
+    """--out must be a file we can create or replace: checked before any member runs, not after."""
+    out = Path(out).expanduser().absolute()
+    if out.is_dir():
+        raise EnsembleError(f"--out {shown(out)} is a folder; give a file path, e.g. {shown(out / 'prediction.csv')}.")
+    if not out.parent.exists():
+        raise EnsembleError(f"--out {shown(out)}: the folder {shown(out.parent)} does not exist. Create it first "
+                            "or choose another --out.")
+    if not out.parent.is_dir():
+        raise EnsembleError(f"--out {shown(out)}: {shown(out.parent)} is a file, not a folder. Choose another --out.")
+    writable = os.access(out, os.W_OK) if out.exists() else os.access(out.parent, os.W_OK | os.X_OK)
+    if not writable:
+        raise EnsembleError(f"--out {shown(out)} cannot be written (permission denied on "
+                            f"{shown(out if out.exists() else out.parent)}). Choose another --out.")
 
 
 def predict_folder(run_dir: Path, images_dir: Path, out: Path | None = None, say=print) -> Path:
     """Write the ensemble's predictions for every image in images_dir; returns the CSV's path."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
+    out = Path(out) if out else run_dir / f"prediction-{Path(images_dir).absolute().name}.csv"
+    check_out_file(out)
     files = list_images(images_dir, manifest["min_image_side"], say)
     inference = Inference(**manifest["inference"])
     storage = manifest.get("storage")
     logits = [_member_logits(m, manifest["classes"], files, inference, storage) for m in manifest["members"]]
     weights = np.array([m["weight"] for m in manifest["members"]])
     pred = combine(manifest["strategy"], np.stack(logits), weights).argmax(axis=1)
-    out = Path(out) if out else run_dir / f"prediction-{Path(images_dir).absolute().name}.csv"
     write_predictions(out, files, pred, manifest["classes"], say)
-    say(f"Predictions for {len(files)} images ({manifest['strategy']} of {len(logits)} member(s)): {out}")
+    say(f"Predictions for {len(files)} images ({manifest['strategy']} of {len(logits)} member(s)): {shown(out)}")
     return out
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trainable.data import shown
+
 PREDICTIONS = "prediction.csv"
 PER_CLASS = "per_class.csv"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -30,8 +32,10 @@ def worst_classes(per_class: pd.DataFrame, n: int = WORST_SHOWN) -> pd.DataFrame
 
 
 def write_predictions(path: Path, files, pred: np.ndarray, classes: list[str], say=print) -> None:
-    table = pd.DataFrame({"image_name": [Path(f).stem for f in files],
-                          "pred_label": [classes[i] for i in pred]})
+    # shown(): a file or class name that is not valid UTF-8 (Linux allows any bytes) is written with \xNN
+    # escapes; written raw, the CSV's UTF-8 encoder would fail after every trial had trained.
+    table = pd.DataFrame({"image_name": [shown(Path(f).stem) for f in files],
+                          "pred_label": [shown(classes[i]) for i in pred]})
     repeated = table["image_name"][table["image_name"].duplicated()].unique()
     if len(repeated):
         say(f"Warning: {len(repeated)} image name(s) occur more than once with different extensions "

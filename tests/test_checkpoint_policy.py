@@ -111,3 +111,45 @@ def test_tune_resumes_a_failed_trial_from_its_latest_checkpoint_exactly(toy_data
             with ckpt.as_directory() as d:
                 names = {p.name for p in Path(d).iterdir()}
             assert {checkpoint.MODEL_FILE, checkpoint.TRAIN_STATE_FILE} <= names and metrics["epoch"] in (2, 4)
+
+
+def test_tune_falls_back_past_a_damaged_latest_checkpoint(toy_data, tmp_path, ray_session):
+    """Under Tune, a retried trial whose latest checkpoint in storage is damaged (truncated model.pt) resumes
+    from the previous checkpoint Tune kept: epoch 2 is trained again, exactly as it first ran."""
+    import json
+
+    from ray import tune
+
+    from search.tune_reporter import TuneReporter
+    from trainable import checkpoint
+    from trainable.trial import train_trial
+
+    marker, storage = tmp_path / "damaged-once", tmp_path / "runs"
+
+    def damaging_trial(config):
+        class DamagingOnce(TuneReporter):
+            def report(self, metrics, checkpoint_dir):
+                if metrics["epoch"] == 3 and not marker.exists():  # epoch 2's checkpoint is Tune's latest
+                    marker.touch()
+                    latest = max(storage.glob("damaged/*/checkpoint_*")) / checkpoint.MODEL_FILE
+                    latest.write_bytes(latest.read_bytes()[:1000])
+                    raise RuntimeError("node lost")
+                super().report(metrics, checkpoint_dir)
+
+        train_trial(config, DamagingOnce())
+
+    config = {"backbone": "resnet10t", "train_size": 32, "eval_size": 32, "batch_size": 8, "num_workers": 0,
+              "lr": 0.01, "epochs": 3, "seed": 1, "resume_state_every": 1, "data": str(toy_data)}
+    tuner = tune.Tuner(
+        tune.with_resources(damaging_trial, {"cpu": 1}), param_space=config,
+        tune_config=tune.TuneConfig(metric="val_acc", mode="max"),
+        run_config=tune.RunConfig(
+            name="damaged", storage_path=str(storage), verbose=0, failure_config=tune.FailureConfig(max_failures=1),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_acc",
+                                                    checkpoint_score_order="max")))
+    [result] = list(tuner.fit())
+    assert marker.exists() and result.error is None
+    rows = [json.loads(line) for line in (Path(result.path) / "result.json").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 2, 3]  # resumed after epoch 1, not after the damaged epoch 2
+    for key in ("train_loss", "val_loss", "val_acc", "lr"):
+        assert rows[2][key] == rows[1][key], key

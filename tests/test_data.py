@@ -1,6 +1,7 @@
 """trainable.data: layout discovery, the bad-data policy (message text included), conversions, caches."""
 import csv
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +24,12 @@ def write_image(path: Path, size=(16, 16), color=(120, 60, 30)) -> Path:
 
 
 def make_dataset(root: Path, counts: dict[str, int], size=(16, 16)) -> Path:
-    """counts: {"train/cat": 4, "val/cat": 2, "test": 3} -> that many distinct PNGs per folder."""
+    """counts: {"train/cat": 4, "val/cat": 2, "test": 3} -> that many PNGs per folder, all distinct (copies
+    of a file are a data mistake index_dataset looks for)."""
     for folder, n in counts.items():
+        tag = zlib.crc32(folder.encode())
         for i in range(n):
-            write_image(root / folder / f"img{i:03d}.png", size=size, color=(10 * i % 256, 20, 30))
+            write_image(root / folder / f"img{i:03d}.png", size=size, color=(10 * i % 256, tag & 255, tag >> 8 & 255))
     return root
 
 
@@ -195,7 +198,7 @@ def test_val_class_unknown_to_train(tmp_path):
 
 
 def test_all_val_images_bad_is_an_error(tmp_path):
-    root = make_dataset(tmp_path / "d", {"train/cat": 2})
+    root = make_dataset(tmp_path / "d", {"train/cat": 2, "train/dog": 2})
     (root / "val/cat").mkdir(parents=True)
     (root / "val/cat/a.jpg").write_text("not really a jpeg")
     warns = Warnings()
@@ -205,7 +208,7 @@ def test_all_val_images_bad_is_an_error(tmp_path):
 
 
 def test_all_test_images_bad_is_an_error(tmp_path):
-    root = make_dataset(tmp_path / "d", {"train/cat": 2, "val/cat": 1})
+    root = make_dataset(tmp_path / "d", {"train/cat": 2, "train/dog": 2, "val/cat": 1})
     (root / "test").mkdir()
     (root / "test/x.png").write_bytes(b"")
     with pytest.raises(DataError, match=f"{root / 'test'} has 1 file\\(s\\) but no usable image"):
@@ -213,7 +216,7 @@ def test_all_test_images_bad_is_an_error(tmp_path):
 
 
 def test_files_outside_class_folders_are_skipped_with_a_warning(tmp_path):
-    root = make_dataset(tmp_path / "d", {"train/cat": 2, "val/cat": 1, "test/sub": 1})
+    root = make_dataset(tmp_path / "d", {"train/cat": 2, "train/dog": 2, "val/cat": 1, "test/sub": 1})
     (root / "train/labels.csv").write_text("a,b")
     warns = Warnings()
     index = index_dataset(root, warn=warns)
@@ -245,7 +248,7 @@ def test_corrupt_files_are_skipped_with_one_counted_warning(tmp_path):
 
 
 def test_warning_lists_ten_paths_then_a_count(tmp_path):
-    root = make_dataset(tmp_path / "d", {"train/cat": 3})
+    root = make_dataset(tmp_path / "d", {"train/cat": 3, "train/dog": 2})
     for i in range(13):
         (root / f"train/cat/bad{i:02d}.png").write_bytes(b"")
     warns = Warnings()
@@ -269,7 +272,7 @@ def test_non_image_files_are_skipped_with_a_warning(tmp_path):
 
 
 def test_tiny_images_are_skipped_and_small_ones_kept(tmp_path):
-    root = make_dataset(tmp_path / "d", {"train/cat": 2, "val/cat": 1})
+    root = make_dataset(tmp_path / "d", {"train/cat": 2, "train/dog": 2, "val/cat": 1, "val/dog": 1})
     write_image(root / "train/cat/tiny.png", size=(30, 7))
     write_image(root / "train/cat/small.png", size=(8, 8))  # below any train size, but usable
     warns = Warnings()
@@ -348,7 +351,7 @@ def test_scan_cache_is_reused_and_invalidated_per_file(tmp_path, own_cache, prob
 
 
 def test_corrupt_results_are_rechecked_and_damaged_cache_is_ignored(tmp_path, own_cache, probes):
-    root = make_dataset(tmp_path / "d", {"train/cat": 3})
+    root = make_dataset(tmp_path / "d", {"train/cat": 3, "train/dog": 2})
     (root / "train/cat/bad.png").write_bytes(b"")
     index_dataset(root, warn=Warnings())
     probes.clear()
@@ -358,8 +361,8 @@ def test_corrupt_results_are_rechecked_and_damaged_cache_is_ignored(tmp_path, ow
     [cache_file] = (own_cache / "scans").glob("*.json")
     cache_file.write_text("{ half written")
     probes.clear()
-    assert len(index_dataset(root, warn=Warnings()).train) == 2
-    assert len(probes) == 4
+    assert len(index_dataset(root, warn=Warnings()).train) == 3
+    assert len(probes) == 6
 
 
 # ------------------------------------------------------------------------------------ builtins

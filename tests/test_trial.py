@@ -213,7 +213,7 @@ def test_a_checkpoint_without_train_state_is_never_resumed(toy_data, tmp_path):
     from trainable.config import TrialConfig
     from trainable.trial import setup_run
     run = setup_run(TrialConfig.from_dict({**TINY, "data": str(toy_data)}), torch.device("cpu"))
-    with pytest.raises(RuntimeError, match="has no train_state.pt; it cannot be resumed exactly"):
+    with pytest.raises(checkpoint.CheckpointDamaged, match="train_state.pt is missing"):
         checkpoint.restore(out / "checkpoints" / "epoch_0002", model=run.model, ema=None, optimizer=run.optimizer,
                            scheduler=run.scheduler, scaler=None, classes=run.index.classes,
                            loader_generator=run.loader_generator)

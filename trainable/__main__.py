@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,20 +40,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def read_json_object(path: Path, what: str) -> dict:
+    """A JSON object from a file in UTF-8 (BOM or not), UTF-16 or UTF-32: json detects which from the bytes."""
+    try:
+        values = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist; check the path (relative paths start at {Path.cwd()}).") from None
+    except IsADirectoryError:
+        raise UserError(f"{what} {path} is a folder; give the path of a JSON file.") from None
+    except PermissionError:
+        raise UserError(f"{what} {path} cannot be read (permission denied); check its permissions.") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{what} {path} is not UTF-8, UTF-16 or UTF-32 text ({err.reason} at byte {err.start}); "
+                        "save it as UTF-8.") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{what} {path} is not valid JSON: {err}; fix the file there.") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{what} {path} holds a JSON {type(values).__name__}, but must hold one JSON object of key: "
+                        "value pairs, e.g. {\"backbone\": \"resnet18\", \"lr\": 0.001}.")
+    return values
+
+
 def config_from_args(args: argparse.Namespace) -> dict:
-    values = {}
-    if args.config:
-        try:
-            values = json.loads(args.config.read_text())
-        except FileNotFoundError:
-            raise UserError(f"Config file {args.config} does not exist.") from None
-        except json.JSONDecodeError as err:
-            raise UserError(f"Config file {args.config} is not valid JSON: {err}.") from None
-        if not isinstance(values, dict):
-            raise UserError(f"Config file {args.config} must hold one JSON object of key: value pairs.")
+    values = read_json_object(args.config, "Config file") if args.config else {}
     field_names = {f.name for f in dataclasses.fields(TrialConfig)}
     values.update({k: v for k, v in vars(args).items() if k in field_names})
     return values
+
+
+def check_out_dir(out: Path, resume: bool) -> None:
+    """--out must be (or become) a folder we can write; checked before any data is read or trained on."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; give a folder path for the trial's output.")
+    if resume and not out.exists():
+        raise UserError(f"Nothing to resume: {out} does not exist. Drop --resume to start a new run.")
+    if not resume and out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} already holds a run; nothing was overwritten. To continue it: "
+                        f"python -m trainable --out {out} --resume")
+    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"--out {out} cannot be created: {existing} is a file. Choose another --out.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out} cannot be written: no write permission in {existing}. Choose another --out.")
 
 
 def main(argv=None) -> int:
@@ -64,28 +93,28 @@ def main(argv=None) -> int:
         from trainable.model import resnet_family_names
         print("\n".join(resnet_family_names()))
         return 0
+    out = None
     try:
         config = config_from_args(args)
         cfg = TrialConfig.from_dict(config)  # validate before creating anything on disk
         out = args.out or Path("results/trials") / f"{cfg.backbone}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if args.resume and not out.exists():
-            raise UserError(f"Nothing to resume: {out} does not exist. Drop --resume to start a new run.")
-        if not args.resume and out.exists() and any(out.iterdir()):
-            raise UserError(f"{out} already holds a run; nothing was overwritten. To continue it: "
-                            f"python -m trainable --out {out} --resume")
+        check_out_dir(out, args.resume)
         if args.resume and not args.config and (out / "config.json").exists():
-            config = {**json.loads((out / "config.json").read_text()), **config}
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(TrialConfig.from_dict(config).to_dict(), indent=2))
+            config = {**read_json_object(out / "config.json", "The run's config"), **config}
+        resolved = TrialConfig.from_dict(config).to_dict()
         from trainable.reporting import LocalReporter
         from trainable.trial import train_trial
         print(f"Trial output: {out}")
-        final = train_trial(config, LocalReporter(out, resume=args.resume))
+        # OUT and OUT/config.json appear with the first epoch: data or setup errors leave nothing behind.
+        final = train_trial(config, LocalReporter(out, resume=args.resume, config=resolved))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\nInterrupted. To continue: python -m trainable --out {out} --resume", file=sys.stderr)
+        if out is not None and (out / "metrics.jsonl").exists():
+            print(f"\nInterrupted. To continue: python -m trainable --out {out} --resume", file=sys.stderr)
+        else:
+            print("\nInterrupted before the first epoch finished; nothing was written.", file=sys.stderr)
         return 130
     if final:
         print(f"Done: val_acc {final['val_acc']:.4f} after {final['epoch']} epochs. Checkpoints in {out / 'checkpoints'}")

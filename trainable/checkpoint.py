@@ -10,11 +10,15 @@ Which epochs write one is trainable/checkpoint_policy.py's decision.
 from __future__ import annotations
 
 import random
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Callable, ContextManager, Iterable
 
 import numpy as np
 import torch
 
+from trainable.data import shown
+from trainable.errors import UserError
 from trainable.scheduler_state import load_scheduler_state, scheduler_state
 
 MODEL_FILE = "model.pt"
@@ -64,20 +68,55 @@ def load_model_file(directory: Path, map_location="cpu") -> dict:
     return torch.load(Path(directory) / MODEL_FILE, map_location=map_location, weights_only=False)
 
 
+class CheckpointDamaged(Exception):
+    """A checkpoint directory that cannot be resumed from (truncated, empty, not a checkpoint, incomplete)."""
+
+
+class ClassesChanged(UserError):
+    """Resuming on a dataset with other classes: the head's outputs would mean other things."""
+
+
+_MODEL_KEYS = {"model", "classes", "epoch"}
+_STATE_KEYS = {"optimizer", "scheduler", "rng", "epoch"}
+
+
+def _read(directory: Path, name: str, keys: set[str]) -> dict:
+    path = Path(directory) / name
+    if not path.is_file():
+        raise CheckpointDamaged(f"{path} is missing")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # truncated zip, empty file, a text file: torch raises a different type for each
+        raise CheckpointDamaged(f"{path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    if not isinstance(payload, dict) or not keys <= set(payload):
+        raise CheckpointDamaged(f"{path} is not a checkpoint of this project (no {', '.join(sorted(keys))})")
+    return payload
+
+
+def check_classes(directory: Path, saved: list[str], classes) -> None:
+    if list(saved) == list(classes):
+        return
+    gone, new = [shown(c) for c in saved if c not in set(classes)], [shown(c) for c in classes if c not in set(saved)]
+    differs = (f"missing now: {', '.join(gone[:5])}{' ...' if len(gone) > 5 else ''}; " if gone else "") + \
+              (f"new: {', '.join(new[:5])}{' ...' if len(new) > 5 else ''}" if new else "")
+    raise ClassesChanged(
+        f"Checkpoint {shown(directory)} was trained on {len(saved)} classes, but the data now has {len(classes)} "
+        f"({differs.rstrip('; ') or 'same names, another order'}); it cannot be resumed on this dataset. Resume "
+        "with the data it was trained on, or start a new run (a new --out, or without --resume).")
+
+
 def restore(directory: Path, *, model, ema, optimizer, scheduler, scaler, classes,
             loader_generator) -> tuple[int, list[float]]:
     """Load everything back; returns the number of epochs already done (the saved `epoch`) and the
-    checkpoint metric of each of them."""
-    saved = load_model_file(directory)
-    if saved["classes"] != list(classes):
-        raise RuntimeError(
-            f"Checkpoint {directory} was trained on classes {saved['classes'][:5]}..., but the data now has "
-            f"{list(classes)[:5]}...; it cannot be resumed on this dataset."
-        )
-    state_file = Path(directory) / TRAIN_STATE_FILE
-    if not state_file.is_file():  # every reported checkpoint has one; a resume must never guess
-        raise RuntimeError(f"Checkpoint {directory} has no {TRAIN_STATE_FILE}; it cannot be resumed exactly.")
-    state = torch.load(state_file, map_location="cpu", weights_only=False)
+    checkpoint metric of each of them. Both files are read and checked before anything is applied, so a
+    damaged checkpoint (CheckpointDamaged) leaves the model and optimizer as they were."""
+    saved = _read(directory, MODEL_FILE, _MODEL_KEYS)
+    check_classes(directory, saved["classes"], classes)
+    state = _read(directory, TRAIN_STATE_FILE, _STATE_KEYS)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    weights = saved["model"] if isinstance(saved["model"], dict) else {}
+    if {k: getattr(v, "shape", None) for k, v in weights.items()} != expected:
+        raise CheckpointDamaged(f"{Path(directory) / MODEL_FILE} holds weights of another model")
     if ema is not None:
         ema.module.load_state_dict(saved["model"])
         model.load_state_dict(state["raw_model"])
@@ -85,7 +124,34 @@ def restore(directory: Path, *, model, ema, optimizer, scheduler, scaler, classe
         model.load_state_dict(saved["model"])
     optimizer.load_state_dict(state["optimizer"])
     load_scheduler_state(scheduler, state["scheduler"])
-    if scaler is not None and state["scaler"] is not None:
+    if scaler is not None and state.get("scaler") is not None:
         scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"], loader_generator)
     return state["epoch"], list(state.get("history", []))
+
+
+def restore_latest_good(candidates: Iterable[ContextManager[Path]], warn: Callable[[str], None],
+                        **objects) -> tuple[int, list[float]]:
+    """Restore from the newest checkpoint that is not damaged (`candidates` newest first, each opened only
+    when reached: under Tune that may mean a download); (0, []) when there is none, i.e. start fresh.
+
+    A damaged one is skipped with a warning. Every kept checkpoint is complete, so an older one resumes
+    exactly too; it only repeats more epochs. Other classes are not damage: ClassesChanged stops the run."""
+    damaged = []
+    for candidate in candidates:
+        with ExitStack() as stack:
+            try:
+                directory = stack.enter_context(candidate)  # under Tune: a download, which may fail too
+                epoch, history = restore(directory, **objects)
+            except (CheckpointDamaged, OSError) as err:
+                damaged.append(str(err))
+                warn(f"Warning: a checkpoint to resume from is damaged or unreadable ({err}); trying the previous one.")
+                continue
+        if damaged:
+            warn(f"Warning: resumed from {directory} (epoch {epoch}) instead of the damaged newer checkpoint(s); "
+                 f"epochs after {epoch} are trained again.")
+        return epoch, history
+    if damaged:
+        warn(f"Warning: none of the {len(damaged)} checkpoint(s) could be read; the trial starts again from "
+             "epoch 1.")
+    return 0, []

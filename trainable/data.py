@@ -6,32 +6,43 @@ Layout (folder names are the labels):
     DATA/test/<image>            optional, flat, unlabeled
 
 Bad data is dealt with here, before training, so it never crashes a trial mid-way and never passes
-silently: files that are not images, corrupt or too small are skipped with one counted warning per
-reason; layout mistakes (no train/, empty class, val class unknown to train, an empty split) raise
-DataError. Decoding every file is slow (~1 min per 20k images), so results are cached per file.
+silently: files that are not images, corrupt, too small or too large are skipped with one counted
+warning per reason; layout mistakes (no train/, an archive unpacked one level too deep, fewer than 2
+classes, empty class, val class unknown to train, train images repeated in DATA/val, an empty split)
+raise DataError. Decoding every file is slow (~1 min per 20k images), so results (with a content digest
+that finds copies of a file) are cached per file.
+
+File names need not be valid UTF-8 (Linux allows any bytes): they stay `str` with surrogate escapes, as
+os.scandir gives them, and `shown()` turns them into printable text wherever they reach a message or a CSV.
 """
 from __future__ import annotations
 
 import difflib
 import hashlib
+import io
 import json
 import logging
 import os
 import random
 import shutil
 import tempfile
+import warnings
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from trainable.errors import UserError, close_matches
 
 log = logging.getLogger(__name__)
+
+# Oversized images are found and reported by the scan (TOO_LARGE, with how to fix them); Pillow's own
+# warning for each one would only repeat that, once per file, without the fix.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 EXPECTED_LAYOUT = (
     "Expected layout (folder names are the labels):\n"
@@ -44,15 +55,31 @@ EXPECTED_LAYOUT = (
 NOT_IMAGE = "not an image"
 CORRUPT = "unreadable or corrupt"
 TOO_SMALL = "too small"
+TOO_LARGE = "too large"
+BROKEN_LINK = "broken or looping link"
+FOLDER_LINK = "folder link seen before"
+DUPLICATE = "duplicate"
 STRAY = "not in a class folder"
 
-_OK = "ok"
-_CACHE_VERSION = 1
+OK = "ok"
+_CACHE_VERSION = 2  # 2: entries carry a content digest
 _MAX_LISTED = 10
 
 
 class DataError(UserError):
     pass
+
+
+class Scan(NamedTuple):
+    kind: str      # OK or a skip reason
+    width: int
+    height: int
+    digest: str    # of the file's bytes: finds copies (also through links); "" when unreadable
+
+
+def shown(path) -> str:
+    """A path or name as printable UTF-8: bytes that are not UTF-8 appear as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)
@@ -104,41 +131,47 @@ def index_dataset(root: Path, *, val_fraction: float = 0.1, seed: int = 0, min_i
         raise DataError(f"val_fraction is {val_fraction}, but must be in (0, 1).")
     train_dir, val_dir, test_dir = root / "train", root / "val", root / "test"
     if not train_dir.is_dir():
-        where = f"Dataset folder {root} does not exist" if not root.is_dir() else f"No train folder {train_dir}"
-        raise DataError(f"{where}.\n{EXPECTED_LAYOUT}")
+        if not root.is_dir():
+            raise DataError(f"Dataset folder {shown(root)} does not exist.\n{EXPECTED_LAYOUT}")
+        raise DataError(f"No train folder {shown(train_dir)}.{_nested_hint(root)}\n{EXPECTED_LAYOUT}")
 
     stray: list[str] = []
     classes = _sort_classes(_class_folders(train_dir, stray))
     if not classes:
-        raise DataError(f"{train_dir} has no class folders.\n{EXPECTED_LAYOUT}")
+        raise DataError(f"{shown(train_dir)} has no class folders.\n{EXPECTED_LAYOUT}")
+    _check_not_nested(train_dir, classes)
+    if len(classes) < 2:
+        raise DataError(f"{shown(train_dir)} has a single class folder ({shown(classes[0])}); a classifier needs "
+                        f"at least 2. Add one folder per class under {shown(train_dir)}.")
     labels = {name: i for i, name in enumerate(classes)}
     val_classes = _class_folders(val_dir, stray) if val_dir.is_dir() else None
     _check_val_classes(val_dir, val_classes or [], classes)
 
     # Candidate files per split; labels are attached after the scan says which files are usable.
-    train_files = {c: _walk(train_dir / c) for c in classes}
-    val_files = {c: _walk(val_dir / c) for c in val_classes or []}
+    skipped: dict[str, list[str]] = defaultdict(list)
+    skipped[STRAY] = stray
+    train_files = {c: _walk(train_dir / c, skipped[FOLDER_LINK]) for c in classes}
+    val_files = {c: _walk(val_dir / c, skipped[FOLDER_LINK]) for c in val_classes or []}
     test_files = _test_files(test_dir, stray)
     all_files = [p for files in (*train_files.values(), *val_files.values(), test_files) for p in files]
     scans = scan_images(root, all_files)
 
-    skipped: dict[str, list[str]] = defaultdict(list)
-    skipped[STRAY] = stray
-
     def keep(paths: list[str]) -> list[str]:
         return _usable(paths, scans, min_image_side, skipped)
 
-    train_by_class = {c: keep(files) for c, files in train_files.items()}
-    val_by_class = {c: keep(files) for c, files in val_files.items()}
+    # A file and its copies are one image: counted once per class, so a hold-out cannot split them.
+    train_by_class = {c: _first_copies(keep(files), scans, skipped) for c, files in train_files.items()}
+    val_by_class = {c: _first_copies(keep(files), scans, skipped) for c, files in val_files.items()}
     test = tuple(keep(test_files))
     skipped_final = {reason: tuple(paths) for reason, paths in skipped.items() if paths}
     for reason, paths in skipped_final.items():
         warn(_skip_message(root, reason, paths, min_image_side))
 
-    empty = [str(train_dir / c) for c in classes if not train_by_class[c]]
+    empty = [shown(train_dir / c) for c in classes if not train_by_class[c]]
     if empty:
         raise DataError(f"{len(empty)} class folder(s) have no usable images: {', '.join(empty)}. "
                         "Add images to them or remove them" + _see_warnings(skipped_final) + ".")
+    _check_copies(root, train_by_class, val_by_class, test, scans, warn)
     if val_classes is None:
         train_by_class, val_by_class = _holdout(train_by_class, val_fraction, seed)
     _check_not_empty(root, val_by_class, test_files, test, val_classes is None, skipped_final)
@@ -146,7 +179,7 @@ def index_dataset(root: Path, *, val_fraction: float = 0.1, seed: int = 0, min_i
     missing_val = [c for c in classes if not val_by_class.get(c)]
     if missing_val:
         warn(f"val has no images for {len(missing_val)} of {len(classes)} classes "
-             f"({_listing(missing_val)}); val accuracy does not cover them.")
+             f"({_listing([shown(c) for c in missing_val])}); val accuracy does not cover them.")
     return DatasetIndex(
         root=root,
         classes=tuple(classes),
@@ -156,6 +189,71 @@ def index_dataset(root: Path, *, val_fraction: float = 0.1, seed: int = 0, min_i
         val_is_holdout=val_classes is None,
         skipped=skipped_final,
     )
+
+
+_SPLITS = {"train", "val", "test"}
+
+
+def _nested_hint(root: Path) -> str:
+    """' Found X/train: ...' when the dataset sits one folder deeper than `root` (e.g. hw1/hw1/train)."""
+    deeper = sorted(d for d in root.glob("*/train") if d.is_dir() and not _is_hidden(d.parent.name))
+    if not deeper:
+        return ""
+    return (f" Found {shown(deeper[0])}: the dataset is one folder deeper; use {shown(deeper[0].parent)} "
+            "as the data folder.")
+
+
+def _check_not_nested(train_dir: Path, classes: list[str]) -> None:
+    # train/train/<class>/: an archive unpacked one level too deep; its split folders would become classes.
+    if (train_dir / "train").is_dir() and set(classes) <= _SPLITS:
+        raise DataError(
+            f"{shown(train_dir)} holds {', '.join(sorted(set(classes)))} folder(s) instead of class folders: the "
+            f"archive was unpacked one level too deep. Use {shown(train_dir)} as the data folder, or move the "
+            f"contents of {shown(train_dir)} up one level.\n{EXPECTED_LAYOUT}")
+
+
+def _first_copies(paths: list[str], scans: dict[str, Scan], skipped: dict[str, list[str]]) -> list[str]:
+    """paths without later copies of the same file content (by name order); the copies are skipped."""
+    seen, kept = set(), []
+    for p in paths:
+        digest = scans[p].digest
+        if digest in seen:
+            skipped[DUPLICATE].append(p)
+        else:
+            seen.add(digest)
+            kept.append(p)
+    return kept
+
+
+def _check_copies(root: Path, train_by_class, val_by_class, test, scans: dict[str, Scan], warn) -> None:
+    """Refuse train images repeated in DATA/val (val accuracy would count memorised images); warn about
+    copies in two classes (conflicting labels) and train/val images repeated in test."""
+    train_owner: dict[str, str] = {}
+    conflicts = []
+    for c, paths in train_by_class.items():
+        for p in paths:
+            first = train_owner.setdefault(scans[p].digest, p)
+            if first != p:
+                conflicts.append(f"{_rel(root, p)} = {_rel(root, first)}")
+    if conflicts:
+        warn(f"{len(conflicts)} train image(s) are copies of an image in another class (conflicting labels) "
+             f"under {shown(root)} (first: {_listing(conflicts, limit=5)}); keep each image in one class folder.")
+    leaked = [f"{_rel(root, p)} = {_rel(root, train_owner[scans[p].digest])}"
+              for paths in val_by_class.values() for p in paths if scans[p].digest in train_owner]
+    if leaked:
+        raise DataError(
+            f"{len(leaked)} image(s) in {shown(root / 'val')} are copies of train images (first: "
+            f"{_listing(leaked, limit=5)}): val accuracy would count images the model trained on. Remove "
+            "them from val/ or from train/ (or remove val/ to hold out val_fraction of train instead).")
+    labelled = set(train_owner) | {scans[p].digest for paths in val_by_class.values() for p in paths}
+    in_test = [_rel(root, p) for p in test if scans[p].digest in labelled]
+    if in_test:
+        warn(f"{len(in_test)} test image(s) under {shown(root)} are copies of train or val images "
+             f"(first: {_listing(in_test)}); their predictions are not a test of the model.")
+
+
+def _rel(root: Path, path: str) -> str:
+    return shown(os.path.relpath(path, root))
 
 
 def _is_hidden(name: str) -> bool:
@@ -182,11 +280,24 @@ def _sort_classes(names: list[str]) -> list[str]:
     return sorted(names)
 
 
-def _walk(folder: Path) -> list[str]:
-    """Every visible file under a class folder (nested folders included, like torchvision's ImageFolder)."""
-    found = []
+def _walk(folder: Path, repeated: list[str]) -> list[str]:
+    """Every visible file under a class folder (nested folders included, like torchvision's ImageFolder).
+
+    Folder links are followed once: a link back to a folder already read or to one that holds this class
+    folder (a loop, which os.walk would follow until the path is too long; through a parent it would also
+    pull the other classes in) is skipped and collected in `repeated`."""
+    top = os.path.realpath(folder)
+    found, seen = [], {top}
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+        kept = []
+        for d in sorted(d for d in dirnames if not _is_hidden(d)):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real in seen or top.startswith(real.rstrip(os.sep) + os.sep):
+                repeated.append(os.path.join(dirpath, d))
+            else:
+                seen.add(real)
+                kept.append(d)
+        dirnames[:] = kept
         found += [os.path.join(dirpath, f) for f in sorted(filenames) if not _is_hidden(f)]
     return found
 
@@ -210,20 +321,19 @@ def _check_val_classes(val_dir: Path, val_classes: list[str], classes: list[str]
     described = []
     for c in unknown:
         guess = difflib.get_close_matches(c, classes, n=1)
-        described.append(str(val_dir / c) + (f" (did you mean {guess[0]!r}?)" if guess else ""))
+        described.append(shown(val_dir / c) + (f" (did you mean {shown(guess[0])!r}?)" if guess else ""))
     raise DataError(
         f"{len(unknown)} val class folder(s) have no matching train class: {', '.join(described)}. "
-        f"Known train classes ({len(classes)}): {_listing(classes, limit=30)}. "
+        f"Known train classes ({len(classes)}): {_listing([shown(c) for c in classes], limit=30)}. "
         "Rename or remove those val folders: val folder names must match train folder names."
     )
 
 
-def _usable(paths: list[str], scans: dict[str, tuple[str, int, int]], min_side: int,
-            skipped: dict[str, list[str]]) -> list[str]:
+def _usable(paths: list[str], scans: dict[str, Scan], min_side: int, skipped: dict[str, list[str]]) -> list[str]:
     kept = []
     for p in paths:
-        kind, width, height = scans[p]
-        if kind != _OK:
+        kind, width, height, _ = scans[p]
+        if kind != OK:
             skipped[kind].append(p)
         elif min(width, height) < min_side:
             skipped[TOO_SMALL].append(p)
@@ -250,12 +360,12 @@ def _holdout(train_by_class: dict[str, list[str]], fraction: float, seed: int):
 def _check_not_empty(root: Path, val_by_class, test_files, test, holdout: bool, skipped) -> None:
     if not any(val_by_class.values()):
         if holdout:
-            raise DataError(f"The validation hold-out from {root / 'train'} is empty: every class has a "
+            raise DataError(f"The validation hold-out from {shown(root / 'train')} is empty: every class has a "
                             "single usable image. Add images, or provide DATA/val.")
-        raise DataError(f"{root / 'val'} has no usable images" + _see_warnings(skipped) + ". Add images to "
+        raise DataError(f"{shown(root / 'val')} has no usable images" + _see_warnings(skipped) + ". Add images to "
                         "it, or remove it to hold out val_fraction of each train class instead.")
     if test_files and not test:
-        raise DataError(f"{root / 'test'} has {len(test_files)} file(s) but no usable image"
+        raise DataError(f"{shown(root / 'test')} has {len(test_files)} file(s) but no usable image"
                         + _see_warnings(skipped) + ". Fix or remove them.")
 
 
@@ -274,57 +384,73 @@ def _skip_message(root: Path, reason: str, paths: Sequence[str], min_side: int) 
         NOT_IMAGE: f"{n} file(s) that are not images",
         CORRUPT: f"{n} unreadable or corrupt image(s)",
         TOO_SMALL: f"{n} image(s) too small, shorter side < {min_side} px",
+        TOO_LARGE: (f"{n} image(s) over Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS:,} pixels "
+                    "(too large to decode safely; downscale them below that, e.g. "
+                    "mogrify -resize '8000x8000>' FILE)"),
+        BROKEN_LINK: f"{n} link(s) that point nowhere or loop (fix or remove the links)",
+        FOLDER_LINK: f"{n} folder link(s) back to a folder already read or to a parent (a link loop; each folder is read once)",
+        DUPLICATE: f"{n} copies of another file in the same class folder (each image counted once)",
         STRAY: f"{n} file(s) not in a class folder (train/ and val/ hold one folder per class; test/ is flat)",
     }[reason]
-    relative = [os.path.relpath(p, root) for p in paths]
-    return f"Skipped {what} under {root} (first: {_listing(relative)})"
+    relative = [_rel(root, p) for p in paths]
+    return f"Skipped {what} under {shown(root)} (first: {_listing(relative)})"
 
 
 # ------------------------------------------------------------------------------------------ scan
 
-def scan_images(root: Path, paths: Sequence[str]) -> dict[str, tuple[str, int, int]]:
-    """path -> (kind, width, height), kind being 'ok' or a skip reason; decodes only what changed."""
-    cache_file = cache_dir() / "scans" / (hashlib.sha256(str(root).encode()).hexdigest()[:20] + ".json")
+def scan_images(root: Path, paths: Sequence[str]) -> dict[str, Scan]:
+    """path -> Scan (kind 'ok' or a skip reason, size, content digest); decodes only what changed."""
+    cache_file = cache_dir() / "scans" / (hashlib.sha256(os.fsencode(root)).hexdigest()[:20] + ".json")
     cached = _read_cache(cache_file)
     results, entries, todo = {}, {}, []
     for p in paths:
         try:
             st = os.stat(p)
-        except OSError:  # a dangling link, or removed while we looked
-            results[p] = (CORRUPT, 0, 0)
+        except OSError:  # a dangling or looping link, or removed while we looked
+            results[p] = Scan(BROKEN_LINK if os.path.islink(p) else CORRUPT, 0, 0, "")
             continue
         key = [st.st_size, st.st_mtime_ns]
         hit = cached.get(p)
         if hit and hit[:2] == key:
-            results[p] = tuple(hit[2:])
+            results[p] = Scan(*hit[2:])
             entries[p] = hit
         else:
             todo.append((p, key))
     if todo:
-        log.info("Checking %d new or changed images under %s (cached for next time)", len(todo), root)
+        log.info("Checking %d new or changed images under %s (cached for next time)", len(todo), shown(root))
         with ThreadPoolExecutor() as pool:  # PIL releases the GIL while decoding
             for (p, key), result in zip(todo, pool.map(lambda item: _probe(item[0]), todo)):
                 results[p] = result
                 # Failures are not cached: fixing a file's permissions leaves its size and mtime alone.
-                if result[0] != CORRUPT:
+                if result.kind != CORRUPT:
                     entries[p] = key + list(result)
     if entries != cached:
         _write_cache(cache_file, entries)
     return results
 
 
-def _probe(path: str) -> tuple[str, int, int]:
+def _probe(path: str) -> Scan:
     """Fully decode one file: load() is what catches truncated files; open() only reads the header."""
     try:
-        with Image.open(path) as im:
+        with open(path, "rb") as f:
+            payload = f.read()
+    except OSError:
+        return Scan(CORRUPT, 0, 0, "")
+    digest = hashlib.blake2b(payload, digest_size=16).hexdigest()
+    try:
+        with Image.open(io.BytesIO(payload)) as im:
+            if Image.MAX_IMAGE_PIXELS and im.width * im.height > Image.MAX_IMAGE_PIXELS:
+                return Scan(TOO_LARGE, im.width, im.height, digest)
             im.load()
             to_rgb(im)  # the conversion load_rgb will do must work too, or a trial would crash mid-way
-            return _OK, im.width, im.height
+            return Scan(OK, im.width, im.height, digest)
+    except Image.DecompressionBombError:  # over twice the limit: Pillow refuses even to open it
+        return Scan(TOO_LARGE, 0, 0, digest)
     except UnidentifiedImageError:
         # Not decodable: a file named like an image is a broken image, anything else is not an image.
-        return (CORRUPT if Path(path).suffix.lower() in _image_extensions() else NOT_IMAGE), 0, 0
-    except Exception:  # truncated, corrupt, unreadable, decompression bomb: all mean "cannot use"
-        return CORRUPT, 0, 0
+        return Scan(CORRUPT if Path(path).suffix.lower() in _image_extensions() else NOT_IMAGE, 0, 0, digest)
+    except Exception:  # truncated, corrupt, unreadable: all mean "cannot use"
+        return Scan(CORRUPT, 0, 0, digest)
 
 
 def _image_extensions() -> set[str]:
@@ -354,24 +480,47 @@ def _write_cache(cache_file: Path, entries: dict[str, list]) -> None:
 # --------------------------------------------------------------------------------------- loading
 
 def load_rgb(path: str) -> Image.Image:
-    """Any image as 8-bit RGB: alpha composited over white, 16-bit scaled (not clipped) to 8-bit."""
+    """Any image as 8-bit RGB, upright: EXIF orientation applied, alpha composited over white, 16-bit and
+    float scaled (not clipped) to 8-bit."""
     with Image.open(path) as im:
         im.load()
-        return to_rgb(im)
+        return to_rgb(upright(im))
+
+
+def upright(im: Image.Image) -> Image.Image:
+    """The image as it is meant to be seen: phone photos store pixels sideways plus an EXIF Orientation tag.
+    The decoded cache calls this too, so both loaders see the same pixels."""
+    ImageOps.exif_transpose(im, in_place=True)
+    return im
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
     if im.mode == "RGB":
         return im
     if im.mode in ("I", "F") or im.mode.startswith("I;16"):
-        # PIL's own convert clips 16-bit values at 255, turning most of the range white.
-        values = np.clip(np.asarray(im, dtype=np.float64), 0, 65535)
-        return Image.fromarray(np.round(values / 257.0).astype(np.uint8), "L").convert("RGB")
+        # PIL's own convert clips these at 255, turning most of the range white.
+        return Image.fromarray(_to_8_bit(np.asarray(im, dtype=np.float64), im.mode), "L").convert("RGB")
     if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info:
         rgba = im.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, ...
+
+
+def _to_8_bit(values: np.ndarray, mode: str) -> np.ndarray:
+    """Integers (I;16, I) span 0..65535; floats 0..1 (the float TIFF convention), else 0..255 or 0..65535,
+    whichever holds them; values outside every such range are stretched from their own min..max."""
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if mode == "F" and low >= 0.0 and high <= 1.0:
+        scaled = values * 255.0
+    elif mode == "F" and low >= 0.0 and high <= 255.0:
+        scaled = values
+    elif low >= 0.0 and high <= 65535.0:
+        scaled = values / 257.0
+    else:  # negative or beyond 16 bits (32-bit integers, unnormalised floats): stretch min..max
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return np.round(np.clip(scaled, 0, 255)).astype(np.uint8)
 
 
 class ImageListDataset:

@@ -32,11 +32,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from trainable.data import DataError, cache_dir, to_rgb
+from trainable.data import DataError, cache_dir, to_rgb, upright
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: EXIF orientation applied (as load_rgb does)
 _BUILD_CHUNK = 256  # images decoded in flight at once: bounds the builder's memory
 
 
@@ -78,7 +78,8 @@ def cache_key(paths: Sequence[str], short_side: int) -> str:
     digest = hashlib.sha256(f"v{FORMAT_VERSION}:{short_side}".encode())
     for p in paths:
         st = os.stat(p)
-        digest.update(f"\n{p}\t{st.st_size}\t{st.st_mtime_ns}".encode())
+        # fsencode: a file name need not be valid UTF-8 on Linux (str.encode would raise on it).
+        digest.update(b"\n" + os.fsencode(p) + f"\t{st.st_size}\t{st.st_mtime_ns}".encode())
     return digest.hexdigest()[:24]
 
 
@@ -145,7 +146,7 @@ def _decode(path: str, short_side: int) -> np.ndarray:
         if scale < 1:
             # JPEG: let the decoder skip detail we'd throw away (DCT scaling), then resize exactly.
             im.draft("RGB", (max(1, round(w * scale)), max(1, round(h * scale))))
-        im = to_rgb(im)
+        im = to_rgb(upright(im))  # a 90-degree turn keeps the short side, so `scale` still holds
         if scale < 1:
             w, h = im.size
             scale = short_side / min(w, h)

@@ -5,6 +5,8 @@ head/backbone learning-rate split and the MLP head (report 004) work the same fo
 """
 from __future__ import annotations
 
+import os
+
 import timm
 import torch
 from torch import nn
@@ -66,6 +68,11 @@ def build_model(cfg: TrialConfig, num_classes: int) -> Classifier:
 
 def _create(cfg: TrialConfig, num_classes: int, pretrained: bool) -> Classifier:
     kwargs = {}
+    if cfg.weights_file and not os.path.isfile(cfg.weights_file):
+        # timm would only log "No checkpoint found" and raise an empty error.
+        what = "is a folder" if os.path.isdir(cfg.weights_file) else "does not exist"
+        raise ModelError(f"Could not load pretrained weights for {cfg.backbone!r} from {cfg.weights_file}: weights_file "
+                         f"{what}. Give the path of a .pth/.safetensors file, or leave weights_file empty.")
     if cfg.weights_file:
         # timm's own pretrained mechanism, pointed at a local file: same key filtering and checks as the hub path.
         kwargs["pretrained_cfg_overlay"] = {"file": cfg.weights_file}

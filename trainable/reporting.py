@@ -1,16 +1,19 @@
 """Where a trial's per-epoch metrics and checkpoints go.
 
-A reporter has two methods: `checkpoint_to_resume()` (a directory or None) and
-`report(metrics, checkpoint_dir)`. The trial writes each checkpoint into a temporary directory and
+A reporter has three methods: `checkpoints_to_resume()` (context managers giving checkpoint directories,
+newest first: the trial falls back to an older one when the newest is damaged), `report(metrics,
+checkpoint_dir)` and `warn(message)`. The trial writes each checkpoint into a temporary directory and
 hands it over (None on an epoch that reports metrics only); the reporter persists it. `LocalReporter`
-writes stdout + metrics.jsonl + epoch directories; the Ray Tune reporter lives in search/ so that
-trainable/ never imports Ray.
+writes stdout + metrics.jsonl + epoch directories, and creates its folder (with config.json) only at the
+first report, so a run that fails before training leaves nothing behind; the Ray Tune reporter lives in
+search/ so that trainable/ never imports Ray.
 """
 from __future__ import annotations
 
 import json
 import shutil
-from contextlib import contextmanager
+import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from trainable.checkpoint import MODEL_FILE, TRAIN_STATE_FILE
@@ -19,25 +22,30 @@ from trainable.checkpoint import MODEL_FILE, TRAIN_STATE_FILE
 class LocalReporter:
     """out_dir/metrics.jsonl, out_dir/checkpoints/epoch_NNNN/ (the latest `keep` plus the best by val_acc)."""
 
-    def __init__(self, out_dir: Path, resume: bool = False, keep: int = 2, printer=print):
+    def __init__(self, out_dir: Path, resume: bool = False, keep: int = 2, printer=print, config: dict | None = None):
         self.out_dir = Path(out_dir)
         self.ckpt_root = self.out_dir / "checkpoints"
         self.resume = resume
         self.keep = keep
         self.printer = printer
+        self.config = config  # written to OUT/config.json with the first report
+        self._reported = False
 
-    @contextmanager
-    def checkpoint_to_resume(self):
-        latest = self.latest() if self.resume else None
-        if latest is not None:
-            self._forget_rows_after(int(latest.name.split("_")[1]))
-        yield latest
+    def checkpoints_to_resume(self):
+        """Every epoch directory, newest first (the trial reads them and skips damaged ones)."""
+        if not self.resume:
+            return []
+        return [nullcontext(d) for d in reversed(self._epoch_dirs())]
 
-    def _forget_rows_after(self, epoch: int) -> None:
-        # Epochs after the latest checkpoint (metrics-only ones) are trained again: one row per epoch.
+    def warn(self, message: str) -> None:
+        print(message, file=sys.stderr)
+
+    def _forget_rows_from(self, epoch: int) -> None:
+        # A resumed run trains again the epochs after its checkpoint (metrics-only ones, or those after a
+        # damaged checkpoint): one row per epoch.
         path = self.out_dir / "metrics.jsonl"
         if path.exists():
-            rows = [line for line in path.read_text().splitlines() if json.loads(line)["epoch"] <= epoch]
+            rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] < epoch]
             path.write_text("".join(line + "\n" for line in rows))
 
     def latest(self) -> Path | None:
@@ -45,7 +53,12 @@ class LocalReporter:
         return complete[-1] if complete else None
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
-        self.ckpt_root.mkdir(parents=True, exist_ok=True)
+        if not self._reported:
+            self._reported = True
+            self.ckpt_root.mkdir(parents=True, exist_ok=True)
+            if self.config is not None:
+                (self.out_dir / "config.json").write_text(json.dumps(self.config, indent=2))
+            self._forget_rows_from(metrics["epoch"])
         final = self.ckpt_root / f"epoch_{metrics['epoch']:04d}"
         if final.exists():  # re-running an epoch after a resume: the new one replaces it
             shutil.rmtree(final)

@@ -102,12 +102,11 @@ def train_trial(config: dict, reporter) -> dict:
     model, ema, optimizer, scheduler, scaler = run.model, run.ema, run.optimizer, run.scheduler, run.scaler
     index, step = run.index, run.step
 
-    start_epoch, history = 0, []  # history: the checkpoint metric of every finished epoch
-    with reporter.checkpoint_to_resume() as resume_dir:
-        if resume_dir is not None:
-            start_epoch, history = checkpoint.restore(
-                resume_dir, model=model, ema=ema, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                classes=index.classes, loader_generator=run.loader_generator)
+    # history: the checkpoint metric of every finished epoch. A damaged newest checkpoint falls back to an
+    # older one; none readable means a fresh start (both with a warning).
+    start_epoch, history = checkpoint.restore_latest_good(
+        reporter.checkpoints_to_resume(), reporter.warn, model=model, ema=ema, optimizer=optimizer,
+        scheduler=scheduler, scaler=scaler, classes=index.classes, loader_generator=run.loader_generator)
 
     metrics = {}
     for epoch in range(start_epoch, cfg.epochs):
