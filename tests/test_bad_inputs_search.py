@@ -320,6 +320,7 @@ def test_a_cluster_that_refuses_the_driver_leaves_no_run_behind(world, tmp_path,
         raise ConnectionError("Could not connect to the GCS at 10.0.0.5:6379")
     monkeypatch.setattr(search.preflight, "_check_address", lambda address: None)
     monkeypatch.setattr(search.execute.ray, "init", refuse)
+    monkeypatch.setattr(search.execute.ray, "is_initialized", lambda: False)  # another test's Ray may be up
     args = arrange({"SPACE": GOOD}, S + ["--address", "10.0.0.5:6379", "--name", "fresh"], world, tmp_path,
                    monkeypatch)
     before = snapshot(tmp_path)
