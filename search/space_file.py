@@ -235,16 +235,20 @@ def _fails_alike(config: dict, err: ConfigError) -> bool:
 def _check_checkpoint_cadence(space: Space, checked: list[tuple[str, TrialConfig]]) -> None:
     """Without checkpoint_new_bests a trial saves only every resume_state_every epochs and on its last, and it
     cannot know when ASHA will stop it: a trial stopped at a rung between two saves would end with no weights
-    (no ensemble member, nothing to resume). Rungs are grace_period * reduction_factor^k, so a cadence that
-    divides grace_period saves at every one of them."""
-    g = space.settings.grace_period
+    (no ensemble member, nothing to resume). ASHA's rungs are grace_period * reduction_factor^k below max_epochs."""
+    s = space.settings
+    rungs, r = [], s.grace_period
+    while r < s.max_epochs:
+        rungs.append(r)
+        r *= s.reduction_factor
     for where, cfg in checked:
-        if not cfg.checkpoint_new_bests and g % cfg.resume_state_every:
+        missed = [r for r in rungs if r % cfg.resume_state_every] if not cfg.checkpoint_new_bests else []
+        if missed:
             raise SpaceError(
                 f"{space.path}: {where}: checkpoint_new_bests is False and resume_state_every is "
-                f"{cfg.resume_state_every}, which does not divide grace_period {g}: trials ASHA stops at epoch {g} "
-                "would end without a checkpoint. Set resume_state_every to a divisor of grace_period, or "
-                "checkpoint_new_bests to True.")
+                f"{cfg.resume_state_every}, but ASHA may stop trials at epoch {missed[0]} (its rungs: "
+                f"{', '.join(map(str, rungs))}), where they would end without a checkpoint. Set "
+                "resume_state_every to a divisor of grace_period, or checkpoint_new_bests to True.")
 
 
 def _check_budgets(space: Space, checked: list[tuple[str, TrialConfig]], num_classes: int) -> None:
