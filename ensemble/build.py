@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 
 from ensemble import strategies
-from ensemble.candidates import (DATA_KEYS, Candidate, EnsembleError, Inference, cache_file, check_same_validation,
-                                 qualifying_trials, read_cache, read_leaderboard, write_cache)
+from ensemble.candidates import (Candidate, EnsembleError, Inference, cache_file, check_same_validation,
+                                 data_values, qualifying_trials, read_cache, read_leaderboard,
+                                 write_cache)
 from ensemble.report import (PER_CLASS, PREDICTIONS, per_class_table, plot_confusion, summary, worst_classes,
                              write_predictions)
 from ensemble.storage import MODEL_FILE, Location, model_file_stamp
@@ -92,7 +93,7 @@ class Gatherer:
         task per distinct data setting."""
         groups: dict[tuple, list[Candidate]] = {}
         for candidate in cached:
-            groups.setdefault(tuple(candidate.config[k] for k in DATA_KEYS), []).append(candidate)
+            groups.setdefault(tuple(data_values(candidate.config).values()), []).append(candidate)
         now = self.runner.lists([(group[0].config, self.data) for group in groups.values()])
         stale = []
         for group, lists in zip(groups.values(), now):
