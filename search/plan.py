@@ -29,6 +29,7 @@ class Plan:
     resume: bool
     address: str | None
     ensemble_top_k: int = 5
+    refit: str | None = None  # ensemble/refit.py: "kfold:K" or "bag:N" after the ensemble
 
     @property
     def experiment_path(self) -> str:
@@ -42,6 +43,14 @@ class Plan:
 
     @classmethod
     def from_args(cls, args) -> "Plan":
+        refit = getattr(args, "refit", None)
+        if refit is not None:  # a typo fails now, not after the search
+            from ensemble.refit import RefitScheme  # no torch
+
+            RefitScheme.parse(refit)
+            if not args.ensemble_top_k:
+                raise UserError("--refit retrains the ensemble's candidates, but --ensemble-top-k 0 skips the "
+                                "ensemble; drop one of them.")
         storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
         if args.resume:
             if not args.name:
@@ -68,7 +77,7 @@ class Plan:
         check_space(space, num_classes=len(index.classes), data=data)
         if args.ensemble_top_k < 0:
             raise UserError(f"--ensemble-top-k is {args.ensemble_top_k}, but must be >= 0 (0 skips the ensemble).")
-        plan = cls(space, data, index, name, storage, out_dir, args.resume, args.address, args.ensemble_top_k)
+        plan = cls(space, data, index, name, storage, out_dir, args.resume, args.address, args.ensemble_top_k, refit)
         plan._check_existing()
         if not args.address:
             _check_local_resources(space)
