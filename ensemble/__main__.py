@@ -2,7 +2,8 @@
 
 Members are scored in this process by default; with --address they are scored as Ray tasks with the
 trials' resources: `--address auto` joins the running cluster (the search's), `--address local` starts
-a Ray instance on this machine for the run.
+a Ray instance on this machine for the run. `--refit kfold:K|bag:N` also retrains the candidates as Ray
+Tune trials (ensemble/refit.py); without --address it starts a local Ray for them.
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ cross-validation on val (ensemble/strategies.py) -> in results/<name>/:
     prediction.csv         image_name,pred_label for DATA/test (file stem, class-folder name)
     per_class.csv          the ensemble's precision/recall/F1 per class on val
     confusion_matrix.png   the ensemble's val confusion matrix, also in TensorBoard under ensemble/
+    prediction_refit.csv   with --refit: the refit ensemble's predictions (ensemble/refit.py)
 
 This is the driver side: it gathers logits and selects, and never imports torch.
 `python -m ensemble.predict` predicts any folder of images with the saved ensemble.
