@@ -111,7 +111,7 @@ def refit_ensemble(run_dir: Path, scheme: RefitScheme, candidates: list[Candidat
     checkpoints = run_refit_trials(jobs, storage_path=storage_path, name=name, resources=gatherer.runner.resources,
                                    plan_file=run_dir / REFIT_DIR / f"{scheme.tag}-plan.json",
                                    max_failures=max_failures, max_concurrent=max_concurrent, callbacks=callbacks,
-                                   say=say)
+                                   continue_hint=_continue_hint(run_dir, scheme, candidates, data, storage), say=say)
 
     gatherer.skipped = []
     scored = gatherer.gather(pd.DataFrame({"trial_id": [job["name"] for job in jobs],
@@ -166,6 +166,15 @@ def refit_ensemble(run_dir: Path, scheme: RefitScheme, candidates: list[Candidat
                        pooled, covered, oof_file, prediction, test_files)
     say(summary(section))
     return section
+
+
+def _continue_hint(run_dir: Path, scheme: RefitScheme, candidates: list[Candidate], data: str | None,
+                   storage: str | None) -> str:
+    """The ensemble command that continues this refit, for when it ran at the end of a search (whose own
+    command would start another search): same candidates, data and storage."""
+    options = [f"--top-k {len(candidates)}", f"--refit {scheme}"] + ([f"--data {data}"] if data else []) + (
+        [f"--storage '{storage}'"] if storage else [])
+    return f", or `python -m ensemble {run_dir} {' '.join(options)}`"
 
 
 def _out_of_fold(models: list[Candidate], pooled: list[tuple[str, int]]) -> tuple[np.ndarray, np.ndarray]:

@@ -27,10 +27,11 @@ def refit_trial(config: dict) -> None:
 
 def run_refit_trials(jobs: list[dict], *, storage_path: str, name: str, resources: Resources, plan_file: Path,
                      max_failures: int = 2, max_concurrent: int | None = None, callbacks=(),
-                     say: Callable[[str], None] = print) -> dict[str, str]:
+                     continue_hint: str = "", say: Callable[[str], None] = print) -> dict[str, str]:
     """Train every job (or resume the experiment that is training them); returns {job name: final checkpoint
     path}. Raises EnsembleError when the recorded refit was planned differently, or when models are left
-    unfinished (interrupted) or failed, naming them and how to continue."""
+    unfinished (interrupted) or failed, naming them and how to continue (`continue_hint`: another command
+    that does)."""
     from ray import tune
 
     from search.tensorboard_hparams import import_tensorboardx_without_torch
@@ -59,7 +60,7 @@ def run_refit_trials(jobs: list[dict], *, storage_path: str, name: str, resource
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 callbacks=list(callbacks), verbose=0),
         )
-    return _finished_checkpoints(tuner.fit(), jobs, experiment)
+    return _finished_checkpoints(tuner.fit(), jobs, experiment, continue_hint)
 
 
 def _check_same_plan(plan_file: Path, jobs: list[dict], experiment: str) -> None:
@@ -74,7 +75,7 @@ def _check_same_plan(plan_file: Path, jobs: list[dict], experiment: str) -> None
             f"started with to continue it, or delete {experiment} and {plan_file} to refit from scratch.")
 
 
-def _finished_checkpoints(results, jobs: list[dict], experiment: str) -> dict[str, str]:
+def _finished_checkpoints(results, jobs: list[dict], experiment: str, continue_hint: str) -> dict[str, str]:
     from search.leaderboard import error_reason
 
     wanted = {job["name"]: job for job in jobs}
@@ -99,5 +100,5 @@ def _finished_checkpoints(results, jobs: list[dict], experiment: str) -> dict[st
             + (f"failed: {', '.join(failed)}; " if failed else "")
             + (f"unfinished: {', '.join(unfinished)}; " if unfinished else "")
             + f"its state is saved in {experiment}. Run the same command again to continue it (finished "
-              "models are kept; failed ones resume from their last checkpoint).")
+              f"models are kept; failed ones resume from their last checkpoint){continue_hint}.")
     return found

@@ -192,8 +192,9 @@ def trial_records(experiment: Path) -> dict:
 
 def test_an_interrupted_bagging_refit_resumes_without_retraining_finished_models(run_dir, manifest, capsys):
     options = dict(top_k=2, refit="bag:2", use_ray=True, say=print)
-    with pytest.raises(EnsembleError, match=r"finished 2 of 4 models.*Run the same command again"):
+    with pytest.raises(EnsembleError, match=r"finished 2 of 4 models.*Run the same command again") as stopped:
         build_ensemble(run_dir, refit_tune={"callbacks": [InterruptAfter(2)], "max_concurrent": 1}, **options)
+    assert f"`python -m ensemble {run_dir} --top-k 2 --refit bag:2`" in str(stopped.value)
     # The plain ensemble's predictions are written before the refit starts; the refit's only when it ends.
     assert (run_dir / "prediction.csv").is_file() and not (run_dir / REFIT_PREDICTIONS).exists()
     experiment = run_dir / "refit-bag2"
