@@ -2,7 +2,8 @@
 
 Members are scored in this process by default; with --address they are scored as Ray tasks with the
 trials' resources: `--address auto` joins the running cluster (the search's), `--address local` starts
-a Ray instance on this machine for the run.
+a Ray instance on this machine for the run. `--refit kfold:K|bag:N` also retrains the candidates as Ray
+Tune trials (ensemble/refit.py); without --address it starts a local Ray for them.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from ensemble import strategies
 from ensemble.build import __doc__ as build_doc
 from ensemble.build import build_ensemble
+from ensemble.refit import RefitScheme
 from ensemble.tasks import Resources
 from trainable.errors import UserError
 
@@ -35,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      "in the cloud")
     p.add_argument("--address", help="score members as Ray tasks: 'auto' joins the running cluster, HOST:PORT a "
                                      "given one, 'local' starts Ray here (default: score in this process)")
+    p.add_argument("--refit", metavar="kfold:K|bag:N",
+                   help="also retrain the candidates on train+val as Ray Tune trials, K folds or N bootstrap bags "
+                        "each, and ensemble them on their out-of-fold predictions (prediction_refit.csv); "
+                        "re-running the same command resumes or reuses the refit")
     p.add_argument("--cpus-per-task", type=float, help="CPUs per scoring task (default: the run's cpus_per_trial)")
     p.add_argument("--gpus-per-task", type=float, help="GPUs per scoring task (default: the run's gpus_per_trial)")
     return p
@@ -46,11 +52,14 @@ def main(argv=None) -> int:
         resources = Resources.of_run(args.run_dir)
         resources = Resources(args.cpus_per_task if args.cpus_per_task is not None else resources.num_cpus,
                               args.gpus_per_task if args.gpus_per_task is not None else resources.num_gpus)
-        with _ray(args.address):
+        if args.refit is not None:
+            RefitScheme.parse(args.refit)  # a typo ends here, before any member is scored
+        # The refit's Tune trials need Ray: without --address it starts (and stops) one on this machine.
+        with _ray(args.address or ("local" if args.refit else None)):
             build_ensemble(args.run_dir, top_k=args.top_k, min_epochs=args.min_epochs, budget_m=args.budget_m,
                            tta=args.tta, tta_size=args.tta_size, strategy=args.strategy, metric=args.metric,
                            cv_folds=args.cv_folds, min_gain=args.min_gain, data=args.data, storage=args.storage,
-                           resources=resources, use_ray=args.address is not None)
+                           resources=resources, use_ray=args.address is not None, refit=args.refit)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

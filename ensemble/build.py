@@ -11,6 +11,7 @@ cross-validation on val (ensemble/strategies.py) -> in results/<name>/:
     prediction.csv         image_name,pred_label for DATA/test (file stem, class-folder name)
     per_class.csv          the ensemble's precision/recall/F1 per class on val
     confusion_matrix.png   the ensemble's val confusion matrix, also in TensorBoard under ensemble/
+    prediction_refit.csv   with --refit: the refit ensemble's predictions (ensemble/refit.py)
 
 This is the driver side: it gathers logits and selects, and never imports torch.
 `python -m ensemble.predict` predicts any folder of images with the saved ensemble.
@@ -26,8 +27,9 @@ import numpy as np
 import pandas as pd
 
 from ensemble import strategies
-from ensemble.candidates import (DATA_KEYS, Candidate, EnsembleError, Inference, cache_file, check_same_validation,
-                                 qualifying_trials, read_cache, read_leaderboard, write_cache)
+from ensemble.candidates import (Candidate, EnsembleError, Inference, cache_file, check_same_validation,
+                                 data_values, qualifying_trials, read_cache, read_leaderboard, write_cache)
+from ensemble.refit import REFIT_PREDICTIONS, RefitScheme, refit_ensemble
 from ensemble.report import (PER_CLASS, PREDICTIONS, per_class_table, plot_confusion, summary, worst_classes,
                              write_predictions)
 from ensemble.storage import MODEL_FILE, Location, model_file_stamp
@@ -93,7 +95,7 @@ class Gatherer:
         task per distinct data setting."""
         groups: dict[tuple, list[Candidate]] = {}
         for candidate in cached:
-            groups.setdefault(tuple(candidate.config[k] for k in DATA_KEYS), []).append(candidate)
+            groups.setdefault(tuple(data_values(candidate.config).values()), []).append(candidate)
         now = self.runner.lists([(group[0].config, self.data) for group in groups.values()])
         stale = []
         for group, lists in zip(groups.values(), now):
@@ -112,12 +114,17 @@ class Gatherer:
 def build_ensemble(run_dir: Path, *, top_k: int = 5, min_epochs: int | None = None, budget_m: float = 100.0,
                    tta: bool = False, tta_size: int | None = None, strategy: str = "auto", metric: str = "acc",
                    cv_folds: int = 5, min_gain: float = 0.0, data: str | None = None, storage: str | None = None,
-                   resources: Resources | None = None, use_ray: bool | None = None, say=print) -> dict:
+                   resources: Resources | None = None, use_ray: bool | None = None, refit: str | None = None,
+                   refit_tune: dict | None = None, say=print) -> dict:
     """Choose, save and apply the ensemble; returns what ensemble.json holds.
 
     Members are scored as Ray tasks with `resources` (default: the trials' own, from the run's space.py)
     when Ray is up (use_ray=None), else in this process. `storage` is the run's storage URI (--storage),
     needed when the leaderboard records checkpoints as paths inside a bucket.
+
+    `refit` ("kfold:K" or "bag:N") also retrains the candidates on train+val as Ray Tune trials and
+    ensembles them (ensemble/refit.py): ensemble.json gets a `refit` section, DATA/test prediction_refit.csv.
+    `refit_tune`: extra options of its Tune run (max_failures, max_concurrent, callbacks).
 
     Raises EnsembleError (a UserError) for what the user can fix: no leaderboard, no finished trial,
     nothing loadable, nothing within the budget, mismatched val sets, and no test images (after
@@ -125,6 +132,7 @@ def build_ensemble(run_dir: Path, *, top_k: int = 5, min_epochs: int | None = No
     """
     run_dir = Path(run_dir)
     _check_arguments(top_k, budget_m, tta_size, strategy, metric, cv_folds, min_gain)
+    scheme = RefitScheme.parse(refit) if refit is not None else None
     rows, need = qualifying_trials(read_leaderboard(run_dir), top_k, min_epochs)
     runner = Runner(resources or Resources.of_run(run_dir), use_ray)
     gatherer = Gatherer(run_dir, Inference(tta, tta_size), runner, data, storage, say)
@@ -153,17 +161,24 @@ def build_ensemble(run_dir: Path, *, top_k: int = 5, min_epochs: int | None = No
     manifest = _manifest(candidates, selection, worst, gatherer, need, budget_m, top_k)
     (run_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
     say(summary(manifest))
-
     test_files = candidates[0].test_files
-    (run_dir / PREDICTIONS).unlink(missing_ok=True)  # never leave an older ensemble's predictions behind
+    # Never leave an older ensemble's or refit's predictions behind.
+    for stale in (PREDICTIONS, REFIT_PREDICTIONS):
+        (run_dir / stale).unlink(missing_ok=True)
+    if test_files:  # written before the refit, which may take hours or be interrupted
+        test_scores = strategies.combine(selection.strategy, np.stack([c.test_logits for c in candidates]),
+                                         selection.weights)
+        write_predictions(run_dir / PREDICTIONS, test_files, test_scores.argmax(axis=1), classes, say)
+        say(f"Predictions for {len(test_files)} test images: {run_dir / PREDICTIONS}")
+    if scheme is not None:
+        manifest["refit"] = refit_ensemble(run_dir, scheme, candidates, rows, gatherer=gatherer, budget_m=budget_m,
+                                           strategy=strategy, metric=metric, cv_folds=cv_folds, min_gain=min_gain,
+                                           data=data, storage=storage, say=say, **(refit_tune or {}))
+        (run_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
     if not test_files:
         raise EnsembleError(f"{shown(candidates[0].data_root)}/test has no images, so there is nothing to predict: {run_dir / MANIFEST} "
                             f"was written but not {PREDICTIONS}. Add images there, or predict any folder with "
                             f"`python -m ensemble.predict {run_dir} FOLDER`.")
-    test_scores = strategies.combine(selection.strategy, np.stack([c.test_logits for c in candidates]),
-                                     selection.weights)
-    write_predictions(run_dir / PREDICTIONS, test_files, test_scores.argmax(axis=1), classes, say)
-    say(f"Predictions for {len(test_files)} test images: {run_dir / PREDICTIONS}")
     return manifest
 
 

@@ -109,10 +109,16 @@ def check_same_validation(candidates: list[Candidate]) -> None:
 
 
 def data_settings(config: dict) -> str:
-    return ", ".join(f"{k}={config[k]}" for k in DATA_KEYS)
+    return ", ".join(f"{k}={v}" for k, v in data_values(config).items())
 
 
-DATA_KEYS = ("data", "val_fraction", "seed", "min_image_side")  # what decides a trial's val and test lists
+# What decides a trial's val and test lists: the dataset, its hold-out, and a refit model's fold or bag.
+DATA_KEYS = ("data", "val_fraction", "seed", "min_image_side", "subset", "subset_seed")
+_ADDED_LATER = {"subset": "", "subset_seed": 0}  # absent from checkpoints written before refit existed
+
+
+def data_values(config: dict) -> dict:
+    return {k: config[k] if k in config else _ADDED_LATER[k] for k in DATA_KEYS}
 
 
 # ------------------------------------------------------------------------------------ logits cache

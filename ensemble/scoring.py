@@ -12,13 +12,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ensemble.candidates import DATA_KEYS, EnsembleError, Inference
+from ensemble.candidates import EnsembleError, Inference, data_values
 from ensemble.storage import MODEL_FILE, Location, read_model_file
 from trainable.config import TrialConfig
 from trainable.data import index_dataset, resolve_data_root
 from trainable.errors import UserError
 from trainable.decoded_cache import ensure_decoded
 from trainable.eval_pipeline import cache_side, eval_loader
+from trainable.subsets import apply_subset, pooled
 from trainable.loop import StepSettings, predict_logits
 from trainable.model import build_model, count_parameters, uses_channels_last
 from trainable.trial import pick_amp_dtype, pick_device
@@ -71,17 +72,21 @@ class Member:
 
 
 def dataset_lists(config: dict, data: str | None = None) -> dict:
-    """The dataset exactly as the trial saw it (same hold-out seed, fraction and size filter):
-    {"root", "classes", "val_samples", "test_files"}. `data` overrides a dataset that moved."""
-    cfg = TrialConfig.from_dict({k: config[k] for k in DATA_KEYS} | ({"data": data} if data else {}))
+    """The dataset exactly as the trial saw it (same hold-out seed, fraction and size filter; a refit model's
+    held-out fold or out-of-bag images as its val): {"root", "classes", "val_samples", "test_files",
+    "pooled_samples"} (pooled: train+val, the set refit folds and bags are drawn from). `data` overrides a
+    dataset that moved."""
+    cfg = TrialConfig.from_dict(data_values(config) | ({"data": data} if data else {}))
     try:
         index = index_dataset(resolve_data_root(cfg.data), val_fraction=cfg.val_fraction, seed=cfg.seed,
                               min_image_side=cfg.min_image_side, warn=lambda _: None)
     except UserError as err:
         hint = "" if data else " The trials were trained on this data; if it has moved, pass --data."
         raise EnsembleError(f"{err}{hint}") from err
+    pooled_samples = pooled(index)
+    index = apply_subset(index, cfg.subset, cfg.subset_seed)
     return {"root": str(index.root), "classes": list(index.classes), "val_samples": [list(s) for s in index.val],
-            "test_files": list(index.test)}
+            "test_files": list(index.test), "pooled_samples": [list(s) for s in pooled_samples]}
 
 
 def score_candidate(trial_id: str, location: Location, inference: Inference, data: str | None = None) -> dict:
@@ -99,7 +104,9 @@ def score_candidate(trial_id: str, location: Location, inference: Inference, dat
     val, test = lists["val_samples"], lists["test_files"]
     decoded = None
     if member.cfg.loader == "cache":  # one decoded cache for val and test, shared by the members scored on this node
-        decoded = ensure_decoded([p for p, _ in val] + test, cache_side(member.cfg, inference.size),
+        # A refit model's val is its own fold: decode the pooled set once for all of them instead.
+        shown = lists["pooled_samples"] if member.cfg.subset else val
+        decoded = ensure_decoded([p for p, _ in shown] + test, cache_side(member.cfg, inference.size),
                                  workers=max(member.cfg.num_workers, 1))
     return {
         "trial_id": trial_id, "checkpoint": str(location), "config": member.config, "classes": member.classes,

@@ -53,3 +53,11 @@ def read_model_file(location: Location) -> bytes:
     fs, folder = location.filesystem()
     with fs.open_input_file(f"{folder.rstrip('/')}/{MODEL_FILE}") as f:
         return f.read()
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """base/part/..., keeping a URI's query (s3://b/tune?endpoint_override=...) after the path, where pyarrow
+    reads it (the same rule as the search's experiment path)."""
+    path, _, query = base.partition("?")
+    joined = "/".join([path.rstrip("/"), *parts])
+    return joined + (f"?{query}" if query else "")

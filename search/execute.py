@@ -150,7 +150,9 @@ def _ensemble(plan) -> None:
     try:
         # Ray is still up: members are scored as Ray tasks with the trials' resources, next to their checkpoints.
         build_ensemble(plan.out_dir, top_k=plan.ensemble_top_k, budget_m=s.trial.get("param_budget_m", 100.0),
-                       storage=plan.storage, resources=Resources(s.cpus_per_trial, s.gpus_per_trial))
+                       storage=plan.storage, resources=Resources(s.cpus_per_trial, s.gpus_per_trial),
+                       refit=plan.refit,
+                       refit_tune={"max_failures": s.max_failures, "max_concurrent": s.max_concurrent or None})
     except UserError as err:
         print(f"Ensemble: {err}")
 

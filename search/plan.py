@@ -32,6 +32,7 @@ class Plan:
     address: str | None
     ensemble_top_k: int = 5
     smoke_test: bool = False
+    refit: str | None = None  # ensemble/refit.py: "kfold:K" or "bag:N" after the ensemble
 
     @property
     def experiment_path(self) -> str:
@@ -45,6 +46,10 @@ class Plan:
 
     @classmethod
     def from_args(cls, args) -> "Plan":
+        if getattr(args, "refit", None) is not None:  # a typo fails now, not after the search
+            from ensemble.refit import RefitScheme  # no torch
+
+            RefitScheme.parse(args.refit)
         storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
         if args.resume and not args.name:
             raise UserError("--resume needs --name: the name of the search to continue (see results/).")
@@ -73,9 +78,14 @@ class Plan:
         top_k = args.ensemble_top_k if args.ensemble_top_k is not None else (saved or {}).get("ensemble_top_k", 5)
         if top_k < 0:
             raise UserError(f"--ensemble-top-k is {top_k}, but must be >= 0 (0 skips the ensemble).")
+        # A refit runs after the search: --resume may add or change it, else the one the search started with.
+        refit = getattr(args, "refit", None) or (saved or {}).get("refit")
+        if refit and not top_k:
+            raise UserError("--refit retrains the ensemble's candidates, but --ensemble-top-k 0 skips the "
+                            "ensemble; drop one of them.")
         address = args.address or (saved or {}).get("address")  # a new --address: the cluster moved
         plan = cls(space, data, index, name, storage, out_dir, args.resume, address, top_k,
-                   smoke_test=bool(saved["smoke_test"] if saved else args.smoke_test))
+                   smoke_test=bool(saved["smoke_test"] if saved else args.smoke_test), refit=refit)
         plan._check_existing()
         if not address:
             _check_local_resources(space)

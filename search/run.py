@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="check space, data and budgets, print the plan, run nothing")
     p.add_argument("--ensemble-top-k", type=int,
                    help="ensemble the best checkpoints of the top K finished trials at the end (default 5; 0 = skip)")
+    p.add_argument("--refit", metavar="kfold:K|bag:N",
+                   help="after the ensemble, retrain its candidates on train+val (K folds or N bags) as Ray trials and "
+                        "ensemble those too (python -m ensemble --help)")
     p.add_argument("--smoke-test", action="store_true", help="2 trials x 1 epoch at <= 64 px, to check the plumbing")
     return p
 

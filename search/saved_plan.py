@@ -2,7 +2,7 @@
 search, not the space file's defaults.
 
 It holds every search setting after the command line's overrides (--num-samples, --seed, --cpus-per-trial,
---smoke-test, ...), the data every trial receives, storage, address and ensemble_top_k; the space's
+--smoke-test, ...), the data every trial receives, storage, address, ensemble_top_k and refit; the space's
 define() and warm starts come from the run's copy of the space file (results/<name>/space.py).
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ def write_saved_plan(plan, *, smoke_test: bool) -> Path:
         "storage": plan.storage,
         "address": plan.address,
         "ensemble_top_k": plan.ensemble_top_k,
+        "refit": plan.refit,
     }
     path = plan.out_dir / PLAN_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

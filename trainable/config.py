@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainable.errors import UserError, close_matches
+from trainable.subsets import SubsetError, parse_subset
 
 
 class ConfigError(UserError):
@@ -34,6 +35,8 @@ class TrialConfig:
     min_image_side: int = field(default=8, metadata=in_range(1, 4096, doc="px; smaller images are skipped with a warning"))
     loader: str = field(default="pil", metadata=one_of("pil", "cache", doc="pil: decode every image every epoch; cache: decode once per node into a shared uint8 memory map, crop/flip/augment uint8 in the workers, normalise/erase on the device"))
     cache_short_side: int = field(default=0, metadata=in_range(0, 4096, doc="px, loader=cache: short side images are stored at; 0 = max(train_size, eval_size / crop_pct). Give every trial of a search the same value to share one cache"))
+    subset: str = field(default="", metadata={"doc": "refit: '' = the dataset's train/val; 'kfold:K:k' = train+val pooled into K stratified folds, train on all but fold k, validate on fold k; 'bag:N:b' = bootstrap bag b of the pooled set, validate on its out-of-bag images (trainable/subsets.py)"})
+    subset_seed: int = field(default=0, metadata=in_range(0, 2**31 - 1, doc="seeds the folds / bags of `subset` (the same for every model of one refit)"))
     num_workers: int = field(default=2, metadata=in_range(0, 64, doc="DataLoader worker processes"))
     batch_size: int = field(default=64, metadata=in_range(2, 4096, doc="images per optimizer step"))
     # --- image sizes and augmentation ---
@@ -105,6 +108,10 @@ class TrialConfig:
     def __post_init__(self):
         if self.mixup_active and self.batch_size % 2:
             raise ConfigError(f"batch_size is {self.batch_size}, but mixup/cutmix needs an even batch_size.")
+        try:
+            parse_subset(self.subset)
+        except SubsetError as err:
+            raise ConfigError(f"Trial config key 'subset': {err}") from None
         needed = self.required_cache_side
         if self.cache_short_side and self.cache_short_side < needed:
             raise ConfigError(

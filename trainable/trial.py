@@ -31,6 +31,7 @@ from trainable.eval_pipeline import cache_side, eval_loader
 from trainable.losses import class_weights
 from trainable.loop import StepSettings, evaluate, train_one_epoch
 from trainable.model import build_model, count_parameters, uses_channels_last
+from trainable.subsets import apply_subset
 from trainable.transforms import data_config_for, mixup_for, train_transform
 
 
@@ -58,6 +59,7 @@ class TrialRun:
 def setup_run(cfg: TrialConfig, device: torch.device) -> TrialRun:
     index = index_dataset(resolve_data_root(cfg.data), val_fraction=cfg.val_fraction, seed=cfg.seed,
                           min_image_side=cfg.min_image_side)
+    index = apply_subset(index, cfg.subset, cfg.subset_seed)  # a refit's fold or bag; unchanged by default
     num_classes = len(index.classes)
     model = build_model(cfg, num_classes)
     data_config = data_config_for(model.backbone)
