@@ -265,3 +265,18 @@ def test_resume_refuses_what_would_change_the_saved_plan(tmp_path, capsys, flags
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and message in err and "Traceback" not in err
     assert (run / "plan.json").read_bytes() == before and sorted(p.name for p in run.iterdir()) == ["plan.json"]
+
+
+def test_the_saved_plan_keeps_the_refit_a_search_was_started_with(tmp_path):
+    """--resume without --refit refits as the search was started (the refit runs after the last trial)."""
+    from types import SimpleNamespace
+
+    from search.saved_plan import read_saved_plan, write_saved_plan
+    from search.space_file import SearchSettings
+
+    plan = SimpleNamespace(name="r", space=SimpleNamespace(path=tmp_path / "space.py", settings=SearchSettings()),
+                           data="builtin:digits", storage=str(tmp_path), address=None, ensemble_top_k=3,
+                           refit="kfold:3", out_dir=tmp_path / "r")
+    write_saved_plan(plan, smoke_test=False)
+    saved = read_saved_plan(tmp_path / "r")
+    assert saved["refit"] == "kfold:3" and saved["ensemble_top_k"] == 3
