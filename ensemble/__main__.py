@@ -15,6 +15,7 @@ from ensemble import strategies
 from ensemble.build import __doc__ as build_doc
 from ensemble.build import build_ensemble
 from ensemble.refit import RefitScheme
+from ensemble.storage import run_storage
 from ensemble.tasks import Resources
 from trainable.errors import UserError
 
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-gain", type=float, default=0.0, help="metric each member beyond the first must add")
     p.add_argument("--data", help="dataset path, if it moved since the search (default: the trials' own)")
     p.add_argument("--storage", help="the search's --storage URI (s3://..., gs://...), when its checkpoints are "
-                                     "in the cloud")
+                                     "in the cloud (default: the one in RUN_DIR/plan.json)")
     p.add_argument("--address", help="score members as Ray tasks: 'auto' joins the running cluster, HOST:PORT a "
                                      "given one, 'local' starts Ray here (default: score in this process)")
     p.add_argument("--refit", metavar="kfold:K|bag:N",
@@ -58,7 +59,8 @@ def main(argv=None) -> int:
         with _ray(args.address or ("local" if args.refit else None)):
             build_ensemble(args.run_dir, top_k=args.top_k, min_epochs=args.min_epochs, budget_m=args.budget_m,
                            tta=args.tta, tta_size=args.tta_size, strategy=args.strategy, metric=args.metric,
-                           cv_folds=args.cv_folds, min_gain=args.min_gain, data=args.data, storage=args.storage,
+                           cv_folds=args.cv_folds, min_gain=args.min_gain, data=args.data,
+                           storage=args.storage or run_storage(args.run_dir),
                            resources=resources, use_ray=args.address is not None, refit=args.refit)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -7,12 +7,25 @@ storage URI (--storage) supplies the filesystem then, query options such as endp
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow.fs
 
 MODEL_FILE = "model.pt"  # trainable.checkpoint.MODEL_FILE, without importing torch here
+PLAN_FILE = "plan.json"  # search/saved_plan.py writes it into results/<name>/ when a search starts
+
+
+def run_storage(run_dir: Path) -> str | None:
+    """The cloud storage URI the search in `run_dir` used (from its plan.json), so `python -m ensemble RUN`
+    finds checkpoints in a bucket without --storage; None for local storage or a run without a plan."""
+    try:
+        storage = json.loads((Path(run_dir) / PLAN_FILE).read_text()).get("storage")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return storage if isinstance(storage, str) and "://" in storage and not storage.startswith("file://") else None
 
 
 @dataclass(frozen=True)

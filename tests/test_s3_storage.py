@@ -67,3 +67,10 @@ def test_a_search_on_s3_storage_ensembles_its_members_straight_from_the_bucket(s
         assert member["acc"] == pytest.approx(leaderboard.loc[member["trial_id"], "best_val_acc"], abs=1e-6)
         assert member["scored_on"]["node_id"]  # a Ray task, while the search's Ray was still up
     assert (run_dir / "prediction.csv").exists()
+
+    # Later, on its own: `python -m ensemble RUN` finds the bucket from the run's plan.json, no --storage.
+    again = subprocess.run([sys.executable, "-m", "ensemble", str(run_dir), "--top-k", "1"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    manifest = json.loads((run_dir / "ensemble.json").read_text())
+    assert manifest["storage"] == storage and manifest["selection"]["skipped"] == []
