@@ -9,19 +9,16 @@ the meta device, so no weights are allocated.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
+
+from trainable.child_process import ask_child
 
 TIMEOUT_S = 600  # importing torch + timm and building a dozen meta models takes seconds; never hang a plan
 
 
 def count_in_child(models: list[dict]) -> list[dict]:
     """Run this module in a fresh interpreter; the caller's process never imports torch or timm."""
-    proc = subprocess.run([sys.executable, "-m", "trainable.param_counts"], input=json.dumps(models),
-                          capture_output=True, text=True, timeout=TIMEOUT_S)
-    if proc.returncode != 0:
-        raise RuntimeError(f"counting parameters in a child process failed (exit {proc.returncode}):\n{proc.stderr}")
-    return json.loads(proc.stdout)
+    return ask_child("trainable.param_counts", models, "counting parameters", TIMEOUT_S)
 
 
 def count(models: list[dict]) -> list[dict]:

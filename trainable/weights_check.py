@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
+
+from trainable.child_process import ask_child
 
 TIMEOUT_S = 600  # building one model per distinct weights file; never hang a plan
 HUB_TIMEOUT_S = 5.0
@@ -23,11 +24,7 @@ HUB_TIMEOUT_S = 5.0
 
 def check_in_child(checks: list[dict]) -> list[dict]:
     """Run this module in a fresh interpreter; the caller's process never imports torch or timm."""
-    proc = subprocess.run([sys.executable, "-m", "trainable.weights_check"], input=json.dumps(checks),
-                          capture_output=True, text=True, timeout=TIMEOUT_S)
-    if proc.returncode != 0:
-        raise RuntimeError(f"checking pretrained weights in a child process failed (exit {proc.returncode}):\n{proc.stderr}")
-    return json.loads(proc.stdout)
+    return ask_child("trainable.weights_check", checks, "checking pretrained weights", TIMEOUT_S)
 
 
 def check(checks: list[dict]) -> list[dict]:
