@@ -62,7 +62,7 @@ def sleeping_trial(config: dict) -> None:
         t_sleep = time.time()
         time.sleep(d * meta["time_scale"])
         slept = time.time() - t_sleep
-        metrics = {"val_acc": acc, "t_enter": t_enter, "slept": slept, "t_sleep": t_sleep}
+        metrics = {"epoch": epoch, "val_acc": acc, "t_enter": t_enter, "slept": slept, "t_sleep": t_sleep}
         if epoch % meta["checkpoint_every"] and epoch != len(durations):  # metrics only, as the trial does
             tune.report({**metrics, "t_report": time.time()})
             continue

@@ -271,7 +271,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
             for x, when in time_to_target.items():
                 if when is None and value >= x:
                     time_to_target[x] = t
-            result = {s.metric: value, "training_iteration": e, "trial_id": trial.trial_id, "done": False}
+            result = {s.metric: value, "epoch": e, "training_iteration": e, "trial_id": trial.trial_id, "done": False}
             # The trial persists its checkpoint before report() returns (every checkpoint_every-th epoch).
             if checkpoint_s and (e % checkpoint_every == 0 or e == max_epochs):
                 t += checkpoint_s

@@ -38,6 +38,8 @@ def _row(result, settings, base_config: dict, tune_status: dict[str, str]) -> di
         epochs = max(epochs - 1, 0)
         if history is not None and FATAL_ERROR in history:
             history = history[history[FATAL_ERROR].isna()]
+    elif metrics.get("epoch") is not None:  # the trial's own count: Tune's runs ahead after a checkpoint fallback
+        epochs = int(metrics["epoch"])
     row["epochs"] = epochs
     if history is not None and settings.metric in history and history[settings.metric].notna().any():
         best_idx = history[settings.metric].idxmax() if settings.mode == "max" else history[settings.metric].idxmin()
@@ -46,7 +48,8 @@ def _row(result, settings, base_config: dict, tune_status: dict[str, str]) -> di
         for key in ("val_acc", "val_macro_f1", "val_top5_acc", "val_loss"):
             if key in history and key != settings.metric:
                 row[f"best_{key}"] = float(best_row[key])  # at the best epoch, not each key's own best
-        row["best_epoch"] = int(best_row["training_iteration"])
+        counter = "epoch" if "epoch" in best_row and pd.notna(best_row["epoch"]) else "training_iteration"
+        row["best_epoch"] = int(best_row[counter])
     else:
         row[f"best_{settings.metric}"] = float("nan")
         row["best_epoch"] = 0

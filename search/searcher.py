@@ -53,7 +53,8 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials:
             return
         ot_trial = self._ot_trials[trial_id]
-        epochs = (result or {}).get("training_iteration", 0)
+        step = (result or {}).get("training_iteration", 0)  # Ray's OptunaSearch reports intermediate values by it
+        epochs = (result or {}).get("epoch", step)  # the trial's own count (Tune's runs ahead after a fallback)
         value = (result or {}).get(self._metric)
         fatal = (result or {}).get(FATAL_ERROR)
         if fatal:
@@ -63,8 +64,8 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         else:
             # Tune passes a trial's final result to on_trial_complete only, never to on_trial_result:
             # record it, or a trial ASHA stopped at epoch 1 would reach Optuna with no value at all.
-            if epochs > self._reported_steps.get(trial_id, 0):
-                ot_trial.report(value, epochs)
+            if step > self._reported_steps.get(trial_id, 0):
+                ot_trial.report(value, step)
             if epochs < self._max_epochs:
                 state, values = TrialState.PRUNED, None  # Optuna takes the last intermediate value
             else:

@@ -48,7 +48,9 @@ def make_tpe_sampler(space: Space) -> WindowedTPESampler:
 
 def make_scheduler(space: Space) -> ASHAScheduler:
     s = space.settings
-    return ASHAScheduler(time_attr="training_iteration", max_t=s.max_epochs, grace_period=s.grace_period,
+    # The trial's own epoch, not Tune's training_iteration: a trial that falls back from a damaged latest
+    # checkpoint retrains epochs Tune already counted, and ASHA's rungs are epochs.
+    return ASHAScheduler(time_attr="epoch", max_t=s.max_epochs, grace_period=s.grace_period,
                          reduction_factor=s.reduction_factor)
 
 

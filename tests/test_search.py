@@ -400,3 +400,35 @@ def test_an_interrupted_search_summary_claims_no_savings(tmp_path):
     table["status"] = ["completed", "stopped_early"]
     text = summary(table, metric="val_acc", max_epochs=4, out_dir=tmp_path, storage_dir=str(tmp_path))
     assert "Best trial a" in text and "ASHA ran 6 of the 8 epochs" in text and "25% saved" in text
+
+
+def test_asha_and_the_leaderboard_count_the_trials_own_epochs():
+    """After a damaged-checkpoint fallback the trial retrains an epoch Tune already counted, so Tune's
+    training_iteration runs ahead of the trial's epoch (tests/test_checkpoint_policy.py): ASHA's rungs and
+    the leaderboard must follow the epoch."""
+    from types import SimpleNamespace
+
+    from search.leaderboard import _row
+    from search.space_file import SearchSettings, Space
+    from search.tuner import make_scheduler
+
+    space = Space(path=Path("space.py"), define=lambda trial: None, warm_starts=(),
+                  settings=SearchSettings(max_epochs=4, grace_period=2, reduction_factor=2))
+    asha = make_scheduler(space)
+    asha.set_search_properties("val_acc", "max")
+    trial = SimpleNamespace(trial_id="t", config={})
+    asha.on_trial_add(None, trial)
+    # Epoch 1 retrained after a fallback: iteration 2, epoch 1. The rung at epoch 2 has not been reached.
+    asha.on_trial_result(None, trial, {"epoch": 1, "training_iteration": 2, "val_acc": 0.1})
+    assert all(trial.trial_id not in recorded for _, recorded in asha._brackets[0]._rungs)
+    asha.on_trial_result(None, trial, {"epoch": 2, "training_iteration": 3, "val_acc": 0.2})
+    assert any(trial.trial_id in recorded for _, recorded in asha._brackets[0]._rungs)
+
+    history = pd.DataFrame({"epoch": [1, 2, 1, 2], "training_iteration": [1, 2, 3, 4],
+                            "val_acc": [0.1, 0.2, 0.15, 0.3]})
+    result = SimpleNamespace(metrics={"epoch": 2, "training_iteration": 4, "done": True, "val_acc": 0.3},
+                             error=None, path="/runs/x/t", metrics_dataframe=history, checkpoint=None, config={},
+                             best_checkpoints=[])
+    row = _row(result, space.settings, {}, {"t": "TERMINATED"})
+    assert row["epochs"] == 2 and row["best_epoch"] == 2
+    assert (row["status"], row["reason"]) == ("stopped_early", "stopped by ASHA at epoch 2")
