@@ -165,6 +165,8 @@ def main():
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--max-epochs", type=int, default=None, help="epochs per recipe (default: the space's)")
     p.add_argument("--pretrain-epochs", type=int, default=10)
+    p.add_argument("--grace-period", type=int, help="ASHA's grace period (default: the space's, 1)")
+    p.add_argument("--reduction-factor", type=int, help="ASHA's reduction factor (default: the space's, 2)")
     p.add_argument("--train-fraction", type=float, default=0.6,
                    help="seeded stratified fraction of the fine-tuning half's train split (val and test whole)")
     p.add_argument("--variants", nargs="+", default=["recipes", "tpe_asha", "random"],
@@ -186,6 +188,9 @@ def main():
     space = load_space(SPACE)
     if args.max_epochs:
         space = space.replace_settings(max_epochs=args.max_epochs)
+    if args.grace_period or args.reduction_factor:  # ASHA only: the recipes and random search run every epoch
+        space = space.replace_settings(grace_period=args.grace_period or space.settings.grace_period,
+                                       reduction_factor=args.reduction_factor or space.settings.reduction_factor)
     space = space.replace_settings(trial={**space.settings.trial, "weights_file": str(weights)})
     no_warm_starts = dataclasses.replace(space, warm_starts=())
     budget = len(space.warm_starts) * space.settings.max_epochs
@@ -210,7 +215,7 @@ def main():
                             "tpe_asha_anchored": space.replace_settings(tpe_startup_counts_warm_starts=True)}
                 results = fit_search(searched.get(variant, space), variant, seed, budget, work / "tune", str(fine))
             row = {"variant": variant, "seed": seed, **score(results, scorer), "budget": budget,
-                   "max_epochs": space.settings.max_epochs, "wall_s": round(time.time() - t0, 1),
+                   "asha": [space.settings.grace_period, space.settings.reduction_factor], "max_epochs": space.settings.max_epochs, "wall_s": round(time.time() - t0, 1),
                    "pretrain": {"epochs": len(pretrain_log), "val_acc": pretrain_log[-1]["val_acc"]},
                    "epoch1_check": check, "date": time.strftime("%Y-%m-%d"),
                    "machine": f"{platform.machine()} {os.cpu_count()} CPUs, 1 used"}
