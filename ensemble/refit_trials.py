@@ -18,11 +18,11 @@ from ensemble.tasks import Resources
 
 
 def refit_trial(config: dict) -> None:
-    """The function trainable: one fold or bag model, reporting every epoch like a search trial."""
-    from search.tune_reporter import TuneReporter
-    from trainable.trial import train_trial  # torch: in the trial's worker only
+    """The function trainable: one fold or bag model, reporting every epoch like a search trial (and, like one,
+    a config or data error is reported once as fatal_error instead of being retried)."""
+    from search.tune_reporter import tune_trial
 
-    train_trial(config["job"]["config"], TuneReporter())
+    tune_trial(config["job"]["config"])
 
 
 def run_refit_trials(jobs: list[dict], *, storage_path: str, name: str, resources: Resources, plan_file: Path,
@@ -77,28 +77,33 @@ def _check_same_plan(plan_file: Path, jobs: list[dict], experiment: str) -> None
 
 def _finished_checkpoints(results, jobs: list[dict], experiment: str, continue_hint: str) -> dict[str, str]:
     from search.leaderboard import error_reason
+    from trainable.trial_status import FATAL_ERROR
 
     wanted = {job["name"]: job for job in jobs}
-    found, failed, unfinished = {}, [], []
+    found, failed, unfinished, seen, fatal = {}, [], [], set(), False
     for result in results:
         job = (result.config or {}).get("job", {})
         if job.get("name") not in wanted or job != wanted[job["name"]]:
             raise EnsembleError(f"The refit in {experiment} holds a model ({job.get('name')}) that this refit "
                                 f"did not ask for; delete {experiment} to refit from scratch.")
-        epochs = int((result.metrics or {}).get("training_iteration", 0) or 0)
-        if result.error is not None:
-            failed.append(f"{job['name']} ({error_reason(result.error)})")
+        seen.add(job["name"])
+        metrics = result.metrics or {}
+        epochs = int(metrics.get("epoch", metrics.get("training_iteration", 0)) or 0)  # the trial's own count
+        fatal = fatal or bool(metrics.get(FATAL_ERROR))
+        if result.error is not None or metrics.get(FATAL_ERROR):
+            failed.append(f"{job['name']} ({metrics.get(FATAL_ERROR) or error_reason(result.error)})")
         elif result.checkpoint is None or epochs < job["config"]["epochs"]:
             unfinished.append(f"{job['name']} ({epochs} of {job['config']['epochs']} epochs)")
         else:
             found[job["name"]] = result.checkpoint.path
-    unfinished += [f"{name} (not started)" for name in wanted if name not in found and
-                   not any(entry.startswith(name + " ") for entry in failed + unfinished)]
+    unfinished += [f"{name} (not started)" for name in wanted if name not in seen]
     if failed or unfinished:
         raise EnsembleError(
             f"The refit finished {len(found)} of {len(jobs)} models; "
             + (f"failed: {', '.join(failed)}; " if failed else "")
             + (f"unfinished: {', '.join(unfinished)}; " if unfinished else "")
             + f"its state is saved in {experiment}. Run the same command again to continue it (finished "
-              f"models are kept; failed ones resume from their last checkpoint){continue_hint}.")
+              f"models are kept; failed ones resume from their last checkpoint){continue_hint}."
+            + (f" Config and data errors are not retried: fix them, then delete {experiment} to refit."
+               if fatal else ""))
     return found

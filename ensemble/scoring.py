@@ -105,8 +105,8 @@ def score_candidate(trial_id: str, location: Location, inference: Inference, dat
     decoded = None
     if member.cfg.loader == "cache":  # one decoded cache for val and test, shared by the members scored on this node
         # A refit model's val is its own fold: decode the pooled set once for all of them instead.
-        shown = lists["pooled_samples"] if member.cfg.subset else val
-        decoded = ensure_decoded([p for p, _ in shown] + test, cache_side(member.cfg, inference.size),
+        to_decode = lists["pooled_samples"] if member.cfg.subset else val
+        decoded = ensure_decoded([p for p, _ in to_decode] + test, cache_side(member.cfg, inference.size),
                                  workers=max(member.cfg.num_workers, 1))
     return {
         "trial_id": trial_id, "checkpoint": str(location), "config": member.config, "classes": member.classes,

@@ -70,7 +70,7 @@ def read_model_file(location: Location) -> bytes:
 
 def join_uri(base: str, *parts: str) -> str:
     """base/part/..., keeping a URI's query (s3://b/tune?endpoint_override=...) after the path, where pyarrow
-    reads it (the same rule as the search's experiment path)."""
+    reads it. The search's experiment path and the refit's are both joined here."""
     path, _, query = base.partition("?")
     joined = "/".join([path.rstrip("/"), *parts])
     return joined + (f"?{query}" if query else "")

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ensemble.storage import join_uri
 from search import preflight
 from search.saved_plan import read_saved_plan
 from search.space_file import Space, SpaceError, check_space, load_space
@@ -192,8 +193,7 @@ def _load(args, out_dir: Path, saved: dict | None) -> Space:
 
 def experiment_uri(storage: str, name: str) -> str:
     """storage/name, keeping a URI's query (s3://b/tune?endpoint_override=...) after the path, where pyarrow reads it."""
-    base, _, query = storage.partition("?")
-    return f"{base.rstrip('/')}/{name}" + (f"?{query}" if query else "")
+    return join_uri(storage, name)
 
 
 def _can_restore(experiment_path: str) -> bool:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import optuna
 
-from search.space_file import Space, sample_params
+from search.space_file import Space, extremes, sample_params
 from trainable.config import TrialConfig
 from trainable.data import DatasetIndex
 from trainable.errors import UserError
@@ -177,15 +177,15 @@ def candidate_configs(space: Space, data: str) -> list[tuple[dict, dict]]:
         sampled.append((space.trial_config(params, data), dict.fromkeys(params, f"sampled config #{i}")))
         distributions.update(trial.distributions)
         study.tell(trial, 0.0)
-    extremes = []
+    at_extremes = []
     for name, dist in distributions.items():
         host = next(((cfg, origins) for cfg, origins in sampled if name in origins), None)
         if host:
-            extremes += [({**host[0], name: value}, {**host[1], name: f"parameter {name!r} = {value!r}"})
-                         for value in _extremes(dist)]
+            at_extremes += [({**host[0], name: value}, {**host[1], name: f"parameter {name!r} = {value!r}"})
+                            for value in extremes(dist)]
     warm = [(space.trial_config(dict(point), data), dict.fromkeys(point, f"WARM_STARTS[{k}]"))
             for k, point in enumerate(space.warm_starts)]
-    return extremes + sampled + warm
+    return at_extremes + sampled + warm
 
 
 def _value(cfg: dict, key: str):
@@ -202,12 +202,6 @@ def _origin(space: Space, origins: dict, key: str) -> str:
 def _naming_first(configs: list, key: str) -> list:
     """The configs whose `key` is a parameter's own choice or range end first: the message then names it."""
     return sorted(configs, key=lambda c: not c[1].get(key, "").startswith(f"parameter {key!r}"))
-
-
-def _extremes(dist) -> list:
-    if isinstance(dist, optuna.distributions.CategoricalDistribution):
-        return list(dist.choices)
-    return [dist.low, dist.high]
 
 
 def _check_metric(space: Space, index: DatasetIndex) -> None:

@@ -199,7 +199,7 @@ def check_space(space: Space, *, num_classes: int = 100, samples: int = 64, data
     # Each parameter alone first, so a message names the parameter rather than a whole config.
     base = space.trial_config({}, data)
     to_check = [(f"parameter {name!r} = {value!r}", {**base, name: value})
-                for name, dist in distributions.items() for value in _extremes(dist)]
+                for name, dist in distributions.items() for value in extremes(dist)]
     to_check += [(f"sampled config #{i}", c) for i, c in enumerate(sampled)]
     to_check += [(f"WARM_STARTS[{k}]", _warm_start_config(space, k, point, data))
                  for k, point in enumerate(space.warm_starts)]
@@ -209,7 +209,8 @@ def check_space(space: Space, *, num_classes: int = 100, samples: int = 64, data
     return sampled
 
 
-def _extremes(dist) -> list:
+def extremes(dist) -> list:
+    """Every choice of a categorical parameter, or both ends of a range."""
     if isinstance(dist, optuna.distributions.CategoricalDistribution):
         return list(dist.choices)
     return [dist.low, dist.high]

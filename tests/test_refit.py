@@ -306,3 +306,23 @@ def test_the_trial_trains_on_its_fold(tmp_path):
     assert len(fold.train) + len(fold.val) == 24 and fold.classes == index.classes
     assert fold.class_counts() == [sum(1 for _, label in fold.train if label == c) for c in range(3)]
     assert apply_subset(index, "", 0) is index
+
+
+def test_a_refit_model_with_a_config_error_is_failed_not_unfinished_and_says_it_is_not_retried():
+    """A refit trial reports a config or data error once (fatal_error, as search trials do); the refit names
+    it as failed and says re-running will not retry it."""
+    from types import SimpleNamespace
+
+    from ensemble.refit_trials import _finished_checkpoints
+
+    jobs = [{"name": "t-fold0", "config": {"epochs": 2}}, {"name": "t-fold1", "config": {"epochs": 2}}]
+    done = SimpleNamespace(config={"job": jobs[0]}, error=None, metrics={"epoch": 2, "training_iteration": 2},
+                           checkpoint=SimpleNamespace(path="/exp/t-fold0/checkpoint_000001"))
+    fatal = SimpleNamespace(config={"job": jobs[1]}, error=None, checkpoint=None,
+                            metrics={"fatal_error": "DataError: gone", "training_iteration": 1})
+    assert _finished_checkpoints([done], jobs[:1], "/exp", "") == {"t-fold0": "/exp/t-fold0/checkpoint_000001"}
+    with pytest.raises(EnsembleError) as err:
+        _finished_checkpoints([done, fatal], jobs, "/exp", "")
+    assert "failed: t-fold1 (DataError: gone)" in str(err.value) and "are not retried" in str(err.value)
+    with pytest.raises(EnsembleError, match=r"unfinished: t-fold1 \(not started\)"):
+        _finished_checkpoints([done], jobs, "/exp", "")
