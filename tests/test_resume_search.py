@@ -200,7 +200,10 @@ def test_ctrl_c_in_the_last_trial_then_resume_with_the_printed_command(tmp_path)
     log.close()
     first = (tmp_path / "first.log").read_text()
     assert code == 130, first[-3000:]
-    assert "no ensemble was built" in first and "Traceback" not in first
+    # The driver's own output has no traceback. Lines Ray forwards from trial workers are left out: a worker
+    # Tune stops after Ctrl-C may print Ray's SIGTERM handler's SystemExit (ray/_private/worker.py), timing-dependent.
+    driver_lines = [line for line in first.splitlines() if not re.match(r"^(\x1b\[\d+m)?\(\w+ pid=\d+", line)]
+    assert "no ensemble was built" in first and "Traceback" not in "\n".join(driver_lines)
     table = pd.read_csv(run / "leaderboard.csv")
     assert sorted(table["status"]) == ["completed", "interrupted"], table.to_string()
     assert table.loc[table["status"] == "interrupted", "reason"].str.contains("--resume continues it").all()
