@@ -51,6 +51,7 @@ def sleeping_trial(config: dict) -> None:
     t_enter = time.time()
     from ray import tune
     from scale_simulation import trial_model, trial_seed
+    from trainable.report_policy import parse_report_epochs, report_due, with_epochs_between
 
     meta = config["_scale"]
     params = {k: v for k, v in config.items() if k != "_scale"}
@@ -58,12 +59,19 @@ def sleeping_trial(config: dict) -> None:
     durations, accs = trial_model(params, max_epochs=meta["max_epochs"], base_epoch_s=meta["epoch_s"],
                                   seed=trial_seed(trial_id, meta["seed"]))
     payload = os.urandom(int(meta["checkpoint_kb"] * 1024))
+    report_epochs = parse_report_epochs(params.get("report_epochs", "every"))
+    between, slept = [], 0.0  # epochs not reported yet (report_epochs), and their sleep
     for epoch, (d, acc) in enumerate(zip(durations, accs), start=1):
         t_sleep = time.time()
         time.sleep(d * meta["time_scale"])
-        slept = time.time() - t_sleep
+        slept += time.time() - t_sleep
         metrics = {"epoch": epoch, "val_acc": acc, "t_enter": t_enter, "slept": slept, "t_sleep": t_sleep}
-        if epoch % meta["checkpoint_every"] and epoch != len(durations):  # metrics only, as the trial does
+        checkpoint = not (epoch % meta["checkpoint_every"] and epoch != len(durations))
+        if not report_due(epoch, epochs=len(durations), report_epochs=report_epochs, checkpoint=checkpoint):
+            between.append({"epoch": epoch, "val_acc": acc})  # travels with the next report, as the trial does
+            continue
+        metrics, between, slept = with_epochs_between(metrics, between), [], 0.0
+        if not checkpoint:  # metrics only, as the trial does
             tune.report({**metrics, "t_report": time.time()})
             continue
         with tempfile.TemporaryDirectory() as ckpt:
@@ -208,7 +216,7 @@ def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, ch
 
     wall = t1 - t0
     held, useful, first_overhead, gaps, driver_gaps, enter_delay, ends, enters = [], [], [], [], [], [], [], []
-    epochs = stopped_early = errors = 0
+    epochs = trained = stopped_early = errors = 0  # results through the driver; epochs the trials trained
     spans = []
     for trial_id, rows in timeline.results.items():
         rows.sort(key=lambda r: r[0])
@@ -227,8 +235,9 @@ def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, ch
         if trial_id in timeline.started:
             enter_delay.append(t_enter - timeline.started[trial_id])
         epochs += len(res)
-        spans.append((round(t_enter - t0, 2), round(t_last - t0, 2), len(res)))
-        stopped_early += res[-1]["training_iteration"] < s.max_epochs
+        trained += res[-1]["epoch"]
+        spans.append((round(t_enter - t0, 2), round(t_last - t0, 2), res[-1]["epoch"]))
+        stopped_early += res[-1]["epoch"] < s.max_epochs
     for r in results:
         errors += r.error is not None
     last_enter = max(enters)
@@ -257,6 +266,8 @@ def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, ch
         "trials_started_per_s": (len(enters) - 1) / (last_enter - min(enters)) if len(enters) > 1 else None,
         "driver_cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
         "driver_cpu_per_result_ms": 1e3 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / max(1, epochs),
+        "epochs_trained": trained, "report_epochs": s.report_epochs,
+        "driver_cpu_per_trained_epoch_ms": 1e3 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / max(1, trained),
         "peak_rss_mb": {k: round(v / 2**20) for k, v in sampler.peak.items()},
         "peak_worker_processes": sampler.peak_workers,
         "reuse_actors": reuse_actors, "time_scale": time_scale, "epoch_s": epoch_s, "checkpoint_kb": checkpoint_kb, "checkpoint_every": checkpoint_every, "seed": seed,
@@ -268,8 +279,9 @@ def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, ch
 def print_tables(rows):
     print("\n| concurrent trials | driver | most trials pending | trials | epochs | wall s | util held | util useful | util held until last start | "
           "first report overhead ms (median / p90) | report gap - sleep ms in trial (median / p90) | "
-          "driver result gap - sleep ms (median / p90) | driver CPU s (ms per result) | trials started per s |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "driver result gap - sleep ms (median / p90) | driver CPU s (ms per result) | report_epochs: "
+          "epochs trained, driver CPU ms per epoch | trials started per s |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for r in rows:
         print(f"| {r['concurrency']} | {r['mode']} | {r['most_pending_trials']} | {r['trials_reported']} | {r['epochs']} | {r['wall_s']:.0f} | "
               f"{r['fake_gpu_util_held']:.3f} | {r['fake_gpu_util_useful']:.3f} | "
@@ -277,6 +289,7 @@ def print_tables(rows):
               f"{r['first_report_overhead_ms_p90']} | {r['report_gap_minus_sleep_ms_median']} / "
               f"{r['report_gap_minus_sleep_ms_p90']} | {r['driver_result_gap_minus_sleep_ms_median']} / "
               f"{r['driver_result_gap_minus_sleep_ms_p90']} | {r['driver_cpu_s']:.1f} ({r['driver_cpu_per_result_ms']:.1f}) | "
+              f"{r['report_epochs']}: {r['epochs_trained']}, {r['driver_cpu_per_trained_epoch_ms']:.1f} | "
               f"{r['trials_started_per_s']:.2f} |")
     print("\n| concurrent trials | driver | driver imports torch | driver RSS after imports MB | driver peak RSS MB | GCS MB | raylet MB | workers total MB (processes) | largest worker MB |")
     print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
@@ -332,6 +345,8 @@ def main(argv=None):
     p.add_argument("--checkpoint-kb", type=float, default=64.0)
     p.add_argument("--checkpoint-every", type=int, default=1,
                    help="report a checkpoint every k-th epoch and the last, metrics only otherwise (the full space: 3)")
+    p.add_argument("--report-epochs", choices=["space", "every", "decisions"], default="space",
+                   help="override the space's report_epochs setting (trainable/report_policy.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-free-gb", type=float, default=4.0, help="skip a run if less memory than this would be left")
     p.add_argument("--quick", action="store_true", help="8 trials on 4 fake GPUs, 6 epochs: under a minute")
@@ -356,6 +371,8 @@ def main(argv=None):
     if args.max_epochs:
         s = space.settings
         space = space.replace_settings(max_epochs=args.max_epochs, grace_period=min(s.grace_period, args.max_epochs))
+    if args.report_epochs != "space":
+        space = space.replace_settings(report_epochs=args.report_epochs)
     if args.one:
         return run_in_this_process(args, space, int(args.one[0]), args.one[1])
     rows = []

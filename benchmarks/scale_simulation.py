@@ -37,8 +37,10 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -180,24 +182,35 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
              targets=(0.94, 0.95, 0.955), val_images: int = 2100, start_overhead_s: float = 0.0,
              report_overhead_s: float = 0.0, decision_scale: float = 1.0, bucket: int = 100,
              progress_every: float = 0.0, result_cost_ms: float = 0.0, start_cost_ms: float = 0.0,
-             max_pending: int = 0, checkpoint_s: float = 0.0, checkpoint_every: int = 1) -> dict:
+             max_pending: int = 0, checkpoint_s: float = 0.0, checkpoint_every: int = 1,
+             report_epochs: str = "every", pace: bool = False, checkpoint_cost_ms: float = 0.0) -> dict:
     """Run one simulated search; returns its figures (BENCHMARKS.md, section Scale, explains each).
 
     The real driver's costs beyond the searcher and scheduler: `result_cost_ms` of driver CPU per reported
-    result (Tune's loggers, checkpoint bookkeeping, experiment state: measured by scale_real_ray.py) and
-    `start_cost_ms` per trial start; `max_pending` trials at most between their suggestion and their first
+    result (Tune's result processing and loggers: measured by scale_real_ray.py), `checkpoint_cost_ms` more for
+    a result with a checkpoint (bookkeeping, experiment snapshots) and `start_cost_ms` per trial (creating it,
+    starting and stopping its actor, its loggers; the searcher's suggest() is timed live); `max_pending` trials at most between their suggestion and their first
     epoch (Tune's pending-trial limit; 0 = no limit), each taking `start_overhead_s` to start; and
     `checkpoint_s` during which a trial is blocked persisting a checkpoint, on every `checkpoint_every`-th
-    epoch (and its last).
+    epoch (and its last). `report_epochs="decisions"` models a trial that reports to Tune only on the
+    epochs the driver needs (ASHA's rungs, its checkpoint epochs, its last: trainable/report_policy.py);
+    its other epochs never reach the driver, so they neither cost it nor wait for it. `pace` runs the simulation
+    in real time until the last trial has started (needed with a suggestion pool, search/suggestion_pool.py).
     """
     from search.tuner import make_scheduler, make_searcher
 
     s = space.settings
-    searcher = make_searcher(space)
+    # The search keeps its study in a journal file (search/study.py); the suggestion pool needs one.
+    study_dir = tempfile.mkdtemp(prefix="scale_sim_study_") if s.suggestion_pool else None
+    searcher = make_searcher(space, study_path=Path(study_dir) / "optuna_study.log" if study_dir else None)
     searcher.set_search_properties(s.metric, s.mode, space.trial_config({}))  # as Tune does (a no-op here)
     scheduler = make_scheduler(space)
     scheduler.set_search_properties(s.metric, s.mode)
     max_epochs = s.max_epochs
+    rungs = {m for bracket in scheduler._brackets for m, _ in bracket._rungs}
+    reported = (lambda e: True) if report_epochs == "every" else (
+        lambda e: e in rungs or e % checkpoint_every == 0 or e == max_epochs)
+    results_reported = 0
 
     events: list = []  # (time, seq, kind, trial)
     seq = 0
@@ -228,6 +241,12 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
     while events:
         t, _, kind, trial = heapq.heappop(events)
         begin = max(t, driver_free)
+        if pace and started < num_trials:
+            # In real time while trials start, so that the suggestion pool's helper process has the wall time
+            # it would have in a real search (its TPE runs on its own core, not on the simulated driver's).
+            lag = begin - (time.perf_counter() - wall0)
+            if lag > 0:
+                time.sleep(lag)
         if kind == "started":
             starting -= 1
             if waiting_gpus:
@@ -273,9 +292,16 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
                     time_to_target[x] = t
             result = {s.metric: value, "epoch": e, "training_iteration": e, "trial_id": trial.trial_id, "done": False}
             # The trial persists its checkpoint before report() returns (every checkpoint_every-th epoch).
-            if checkpoint_s and (e % checkpoint_every == 0 or e == max_epochs):
+            with_checkpoint = e % checkpoint_every == 0 or e == max_epochs
+            if checkpoint_s and with_checkpoint:
                 t += checkpoint_s
                 begin = max(t, driver_free)
+            if not reported(e):  # the trial keeps this epoch's metrics to itself and trains on
+                push(t + trial.durations[e], "epoch_end", trial)
+                busy.append((t, t + trial.durations[e]))
+                continue
+            results_reported += 1
+            fixed_s = (result_cost_ms + (checkpoint_cost_ms if with_checkpoint else 0.0)) / 1e3
             t0 = cpu_clock()
             decision = scheduler.on_trial_result(None, trial, result)
             if decision == "STOP":
@@ -283,7 +309,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
                 scheduler.on_trial_complete(None, trial, result)
                 searcher.on_trial_complete(trial.trial_id, result)
                 t2 = cpu_clock()
-                spent = (t2 - t0) * decision_scale + result_cost_ms / 1e3
+                spent = (t2 - t0) * decision_scale + fixed_s
                 complete_ms.append((finished, (t2 - t1) * 1e3))
                 finished += 1
                 if e < max_epochs:
@@ -296,7 +322,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
             else:
                 searcher.on_trial_result(trial.trial_id, result)
                 t1 = cpu_clock()
-                spent = (t1 - t0) * decision_scale + result_cost_ms / 1e3
+                spent = (t1 - t0) * decision_scale + fixed_s
                 result_ms.append((t1 - t0) * 1e3)
                 driver_free = begin + spent
                 wait_driver += driver_free - t
@@ -312,10 +338,15 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
     makespan = max(end for _, end in busy)
     busy_s = sum(end - start for start, end in busy)
     steady_busy = sum(max(0.0, min(end, last_suggest_t) - start) for start, end in busy)
+    pool = searcher._pool
+    if pool is not None:
+        pool.close()
     study = searcher._ot_study
     states = {}
     for ot_trial in study.get_trials(deepcopy=False):
         states[ot_trial.state.name] = states.get(ot_trial.state.name, 0) + 1
+    if study_dir:
+        shutil.rmtree(study_dir, ignore_errors=True)
 
     def per_bucket(rows):
         out = {}
@@ -344,8 +375,10 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
         "base_epoch_s": base_epoch_s, "seed": seed, "start_overhead_s": start_overhead_s,
         "report_overhead_s": report_overhead_s, "decision_scale": decision_scale,
         "result_cost_ms": result_cost_ms, "start_cost_ms": start_cost_ms, "max_pending": max_pending,
-        "checkpoint_s": checkpoint_s, "checkpoint_every": checkpoint_every,
-        "tpe_history_window": s.tpe_history_window,
+        "checkpoint_s": checkpoint_s, "checkpoint_every": checkpoint_every, "checkpoint_cost_ms": checkpoint_cost_ms,
+        "report_epochs": report_epochs, "results_reported": results_reported, "paced": pace,
+        "tpe_history_window": s.tpe_history_window, "suggestion_pool": s.suggestion_pool,
+        "pool_adopted": pool.adopted if pool else 0, "pool_sampled_by_driver": pool.sampled_by_driver if pool else 0,
     }
 
 
@@ -386,10 +419,17 @@ def main(argv=None):
     p.add_argument("--report-overhead-s", type=float, default=0.0, help="per report, e.g. checkpoint upload")
     p.add_argument("--decision-scale", type=float, default=1.0, help="multiply measured driver time (0 = free)")
     p.add_argument("--result-cost-ms", type=float, default=0.0, help="driver CPU per result beyond searcher+scheduler")
-    p.add_argument("--start-cost-ms", type=float, default=0.0, help="driver CPU per trial start")
+    p.add_argument("--start-cost-ms", type=float, default=0.0, help="driver CPU per trial, beyond suggest()")
+    p.add_argument("--checkpoint-cost-ms", type=float, default=0.0, help="driver CPU per checkpoint, beyond --result-cost-ms")
     p.add_argument("--max-pending", type=int, default=0, help="trials between suggestion and first epoch (0 = no limit)")
     p.add_argument("--checkpoint-s", type=float, default=0.0, help="trial blocked persisting a checkpoint, per checkpoint")
     p.add_argument("--checkpoint-every", type=int, default=1, help="epochs between checkpoints (and the last)")
+    p.add_argument("--report-epochs", choices=["every", "decisions"], default="every",
+                   help="every epoch reaches the driver, or only ASHA's rungs + checkpoint epochs + the last")
+    p.add_argument("--suggestion-pool", type=int, default=0,
+                   help="TPE suggestions prepared ahead by a helper process (0 = off, the driver samples each; "
+                        "the space's own setting is not used). With a pool the simulation runs in real time "
+                        "until the last trial has started (minutes at 1,024 GPUs)")
     p.add_argument("--tpe-history-window", type=int, nargs="+", default=None,
                    help="TPE history windows to compare, one run each (default: the space's; 0 = all trials)")
     p.add_argument("--bucket", type=int, default=0, help="finished-trials bucket for suggest() times (0 = auto)")
@@ -403,6 +443,7 @@ def main(argv=None):
     if args.quick:
         args.gpus, args.trials_per_gpu, args.max_trials = [16], 3.0, 48
     space = space.replace_settings(seed=args.seed)
+    space = space.replace_settings(suggestion_pool=args.suggestion_pool)
     rows = []
     windows = args.tpe_history_window or [space.settings.tpe_history_window]
     for gpus, window in [(g, w) for g in args.gpus for w in windows]:
@@ -417,7 +458,9 @@ def main(argv=None):
                        report_overhead_s=args.report_overhead_s, decision_scale=args.decision_scale,
                        bucket=bucket, progress_every=60.0, result_cost_ms=args.result_cost_ms,
                        start_cost_ms=args.start_cost_ms, max_pending=args.max_pending,
-                       checkpoint_s=args.checkpoint_s, checkpoint_every=args.checkpoint_every)
+                       checkpoint_s=args.checkpoint_s, checkpoint_every=args.checkpoint_every,
+                       report_epochs=args.report_epochs, pace=space_n.settings.suggestion_pool > 0,
+                       checkpoint_cost_ms=args.checkpoint_cost_ms)
         row.update(space=str(args.space), date=time.strftime("%Y-%m-%d"), machine=f"{platform.machine()} "
                    f"{os.cpu_count()} CPUs, Python {platform.python_version()}", load_avg=os.getloadavg())
         rows.append(row)

@@ -2,7 +2,7 @@
 
 A study over spaces/full.py is filled with N finished trials (values from the scale simulation's trial
 model; ASHA-like stops: most PRUNED after 3 epochs, some after 9, a few COMPLETE at 30), then the project's
-sampler (`search.tuner.make_tpe_sampler`, the space's TPE settings) suggests `--repeats` configs for each
+sampler (`search.windowed_tpe.make_tpe_sampler`, the space's TPE settings) suggests `--repeats` configs for each
 history window, against Optuna's own TPESampler with the same settings (the baseline, what the search used
 before). Times are this thread's CPU time, so other load on the machine does not inflate them.
 
@@ -64,7 +64,7 @@ def main(argv=None):
     import optuna
 
     from search.space_file import load_space
-    from search.tuner import make_tpe_sampler
+    from search.windowed_tpe import make_tpe_sampler
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -21,11 +21,14 @@ from trainable.budget import ModelError, check_budget
 from trainable.config import ConfigError, TrialConfig, build_validated, in_range, one_of
 from trainable.errors import UserError
 from trainable.param_counts import count_in_child
+from trainable.report_policy import EVERY
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 # Keys the search owns: a space may not suggest them.
-RESERVED_KEYS = ("data", "epochs", "seed", "keep_checkpoints", "checkpoint_metric")
+# Trial keys the search sets from its settings (Space.trial_config), for every trial alike.
+RESERVED_KEYS = ("data", "epochs", "seed", "keep_checkpoints", "checkpoint_metric", "report_epochs")
+SETTING_FOR = {"epochs": "max_epochs", "checkpoint_metric": "metric"}
 
 
 class SpaceError(UserError):
@@ -53,7 +56,10 @@ class SearchSettings:
     tpe_multivariate: bool = field(default=True, metadata={"doc": "one joint density over the parameters (Optuna 5's default)"})
     tpe_group: bool = field(default=True, metadata={"doc": "model each conditional branch's parameters together (needs tpe_multivariate)"})
     tpe_constant_liar: bool = field(default=True, metadata={"doc": "running trials count as bad, so parallel suggestions spread out"})
+    reuse_actors: bool = field(default=False, metadata={"doc": "Tune runs the next trial in a finished trial's worker process (same resources) instead of a new one: about half the driver's work per trial, and no new process, torch import or CUDA start per trial (BENCHMARKS.md, The driver at scale)"})
+    suggestion_pool: int = field(default=0, metadata=in_range(0, 10_000, doc="TPE suggestions prepared ahead by a helper process against the study file, so the driver's loop does not sample (search/suggestion_pool.py); 0 = the driver samples each one"))
     data: str = field(default="builtin:digits", metadata={"doc": "dataset path or builtin:digits"})
+    report_epochs: str = field(default="every", metadata=one_of("every", "decisions", doc="decisions: a trial reports to Tune only on ASHA's rung epochs, its checkpoint epochs and its last; the epochs between travel with the next report (trainable/report_policy.py): about 3x fewer results through the driver's one loop at the full space's checkpoint cadence"))
     keep_checkpoints: int = field(default=2, metadata=in_range(1, 1000, doc="best checkpoints kept per trial"))
     max_failures: int = field(default=2, metadata=in_range(0, 1000, doc="retries of a failed trial from its last checkpoint"))
     trial: dict = field(default_factory=dict, metadata={"doc": "trial config keys fixed for every trial"})
@@ -64,6 +70,10 @@ class SearchSettings:
         expected = "min" if self.metric == "val_loss" else "max"
         if self.mode != expected:
             raise ConfigError(f"metric {self.metric!r} with mode {self.mode!r}: {self.metric} must be {expected}imised.")
+        owned = sorted(set(self.trial) & set(RESERVED_KEYS))
+        if owned:
+            raise ConfigError(f"trial sets {owned[0]!r}, which the search sets for every trial from its own setting "
+                              f"{SETTING_FOR.get(owned[0], owned[0])!r}: move it there.")
         if self.tpe_group and not self.tpe_multivariate:
             raise ConfigError("tpe_group is True, but needs tpe_multivariate=True (Optuna models groups jointly); "
                               "set tpe_group=False or tpe_multivariate=True.")
@@ -83,11 +93,15 @@ class Space:
         # (trainable/checkpoint_policy.py).
         base = {**s.trial, "data": data or s.data, "epochs": s.max_epochs, "seed": s.seed,
                 "train_size": s.train_size, "eval_size": s.eval_size,
-                "keep_checkpoints": s.keep_checkpoints, "checkpoint_metric": s.metric}
+                "keep_checkpoints": s.keep_checkpoints, "checkpoint_metric": s.metric,
+                "report_epochs": EVERY if s.report_epochs == "every" else ",".join(map(str, asha_rungs(s)))}
         return {**base, **params}
 
+    def settings_dict(self) -> dict:
+        return {k: getattr(self.settings, k) for k in self.settings.__dataclass_fields__}
+
     def replace_settings(self, **changes) -> "Space":
-        values = {**{k: getattr(self.settings, k) for k in self.settings.__dataclass_fields__}, **changes}
+        values = {**self.settings_dict(), **changes}
         return Space(self.path, self.define, build_validated(SearchSettings, values, what="search setting"), self.warm_starts)
 
 
@@ -192,7 +206,7 @@ def check_space(space: Space, *, num_classes: int = 100, samples: int = 64, data
         reserved = sorted(set(params) & set(RESERVED_KEYS))
         if reserved:
             raise SpaceError(f"{space.path}: define(trial) sets {reserved}, which the search owns "
-                             "(use SETTINGS data / max_epochs / seed / keep_checkpoints / metric).")
+                             "(use SETTINGS data / max_epochs / seed / keep_checkpoints / metric / report_epochs).")
         sampled.append(space.trial_config(params, data))
         distributions.update(trial.distributions)
         study.tell(trial, 0.0)
@@ -233,15 +247,20 @@ def _fails_alike(config: dict, err: ConfigError) -> bool:
     return False
 
 
-def _check_checkpoint_cadence(space: Space, checked: list[tuple[str, TrialConfig]]) -> None:
-    """Without checkpoint_new_bests a trial saves only every resume_state_every epochs and on its last, and it
-    cannot know when ASHA will stop it: a trial stopped at a rung between two saves would end with no weights
-    (no ensemble member, nothing to resume). ASHA's rungs are grace_period * reduction_factor^k below max_epochs."""
-    s = space.settings
+def asha_rungs(s: SearchSettings) -> list[int]:
+    """The epochs below max_epochs where ASHA may stop a trial: grace_period * reduction_factor^k."""
     rungs, r = [], s.grace_period
     while r < s.max_epochs:
         rungs.append(r)
         r *= s.reduction_factor
+    return rungs
+
+
+def _check_checkpoint_cadence(space: Space, checked: list[tuple[str, TrialConfig]]) -> None:
+    """Without checkpoint_new_bests a trial saves only every resume_state_every epochs and on its last, and it
+    cannot know when ASHA will stop it: a trial stopped at a rung between two saves would end with no weights
+    (no ensemble member, nothing to resume). ASHA's rungs are grace_period * reduction_factor^k below max_epochs."""
+    rungs = asha_rungs(space.settings)
     for where, cfg in checked:
         missed = [r for r in rungs if r % cfg.resume_state_every] if not cfg.checkpoint_new_bests else []
         if missed:

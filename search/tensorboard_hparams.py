@@ -8,14 +8,18 @@ conditional hyperparameters of other trials (mixup alpha, MLP width) vanish from
 Here each trial writes only its session start (its hyperparameters) and session end (success, or
 failure for an errored trial, or one that reported a fatal_error). With no experiment summary, TensorBoard
 builds the experiment from the union of all sessions: every trial, every hyperparameter, every metric.
+
+Curves are stepped by the trial's epoch, each epoch of a report that holds several (report_epochs) at its own.
 """
 from __future__ import annotations
 
 import sys
 
 from ray.tune.logger import TBXLoggerCallback
+from ray.tune.result import TIMESTEPS_TOTAL
 from ray.tune.utils import flatten_dict
 
+from trainable.report_policy import expand
 from trainable.trial_status import FATAL_ERROR
 
 
@@ -52,6 +56,15 @@ class HParamsLoggerCallback(TBXLoggerCallback):
                 pass
 
         self._summary_writer_cls = BackgroundFlushWriter
+
+    def log_trial_result(self, iteration: int, trial, result: dict):
+        # Every epoch at its own step: the epochs a trial reported in one go (report_epochs,
+        # trainable/report_policy.py) first, then the result. Tune would step by training_iteration, which
+        # counts reports, not epochs; its logger steps by timesteps_total when a result has one.
+        for row in expand(result):
+            epoch = row.get("epoch")
+            stepped = {**row, TIMESTEPS_TOTAL: epoch} if epoch else row
+            super().log_trial_result(iteration, trial, {"training_iteration": result["training_iteration"], **stepped})
 
     def log_trial_end(self, trial, failed: bool = False):
         writer = self._trial_writer.pop(trial, None)

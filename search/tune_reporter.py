@@ -1,5 +1,6 @@
-"""The trial's reporter under Ray Tune: tune.get_checkpoint to resume, tune.report each epoch (with a
-checkpoint on the epochs trainable/checkpoint_policy.py picks, metrics only on the others).
+"""The trial's reporter under Ray Tune: tune.get_checkpoint to resume, tune.report each epoch the trial reports
+(every epoch, or those trainable/report_policy.py picks), with a checkpoint on the epochs
+trainable/checkpoint_policy.py picks, metrics only on the others.
 
 Tune copies each reported checkpoint directory to the run's storage (a local dir, NFS, or s3://),
 so a trial retried on another node resumes from it. Tune hands back only the latest; when that one is

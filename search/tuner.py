@@ -5,18 +5,17 @@ how to run is RunConfig (name, storage, checkpoints, retries).
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
-import optuna
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from search.searcher import PrunedAwareOptunaSearch
 from search.space_file import Space
 from search.study import journal_storage
+from search.suggestion_pool import PoolSpec
 from search.tune_reporter import tune_trial
-from search.windowed_tpe import WindowedTPESampler
+from search.windowed_tpe import make_tpe_sampler
 
 
 def make_searcher(space: Space, *, truthful: bool = True, sampler=None, study_path: Path | None = None,
@@ -33,17 +32,11 @@ def make_searcher(space: Space, *, truthful: bool = True, sampler=None, study_pa
         study_name=study_name,
         max_epochs=s.max_epochs,
         truthful=truthful,
+        pool=PoolSpec(str(Path(space.path).resolve()), space.settings_dict(), str(study_path), study_name,
+                      s.suggestion_pool)
+        if study_path and s.suggestion_pool else None,
+        num_samples=s.num_samples,
     )
-
-
-def make_tpe_sampler(space: Space) -> WindowedTPESampler:
-    s = space.settings
-    with warnings.catch_warnings():  # `group` is flagged experimental; its use is measured (BENCHMARKS.md)
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return WindowedTPESampler(seed=s.seed, n_startup_trials=s.tpe_startup_trials,
-                                  multivariate=s.tpe_multivariate, group=s.tpe_group,
-                                  constant_liar=s.tpe_constant_liar, history_window=s.tpe_history_window,
-                                  startup_counts_warm_starts=s.tpe_startup_counts_warm_starts)
 
 
 def make_scheduler(space: Space) -> ASHAScheduler:
@@ -84,6 +77,7 @@ def tune_config(space: Space, *, max_concurrent: int | None, truthful: bool = Tr
         scheduler=make_scheduler(space),
         num_samples=s.num_samples,
         max_concurrent_trials=max_concurrent,
+        reuse_actors=s.reuse_actors,
         trial_dirname_creator=lambda trial: trial.trial_id,  # short paths; params live in params.json
     )
 

@@ -29,6 +29,9 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import warnings
+
+import optuna
 
 from optuna.samplers import TPESampler
 from optuna.samplers._tpe.sampler import _get_pruned_trial_score  # TPE's own ranking of pruned trials
@@ -161,3 +164,15 @@ class _NewTrialsOnly:
                if t.number not in self._fed]
         self._fed.update(t.number for t in new)
         return new
+
+
+def make_tpe_sampler(space) -> WindowedTPESampler:
+    """The search's TPE, from a Space's settings (here, not in search/tuner.py, so that the suggestion pool's
+    helper process samples without importing Ray)."""
+    s = space.settings
+    with warnings.catch_warnings():  # `group` is flagged experimental; its use is measured (BENCHMARKS.md)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return WindowedTPESampler(seed=s.seed, n_startup_trials=s.tpe_startup_trials,
+                                  multivariate=s.tpe_multivariate, group=s.tpe_group,
+                                  constant_liar=s.tpe_constant_liar, history_window=s.tpe_history_window,
+                                  startup_counts_warm_starts=s.tpe_startup_counts_warm_starts)

@@ -92,3 +92,16 @@ def test_the_concurrency_reaches_tunes_controller_as_pending_trials(ray_session,
     # Tune's default for a custom searcher is one pending trial; ours fills every slot at once.
     assert _max_pending(None, tmp_path) == 1
     assert _max_pending(4, tmp_path) == 4
+
+
+def test_the_full_spaces_driver_settings_reach_tune(tmp_path):
+    """spaces/full.py's settings for hundreds of GPUs: reused actors, reports at ASHA's rungs (3, 9, 27) and
+    checkpoints, TPE in a suggestion pool over the run's study file."""
+    from search.space_file import load_space
+    from search.study import STUDY_FILE
+
+    space = load_space(Path(__file__).parent.parent / "spaces" / "full.py")
+    config = tune_config(space, max_concurrent=8, study_path=tmp_path / STUDY_FILE)
+    assert config.reuse_actors is True and config.max_concurrent_trials == 8
+    assert space.trial_config({})["report_epochs"] == "3,9,27"
+    assert config.search_alg._pool_spec.size == 16 and config.search_alg._pool_spec.study_path == str(tmp_path / STUDY_FILE)

@@ -26,6 +26,7 @@ SPACE = f'''
 SETTINGS = {{
     "num_samples": {NUM_SAMPLES}, "max_epochs": {MAX_EPOCHS}, "grace_period": 1, "reduction_factor": 2,
     "cpus_per_trial": 1, "max_concurrent": 2, "train_size": 32, "eval_size": 32, "max_failures": 0,
+    "suggestion_pool": 2, "report_epochs": "decisions", "reuse_actors": True,  # full.py's settings for scale
     "trial": {{"num_workers": 0}},
 }}
 

@@ -4,7 +4,8 @@ import pytest
 
 from search.space_file import SpaceError, load_space
 from search.study import STUDY_FILE, StudyError, journal_storage, load_study
-from search.tuner import make_searcher, make_tpe_sampler
+from search.tuner import make_searcher
+from search.windowed_tpe import make_tpe_sampler
 
 SPACE = '''
 SETTINGS = {{"seed": 4, "tpe_startup_trials": 3, {extra}}}

@@ -15,3 +15,4 @@ def test_results_are_flushed_in_the_background_and_at_close(tmp_path):
     writer.close()
     acc = EventAccumulator(str(tmp_path)); acc.Reload()
     assert [round(e.value, 6) for e in acc.Scalars("ray/tune/val_acc")] == [0.1, 0.2, 0.3]
+

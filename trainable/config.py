@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainable.errors import UserError, close_matches
+from trainable.report_policy import parse_report_epochs
 from trainable.subsets import SubsetError, parse_subset
 
 
@@ -88,6 +89,7 @@ class TrialConfig:
     resume_state_every: int = field(default=3, metadata=in_range(1, 10_000, doc="epochs: a checkpoint at least every N epochs (and the last); a resumed trial repeats at most N-1 epochs. 1 = every epoch"))
     keep_checkpoints: int = field(default=2, metadata=in_range(1, 1000, doc="the search's best checkpoints kept per trial: an epoch entering the trial's top N also gets a checkpoint"))
     checkpoint_new_bests: bool = field(default=True, metadata={"doc": "also checkpoint every epoch that enters the trial's top keep_checkpoints; False: only every resume_state_every epochs (fewer bytes, the best epoch between two saves is lost)"})
+    report_epochs: str = field(default="every", metadata={"doc": "which epochs reach the search: 'every', or the epochs its scheduler decides on, comma-separated (the search fills in ASHA's rungs): then the trial reports only those, its checkpoint epochs and its last, and the epochs between travel with the next report (trainable/report_policy.py)"})
     checkpoint_metric: str = field(default="val_acc", metadata=one_of("val_acc", "val_macro_f1", "val_top5_acc", "val_loss", doc="the search metric the best checkpoints are ranked by (val_loss: lower is better)"))
     # --- runtime ---
     seed: int = field(default=0, metadata=in_range(0, 2**31 - 1))
@@ -112,6 +114,10 @@ class TrialConfig:
             parse_subset(self.subset)
         except SubsetError as err:
             raise ConfigError(f"Trial config key 'subset': {err}") from None
+        try:
+            parse_report_epochs(self.report_epochs)
+        except ValueError as err:
+            raise ConfigError(f"Trial config key 'report_epochs' has value {self.report_epochs!r}: {err}.") from None
         needed = self.required_cache_side
         if self.cache_short_side and self.cache_short_side < needed:
             raise ConfigError(

@@ -17,6 +17,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from trainable.checkpoint import MODEL_FILE, TRAIN_STATE_FILE
+from trainable.report_policy import expand
 
 
 class LocalReporter:
@@ -53,12 +54,13 @@ class LocalReporter:
         return complete[-1] if complete else None
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+        rows = expand(metrics)  # the epochs not reported on their own (report_epochs), then this one
         if not self._reported:
             self._reported = True
             self.ckpt_root.mkdir(parents=True, exist_ok=True)
             if self.config is not None:
                 (self.out_dir / "config.json").write_text(json.dumps(self.config, indent=2))
-            self._forget_rows_from(metrics["epoch"])
+            self._forget_rows_from(rows[0]["epoch"])
         final = self.ckpt_root / f"epoch_{metrics['epoch']:04d}"
         if final.exists():  # re-running an epoch after a resume: the new one replaces it
             shutil.rmtree(final)
@@ -66,9 +68,10 @@ class LocalReporter:
             # A directory rename is atomic: a killed run never leaves a half-written checkpoint behind.
             shutil.move(str(checkpoint_dir), str(final))
         with open(self.out_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(metrics) + "\n")
+            f.writelines(json.dumps(row) + "\n" for row in rows)
         self._prune()
-        self.printer(format_metrics(metrics))
+        for row in rows:
+            self.printer(format_metrics(row))
 
     def _epoch_dirs(self) -> list[Path]:
         return sorted(self.ckpt_root.glob("epoch_*")) if self.ckpt_root.exists() else []

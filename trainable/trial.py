@@ -1,7 +1,7 @@
 """train_trial(config, reporter): one fine-tuning run, reading top to bottom in the order it runs.
 
 config → seed → data → model → optimisation → resume → per epoch: train, evaluate, checkpoint (when
-checkpoint_policy says so), report.
+checkpoint_policy says so), report (every epoch, or when report_policy says so).
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from trainable.eval_pipeline import cache_side, eval_loader
 from trainable.losses import class_weights
 from trainable.loop import StepSettings, evaluate, train_one_epoch
 from trainable.model import build_model, count_parameters, uses_channels_last
+from trainable.report_policy import parse_report_epochs, report_due, with_epochs_between
 from trainable.subsets import apply_subset
 from trainable.transforms import data_config_for, mixup_for, train_transform
 
@@ -111,6 +112,8 @@ def train_trial(config: dict, reporter) -> dict:
         scheduler=scheduler, scaler=scaler, classes=index.classes, loader_generator=run.loader_generator)
 
     metrics = {}
+    report_epochs = parse_report_epochs(cfg.report_epochs)
+    between: list[dict] = []  # epochs not reported yet: they travel with the next report
     for epoch in range(start_epoch, cfg.epochs):
         started = time.perf_counter()
         train = train_one_epoch(run.step_model, run.train_loader, optimizer, scheduler, step, epoch=epoch,
@@ -127,8 +130,12 @@ def train_trial(config: dict, reporter) -> dict:
                              keep=cfg.keep_checkpoints, metric=cfg.checkpoint_metric,
                              new_bests=cfg.checkpoint_new_bests)
         history.append(metrics.get(cfg.checkpoint_metric, float("nan")))
+        if not report_due(epoch + 1, epochs=cfg.epochs, report_epochs=report_epochs, checkpoint=due):
+            between.append(metrics)
+            continue
+        reported, between = with_epochs_between(metrics, between), []
         if not due:
-            reporter.report(metrics, None)  # metrics only: no bytes written, nothing to upload
+            reporter.report(reported, None)  # metrics only: no bytes written, nothing to upload
             continue
         ckpt_dir = Path(tempfile.mkdtemp(prefix="trial-ckpt-"))
         try:
@@ -136,7 +143,7 @@ def train_trial(config: dict, reporter) -> dict:
                             scaler=scaler, epoch=epoch + 1, classes=index.classes, config=cfg.to_dict(),
                             data_config=run.data_config, metrics=metrics, loader_generator=run.loader_generator,
                             history=history)
-            reporter.report(metrics, ckpt_dir)
+            reporter.report(reported, ckpt_dir)
         finally:
             shutil.rmtree(ckpt_dir, ignore_errors=True)
     return metrics

@@ -1,0 +1,162 @@
+"""report_epochs (trainable/report_policy.py): a trial reports to the search only on the epochs it must, and
+every epoch still reaches metrics.jsonl, the Optuna study, TensorBoard, and an exact resume under Tune."""
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from search.space_file import SpaceError, load_space
+from search.study import STUDY_FILE, load_study
+from search.tuner import make_searcher
+from trainable.config import ConfigError, TrialConfig
+from trainable.report_policy import EPOCHS_BETWEEN, expand, parse_report_epochs, report_due
+
+TINY = {"backbone": "resnet10t", "train_size": 32, "eval_size": 32, "batch_size": 8, "num_workers": 0,
+        "lr": 0.01, "seed": 1}
+
+
+def test_parse_and_due():
+    assert parse_report_epochs("every") is None
+    assert parse_report_epochs("3, 9,27") == {3, 9, 27}
+    assert parse_report_epochs("") == frozenset()
+    due = lambda e, ck=False: report_due(e, epochs=30, report_epochs=frozenset({3, 9, 27}), checkpoint=ck)
+    assert [e for e in range(1, 31) if due(e)] == [3, 9, 27, 30]        # the rungs and the last
+    assert due(5, ck=True)                                              # a checkpoint must reach Tune
+    assert all(report_due(e, epochs=5, report_epochs=None, checkpoint=False) for e in range(1, 6))
+
+
+@pytest.mark.parametrize("value, message", [
+    ("3,x", "'x' is not an epoch"), ("0", "'0' is not an epoch"), ("-1", "'-1' is not an epoch")])
+def test_bad_report_epochs_is_one_clear_message(value, message):
+    with pytest.raises(ConfigError, match=f"key 'report_epochs' has value '{value}': {message}"):
+        TrialConfig.from_dict({"report_epochs": value})
+
+
+def test_expand_puts_the_epochs_between_first():
+    result = {"epoch": 3, "val_acc": 0.3, EPOCHS_BETWEEN: [{"epoch": 1, "val_acc": 0.1}, {"epoch": 2, "val_acc": 0.2}]}
+    assert [r["epoch"] for r in expand(result)] == [1, 2, 3]
+    assert EPOCHS_BETWEEN not in expand(result)[-1]
+    assert expand({"epoch": 1}) == [{"epoch": 1}]
+
+
+def test_the_search_fills_in_ashas_rungs_and_owns_the_key(tmp_path):
+    path = tmp_path / "space.py"
+    settings = '"max_epochs": 30, "grace_period": 3, "reduction_factor": 3'
+    path.write_text(f"SETTINGS = {{{settings}, 'report_epochs': 'decisions'}}\n"
+                    "def define(trial):\n    trial.suggest_float('lr', 1e-3, 1e-1)\n")
+    assert load_space(path).trial_config({})["report_epochs"] == "3,9,27"
+    assert load_space(path).replace_settings(report_epochs="every").trial_config({})["report_epochs"] == "every"
+    path.write_text(f"SETTINGS = {{{settings}, 'trial': {{'report_epochs': '2'}}}}\n"
+                    "def define(trial):\n    trial.suggest_float('lr', 1e-3, 1e-1)\n")
+    with pytest.raises(SpaceError, match="trial sets 'report_epochs', which the search sets for every trial"):
+        load_space(path)
+
+
+def test_a_trial_reports_only_rungs_checkpoints_and_last_yet_writes_every_epoch(toy_data, tmp_path):
+    from trainable.reporting import LocalReporter
+    from trainable.trial import train_trial
+
+    class Recording(LocalReporter):
+        calls = []
+
+        def report(self, metrics, checkpoint_dir):
+            self.calls.append((metrics["epoch"], [r["epoch"] for r in metrics.get(EPOCHS_BETWEEN, [])],
+                               checkpoint_dir is not None))
+            super().report(metrics, checkpoint_dir)
+
+    out = tmp_path / "run"
+    config = {**TINY, "epochs": 5, "resume_state_every": 4, "checkpoint_new_bests": False, "report_epochs": "2",
+              "data": str(toy_data)}
+    final = train_trial(config, Recording(out, printer=lambda _: None, keep=10))
+    # epoch 2: a rung; 4: a checkpoint; 5: the last. Epochs 1 and 3 travel with the next report.
+    assert Recording.calls == [(2, [1], False), (4, [3], True), (5, [], True)]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5] and EPOCHS_BETWEEN not in final
+    assert final == rows[-1]
+
+
+def test_the_study_gets_every_epoch_at_its_own_step(tmp_path):
+    path = tmp_path / "space.py"
+    path.write_text("SETTINGS = {'max_epochs': 6, 'grace_period': 2}\n"
+                    "def define(trial):\n    trial.suggest_float('lr', 1e-3, 1e-1)\n")
+    searcher = make_searcher(load_space(path), study_path=tmp_path / "run" / STUDY_FILE)
+    searcher.suggest("t")
+    row = lambda e: {"epoch": e, "val_acc": e / 10}
+    searcher.on_trial_result("t", {**row(2), "training_iteration": 1, EPOCHS_BETWEEN: [row(1)]})
+    # ASHA stops it at its next report: Tune hands that one to on_trial_complete only.
+    searcher.on_trial_complete("t", {**row(4), "training_iteration": 2, EPOCHS_BETWEEN: [row(3)]})
+    (trial,) = load_study(tmp_path / "run").trials
+    assert trial.intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3, 4: 0.4}
+    assert trial.state == optuna.trial.TrialState.PRUNED
+
+
+def test_tensorboard_steps_every_epoch_by_its_own_number(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from search.tensorboard_hparams import HParamsLoggerCallback
+
+    logger = HParamsLoggerCallback()
+    class Trial:  # what the logger reads of Tune's Trial
+        local_path, evaluated_params, last_result = str(tmp_path), {"lr": 0.1}, {}
+
+        def init_local_path(self):
+            pass
+
+    trial = Trial()
+    logger.log_trial_result(1, trial, {"epoch": 3, "val_acc": 0.3, "training_iteration": 1,
+                                       EPOCHS_BETWEEN: [{"epoch": 1, "val_acc": 0.1}, {"epoch": 2, "val_acc": 0.2}]})
+    logger.log_trial_result(2, trial, {"epoch": 4, "val_acc": 0.4, "training_iteration": 2})
+    logger.log_trial_end(trial)
+    acc = EventAccumulator(str(tmp_path)); acc.Reload()
+    assert [(e.step, round(e.value, 6)) for e in acc.Scalars("ray/tune/val_acc")] == [(1, 0.1), (2, 0.2), (3, 0.3), (4, 0.4)]
+
+
+def test_under_tune_a_failed_trial_resumes_exactly_and_reports_only_what_it_must(toy_data, tmp_path, ray_session):
+    """report_epochs '' (no rungs), checkpoints at epochs 2 and 4: Tune hears of epochs 2 and 4 only. A trial that
+    fails while reporting epoch 4 is retried from epoch 2's checkpoint, trains 3 and 4 again, and they equal
+    those of the same config that never failed."""
+    from ray import tune
+
+    from search.tune_reporter import TuneReporter
+    from trainable.trial import train_trial
+
+    marker = tmp_path / "failed-once"
+
+    def flaky_trial(config):
+        fail, config = config["fail"], {k: v for k, v in config.items() if k != "fail"}
+
+        class FailingOnce(TuneReporter):
+            def report(self, metrics, checkpoint_dir):
+                if fail and metrics["epoch"] == 4 and not marker.exists():
+                    marker.touch()
+                    raise RuntimeError("node lost")
+                super().report(metrics, checkpoint_dir)
+
+        train_trial(config, FailingOnce())
+
+    config = {**TINY, "epochs": 4, "resume_state_every": 2, "checkpoint_new_bests": False, "report_epochs": "",
+              "keep_checkpoints": 1, "data": str(toy_data), "fail": tune.grid_search([False, True])}
+    tuner = tune.Tuner(
+        tune.with_resources(flaky_trial, {"cpu": 1}), param_space=config,
+        tune_config=tune.TuneConfig(metric="val_acc", mode="max"),
+        run_config=tune.RunConfig(
+            name="sparse", storage_path=str(tmp_path / "runs"), verbose=0,
+            failure_config=tune.FailureConfig(max_failures=1),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="val_acc",
+                                                    checkpoint_score_order="max")))
+    results = {r.config["fail"]: r for r in tuner.fit()}
+    assert marker.exists() and all(r.error is None for r in results.values())
+
+    def reports(result):
+        return [json.loads(line) for line in (Path(result.path) / "result.json").read_text().splitlines()]
+
+    clean, retried = reports(results[False]), reports(results[True])
+    assert [(r["epoch"], r["training_iteration"]) for r in clean] == [(2, 1), (4, 2)]
+    assert [r["epoch"] for r in retried] == [2, 4]  # the failed report of epoch 4 never reached Tune
+    clean_rows = [row for r in clean for row in expand(r)]
+    retried_rows = [row for r in retried for row in expand(r)]
+    assert [r["epoch"] for r in clean_rows] == [r["epoch"] for r in retried_rows] == [1, 2, 3, 4]
+    for got, want in zip(retried_rows[2:], clean_rows[2:]):  # epochs 3 and 4, trained again after the retry
+        for key in ("train_loss", "val_loss", "val_acc", "lr"):
+            assert got[key] == want[key], (got["epoch"], key)
