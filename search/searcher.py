@@ -65,7 +65,7 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         return config
 
     def on_trial_result(self, trial_id: str, result: dict):
-        if result.get(FATAL_ERROR):  # not an epoch: on_trial_complete tells Optuna FAIL
+        if result.get(FATAL_ERROR) or trial_id in self._completed_trials:  # a fatal error is not an epoch
             return
         self._report_epochs(trial_id, result)
 
@@ -118,7 +118,18 @@ class PrunedAwareOptunaSearch(OptunaSearch):
     def restore(self, checkpoint_path: str):
         super().restore(checkpoint_path)
         self._pool = None
+        self._skip_finished_in_study()
         self._adopt_orphans()
+
+    def _skip_finished_in_study(self):
+        """The study file is written as results arrive, Tune's experiment state only every few seconds: a
+        driver killed in between leaves a trial finished in the study that Tune resumes from an earlier
+        checkpoint. Resume is exact, so its retrained epochs repeat what the study holds; Optuna refuses to
+        update a finished trial, so the searcher leaves it as it is rather than fail the trial."""
+        storage = self._ot_study._storage
+        for trial_id, ot_trial in self._ot_trials.items():
+            if trial_id not in self._completed_trials and storage.get_trial(ot_trial._trial_id).state.is_finished():
+                self._completed_trials.add(trial_id)
 
     def _adopt_orphans(self):
         """Trials asked after the searcher's last save (by the driver, or prepared by the suggestion pool's

@@ -51,6 +51,27 @@ def test_searcher_writes_its_study_to_the_journal_file(tmp_path):
     assert trial.state == optuna.trial.TrialState.PRUNED and trial.intermediate_values == {1: 0.5}
 
 
+def test_a_trial_the_study_finished_after_tunes_last_save_is_resumed_without_failing(tmp_path):
+    """A killed driver: the study file already holds the trial's last epoch and its end, Tune's last save does not.
+    Tune resumes the trial from its epoch-2 checkpoint; its retrained epoch 3 must not make Optuna refuse it."""
+    searcher = make_searcher(space_with(tmp_path, '"max_epochs": 3'), study_path=tmp_path / "run" / STUDY_FILE)
+    searcher.suggest("trial_a")
+    for epoch in (1, 2):
+        searcher.on_trial_result("trial_a", {"val_acc": 0.5 + epoch / 10, "epoch": epoch, "training_iteration": epoch})
+    saved = tmp_path / "searcher.pkl"
+    searcher.save(str(saved))  # Tune's last save
+    last = {"val_acc": 0.8, "epoch": 3, "training_iteration": 3}
+    searcher.on_trial_complete("trial_a", last)  # written to the study, then the driver is killed
+
+    resumed = make_searcher(space_with(tmp_path, '"max_epochs": 3'), study_path=tmp_path / "run" / STUDY_FILE)
+    resumed.restore(str(saved))
+    resumed.on_trial_result("trial_a", last)  # the retrained epoch, as the first run reported it
+    resumed.on_trial_complete("trial_a", last)
+    (trial,) = load_study(tmp_path / "run").trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 0.8
+    assert trial.intermediate_values == {1: 0.6, 2: 0.7, 3: 0.8}
+
+
 def test_loading_a_run_without_a_study_names_the_file(tmp_path):
     with pytest.raises(StudyError, match=rf"No Optuna study at {tmp_path / STUDY_FILE}"):
         load_study(tmp_path)
