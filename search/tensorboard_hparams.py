@@ -14,6 +14,7 @@ Curves are stepped by the trial's epoch, each epoch of a report that holds sever
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from ray.tune.logger import TBXLoggerCallback
 from ray.tune.result import TIMESTEPS_TOTAL
@@ -42,7 +43,14 @@ FLUSH_S = 10  # TensorBoard shows a running trial's curves at most this late
 class HParamsLoggerCallback(TBXLoggerCallback):
     """Also: Tune flushes (and fsyncs) each trial's event file after every result, serially in the driver's
     loop: ~10 ms a result, a third of the driver's per-result time at 32 trials (BENCHMARKS.md, Scale). Here
-    the writers' own background thread flushes every FLUSH_S seconds, and a trial's file is flushed when it ends."""
+    the writers' own background thread flushes every FLUSH_S seconds, and a trial's file is flushed when it ends.
+    Closing it (a last flush and fsync, ~10 ms a trial) happens on a thread of its own, off the driver's loop;
+    the experiment's end, Ctrl-C included, waits for every file to be closed."""
+
+    _closer: ThreadPoolExecutor | None = None  # started at the first trial's end; never pickled (Tune pickles callbacks)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_closer": None}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -76,7 +84,19 @@ class HParamsLoggerCallback(TBXLoggerCallback):
         failed = failed or bool((trial.last_result or {}).get(FATAL_ERROR))  # a config/data error, not retried
         for summary in _session_summaries(params, failed):
             writer.file_writer.add_summary(summary)
-        writer.close()
+        if self._closer is None:
+            self._closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tensorboard-close")
+        self._closer.submit(writer.close)
+
+    def on_experiment_end(self, trials, **info):
+        self.wait_for_closed_files()
+        super().on_experiment_end(trials, **info)
+
+    def wait_for_closed_files(self) -> None:
+        """Every ended trial's event file closed (complete on disk)."""
+        if self._closer is not None:
+            self._closer.shutdown(wait=True)
+            self._closer = None
 
 
 def _session_summaries(params: dict, failed: bool):

@@ -108,6 +108,7 @@ def test_tensorboard_steps_every_epoch_by_its_own_number(tmp_path):
                                        EPOCHS_BETWEEN: [{"epoch": 1, "val_acc": 0.1}, {"epoch": 2, "val_acc": 0.2}]})
     logger.log_trial_result(2, trial, {"epoch": 4, "val_acc": 0.4, "training_iteration": 2})
     logger.log_trial_end(trial)
+    logger.on_experiment_end(trials=[trial])  # the files close off the driver's loop; the end waits for them
     acc = EventAccumulator(str(tmp_path)); acc.Reload()
     assert [(e.step, round(e.value, 6)) for e in acc.Scalars("ray/tune/val_acc")] == [(1, 0.1), (2, 0.2), (3, 0.3), (4, 0.4)]
 

@@ -16,3 +16,31 @@ def test_results_are_flushed_in_the_background_and_at_close(tmp_path):
     acc = EventAccumulator(str(tmp_path)); acc.Reload()
     assert [round(e.value, 6) for e in acc.Scalars("ray/tune/val_acc")] == [0.1, 0.2, 0.3]
 
+
+def test_a_trials_file_closes_off_the_drivers_loop_and_the_end_waits_for_it(tmp_path):
+    import threading
+
+    from ray import cloudpickle
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger = HParamsLoggerCallback()
+
+    class Trial:  # what the logger reads of Tune's Trial
+        local_path, evaluated_params, last_result = str(tmp_path), {"lr": 0.1}, {}
+
+        def init_local_path(self):
+            pass
+
+    trial = Trial()
+    logger.log_trial_result(1, trial, {"epoch": 1, "val_acc": 0.5, "training_iteration": 1})
+    writer = logger._trial_writer[trial]
+    closed_on, close = [], writer.close
+    writer.close = lambda: (closed_on.append(threading.current_thread().name), close())
+    logger.log_trial_end(trial)
+    assert cloudpickle.loads(cloudpickle.dumps(logger))._closer is None  # Tune pickles its callbacks: no thread
+    logger.on_experiment_end(trials=[trial])
+    assert closed_on and closed_on[0].startswith("tensorboard-close")
+    acc = EventAccumulator(str(tmp_path)); acc.Reload()
+    assert [round(e.value, 6) for e in acc.Scalars("ray/tune/val_acc")] == [0.5]
+    assert "_hparams_/session_end_info" in acc.summary_metadata  # the trial's end is in its file
