@@ -35,6 +35,7 @@ class PrunedAwareOptunaSearch(OptunaSearch):
     _pool: SuggestionPool | None = None
     _num_samples = 0
     _orphans: tuple | list = ()
+    _trials_started = 0  # an older pickle kept every trial in _ot_trials: see trials_started
 
     def __init__(self, *args, max_epochs: int, truthful: bool = True, pool: PoolSpec | None = None,
                  num_samples: int = 0, **kwargs):
@@ -55,14 +56,19 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             self._ot_trials[trial_id] = optuna.Trial(self._ot_study, self._orphans.pop(0))
         elif new and self._pool_spec is not None:
             if self._pool is None:  # after a restore too: the trials already asked are Tune's
-                self._pool = SuggestionPool(self._pool_spec, left=self._num_samples - len(self._ot_trials))
+                self._pool = SuggestionPool(self._pool_spec, left=self._num_samples - self.trials_started)
             prepared = self._pool.take()
             if prepared is not None:  # likewise
                 self._ot_trials[trial_id] = optuna.Trial(self._ot_study, prepared)
         config = super().suggest(trial_id)
         if new and trial_id in self._ot_trials:  # links the study to the leaderboard (and the dashboard to Tune)
             self._ot_trials[trial_id].set_user_attr("ray_trial_id", trial_id)
+            self._trials_started = max(self._trials_started + 1, len(self._ot_trials))
         return config
+
+    @property
+    def trials_started(self) -> int:
+        return max(self._trials_started, len(self._ot_trials))
 
     def on_trial_result(self, trial_id: str, result: dict):
         if result.get(FATAL_ERROR) or trial_id in self._completed_trials:  # a fatal error is not an epoch
@@ -109,11 +115,16 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
     def save(self, checkpoint_path: str):
+        """Tune pickles the searcher with every experiment snapshot, in the driver's loop. A finished trial is in
+        the study file and Tune never resumes it, so only the unfinished ones go in: the pickle grows with the
+        trials running, not with the search (4,096 finished trials: 8.3 MB and ~0.3 s a snapshot otherwise)."""
         pool, self._pool = self._pool, None  # a process and its queues: started again after a restore
+        trials, self._trials_started = self._ot_trials, self.trials_started
+        self._ot_trials = {k: v for k, v in trials.items() if k not in self._completed_trials}
         try:
             super().save(checkpoint_path)
         finally:
-            self._pool = pool
+            self._pool, self._ot_trials = pool, trials
 
     def restore(self, checkpoint_path: str):
         super().restore(checkpoint_path)
@@ -138,7 +149,7 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         known = {t._trial_id for t in self._ot_trials.values()}
         orphans = [t._trial_id for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                    if t._trial_id not in known]
-        left = max(0, self._num_samples - len(self._ot_trials)) if self._num_samples else 0
+        left = max(0, self._num_samples - self.trials_started) if self._num_samples else 0
         self._orphans = orphans[:left]
         for trial_id in orphans[left:]:
             try:

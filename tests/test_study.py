@@ -72,6 +72,33 @@ def test_a_trial_the_study_finished_after_tunes_last_save_is_resumed_without_fai
     assert trial.intermediate_values == {1: 0.6, 2: 0.7, 3: 0.8}
 
 
+def test_the_searchers_snapshot_holds_only_unfinished_trials(tmp_path):
+    """Tune pickles the searcher with every experiment snapshot: finished trials stay in the study file only."""
+    import pickle
+
+    space = space_with(tmp_path, '"max_epochs": 3, "num_samples": 6')
+    searcher = make_searcher(space, study_path=tmp_path / "run" / STUDY_FILE)
+    for i in range(4):
+        searcher.suggest(f"t{i}")
+        searcher.on_trial_complete(f"t{i}", {"val_acc": 0.5 + i / 10, "epoch": 3, "training_iteration": 3})
+    searcher.suggest("t4")
+    searcher.on_trial_result("t4", {"val_acc": 0.4, "epoch": 1, "training_iteration": 1})
+    saved = tmp_path / "searcher.pkl"
+    searcher.save(str(saved))
+    assert set(searcher._ot_trials) == {"t0", "t1", "t2", "t3", "t4"}  # the live searcher keeps them all
+    assert set(pickle.loads(saved.read_bytes())["_ot_trials"]) == {"t4"}
+
+    resumed = make_searcher(space, study_path=tmp_path / "run" / STUDY_FILE)
+    resumed.restore(str(saved))
+    assert resumed.trials_started == 5  # what is left to start is counted from every trial, not the pickled ones
+    resumed.on_trial_complete("t4", {"val_acc": 0.9, "epoch": 3, "training_iteration": 3})
+    resumed.suggest("t5")
+    resumed.on_trial_complete("t5", {"val_acc": 0.3, "epoch": 3, "training_iteration": 3})
+    trials = load_study(tmp_path / "run").trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 6
+    assert [t.value for t in trials][3:] == [0.8, 0.9, 0.3]
+
+
 def test_loading_a_run_without_a_study_names_the_file(tmp_path):
     with pytest.raises(StudyError, match=rf"No Optuna study at {tmp_path / STUDY_FILE}"):
         load_study(tmp_path)
