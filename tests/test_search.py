@@ -1,6 +1,7 @@
 """A real search on CPU: Optuna TPE + ASHA on Ray Tune, asserted from the files it leaves behind."""
 import json
 import pickle
+import re
 import socket
 import subprocess
 import sys
@@ -243,7 +244,7 @@ def test_study_file_holds_the_search_with_the_leaderboards_outcomes(search_dir, 
             assert max(trial.intermediate_values.values()) == pytest.approx(row.best_val_acc)
 
 
-def test_report_shows_what_mattered_for_a_conditional_space(search_dir, leaderboard):
+def test_report_shows_what_mattered_for_a_conditional_space(search_dir, leaderboard, study):
     report = search_dir / "report"
     for name in ("importance", "importance_fanova", "parallel_coordinate", "learning_curves",
                  "intermediate_values", "best_vs_epochs"):
@@ -257,7 +258,14 @@ def test_report_shows_what_mattered_for_a_conditional_space(search_dir, leaderbo
     assert set(ped["parameter"]) == {"lr", "batch_size", "head", "head_hidden"}  # the conditional one too
     assert ped["importance"].sum() == pytest.approx(1.0)
     fanova = table[table["evaluator"] == "fANOVA"]
-    assert set(fanova.loc[fanova["branch"] == "all", "parameter"]) == {"lr", "batch_size", "head"}
+    # fANOVA over all trials takes the parameters every trial at the report's epoch has: lr, batch_size, head, and
+    # head_hidden too when every one of them took the MLP head (which trials those are depends on sampling).
+    rung = int(re.search(r"Importance at epoch (\d+)", page).group(1))
+    at_rung = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+               and rung in t.intermediate_values]
+    everywhere = set.intersection(*(set(t.params) for t in at_rung))
+    assert {"lr", "batch_size", "head"} <= everywhere
+    assert set(fanova.loc[fanova["branch"] == "all", "parameter"]) == everywhere
     if (fanova["branch"] == "head_hidden").any():  # fANOVA on the MLP branch's own trials
         branch = fanova[fanova["branch"] == "head_hidden"]
         assert "head_hidden" in set(branch["parameter"]) and "head" not in set(branch["parameter"])
