@@ -52,6 +52,30 @@ def ray_session():
     ray.shutdown()
 
 
+def fit_with_one_retry(trainable, config: dict, storage: Path, name: str, keep: int = 1) -> list:
+    """Runs `config` (a grid) under Tune as the search does: one retry from the latest checkpoint, the `keep`
+    best checkpoints kept. Returns Tune's results; every trial must have ended without an error."""
+    from ray import tune
+
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}), param_space=config,
+        tune_config=tune.TuneConfig(metric="val_acc", mode="max"),
+        run_config=tune.RunConfig(
+            name=name, storage_path=str(storage), verbose=0, failure_config=tune.FailureConfig(max_failures=1),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=keep, checkpoint_score_attribute="val_acc",
+                                                    checkpoint_score_order="max")))
+    results = list(tuner.fit())
+    assert all(r.error is None for r in results), [r.error for r in results]
+    return results
+
+
+def reported_rows(result) -> list[dict]:
+    """What a trial reported to Tune, in order (its result.json)."""
+    import json
+
+    return [json.loads(line) for line in (Path(result.path) / "result.json").read_text().splitlines()]
+
+
 S3_BUCKET = "search-bucket"
 # Dummy keys for moto's S3 server; no instance-metadata lookups (they would wait for a timeout off EC2).
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import fit_with_one_retry, reported_rows
 from trainable.checkpoint_policy import checkpoint_due, enters_top
 from trainable.config import ConfigError, TrialConfig
 
@@ -59,8 +60,6 @@ def test_tune_resumes_a_failed_trial_from_its_latest_checkpoint_exactly(toy_data
     """Under Tune, with checkpoints at epochs 2 and 4 only: a trial that fails after reporting epoch 3
     (metrics only) is retried from epoch 2's checkpoint, repeats epoch 3, and its epochs 3 and 4 equal
     those of the same config that never failed. Tune's kept checkpoints all hold model.pt + train state."""
-    import json
-
     from ray import tune
 
     from search.tune_reporter import TuneReporter
@@ -85,21 +84,10 @@ def test_tune_resumes_a_failed_trial_from_its_latest_checkpoint_exactly(toy_data
     config = {"backbone": "resnet10t", "train_size": 32, "eval_size": 32, "batch_size": 8, "num_workers": 0,
               "lr": 0.01, "epochs": 4, "seed": 1, "resume_state_every": 2, "checkpoint_new_bests": False,
               "keep_checkpoints": 1, "data": str(toy_data), "fail_at": tune.grid_search([0, 3])}
-    tuner = tune.Tuner(
-        tune.with_resources(flaky_trial, {"cpu": 1}), param_space=config,
-        tune_config=tune.TuneConfig(metric="val_acc", mode="max"),
-        run_config=tune.RunConfig(
-            name="flaky", storage_path=str(tmp_path / "runs"), verbose=0,
-            failure_config=tune.FailureConfig(max_failures=1),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="val_acc",
-                                                    checkpoint_score_order="max")))
-    results = {r.config["fail_at"]: r for r in tuner.fit()}
-    assert marker.exists() and all(r.error is None for r in results.values())
+    results = {r.config["fail_at"]: r for r in fit_with_one_retry(flaky_trial, config, tmp_path / "runs", "flaky")}
+    assert marker.exists()
 
-    def rows(result):
-        return [json.loads(line) for line in (Path(result.path) / "result.json").read_text().splitlines()]
-
-    clean, retried = rows(results[0]), rows(results[3])
+    clean, retried = reported_rows(results[0]), reported_rows(results[3])
     assert [r["epoch"] for r in clean] == [1, 2, 3, 4]
     assert [r["epoch"] for r in retried] == [1, 2, 3, 3, 4]  # epoch 3 trained again after the retry
     assert [r["training_iteration"] for r in retried] == [1, 2, 3, 3, 4]  # Tune rewound to the checkpoint
@@ -116,10 +104,6 @@ def test_tune_resumes_a_failed_trial_from_its_latest_checkpoint_exactly(toy_data
 def test_tune_falls_back_past_a_damaged_latest_checkpoint(toy_data, tmp_path, ray_session):
     """Under Tune, a retried trial whose latest checkpoint in storage is damaged (truncated model.pt) resumes
     from the previous checkpoint Tune kept: epoch 2 is trained again, exactly as it first ran."""
-    import json
-
-    from ray import tune
-
     from search.tune_reporter import TuneReporter
     from trainable import checkpoint
     from trainable.trial import train_trial
@@ -140,16 +124,9 @@ def test_tune_falls_back_past_a_damaged_latest_checkpoint(toy_data, tmp_path, ra
 
     config = {"backbone": "resnet10t", "train_size": 32, "eval_size": 32, "batch_size": 8, "num_workers": 0,
               "lr": 0.01, "epochs": 3, "seed": 1, "resume_state_every": 1, "data": str(toy_data)}
-    tuner = tune.Tuner(
-        tune.with_resources(damaging_trial, {"cpu": 1}), param_space=config,
-        tune_config=tune.TuneConfig(metric="val_acc", mode="max"),
-        run_config=tune.RunConfig(
-            name="damaged", storage_path=str(storage), verbose=0, failure_config=tune.FailureConfig(max_failures=1),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_acc",
-                                                    checkpoint_score_order="max")))
-    [result] = list(tuner.fit())
-    assert marker.exists() and result.error is None
-    rows = [json.loads(line) for line in (Path(result.path) / "result.json").read_text().splitlines()]
+    [result] = fit_with_one_retry(damaging_trial, config, storage, "damaged", keep=2)
+    assert marker.exists()
+    rows = reported_rows(result)
     assert [r["epoch"] for r in rows] == [1, 2, 2, 3]  # resumed after epoch 1, not after the damaged epoch 2
     for key in ("train_loss", "val_loss", "val_acc", "lr"):
         assert rows[2][key] == rows[1][key], key

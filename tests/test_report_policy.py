@@ -1,11 +1,12 @@
 """report_epochs (trainable/report_policy.py): a trial reports to the search only on the epochs it must, and
-every epoch still reaches metrics.jsonl, the Optuna study, TensorBoard, and an exact resume under Tune."""
+every epoch still reaches metrics.jsonl, the Optuna study and an exact resume under Tune (TensorBoard's steps:
+tests/test_tensorboard_logger.py)."""
 import json
-from pathlib import Path
 
 import optuna
 import pytest
 
+from conftest import fit_with_one_retry, reported_rows
 from search.space_file import SpaceError, load_space
 from search.study import STUDY_FILE, load_study
 from search.tuner import make_searcher
@@ -91,28 +92,6 @@ def test_the_study_gets_every_epoch_at_its_own_step(tmp_path):
     assert trial.state == optuna.trial.TrialState.PRUNED
 
 
-def test_tensorboard_steps_every_epoch_by_its_own_number(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    from search.tensorboard_hparams import HParamsLoggerCallback
-
-    logger = HParamsLoggerCallback()
-    class Trial:  # what the logger reads of Tune's Trial
-        local_path, evaluated_params, last_result = str(tmp_path), {"lr": 0.1}, {}
-
-        def init_local_path(self):
-            pass
-
-    trial = Trial()
-    logger.log_trial_result(1, trial, {"epoch": 3, "val_acc": 0.3, "training_iteration": 1,
-                                       EPOCHS_BETWEEN: [{"epoch": 1, "val_acc": 0.1}, {"epoch": 2, "val_acc": 0.2}]})
-    logger.log_trial_result(2, trial, {"epoch": 4, "val_acc": 0.4, "training_iteration": 2})
-    logger.log_trial_end(trial)
-    logger.on_experiment_end(trials=[trial])  # the files close off the driver's loop; the end waits for them
-    acc = EventAccumulator(str(tmp_path)); acc.Reload()
-    assert [(e.step, round(e.value, 6)) for e in acc.Scalars("ray/tune/val_acc")] == [(1, 0.1), (2, 0.2), (3, 0.3), (4, 0.4)]
-
-
 def test_under_tune_a_failed_trial_resumes_exactly_and_reports_only_what_it_must(toy_data, tmp_path, ray_session):
     """report_epochs '' (no rungs), checkpoints at epochs 2 and 4: Tune hears of epochs 2 and 4 only. A trial that
     fails while reporting epoch 4 is retried from epoch 2's checkpoint, trains 3 and 4 again, and they equal
@@ -138,21 +117,10 @@ def test_under_tune_a_failed_trial_resumes_exactly_and_reports_only_what_it_must
 
     config = {**TINY, "epochs": 4, "resume_state_every": 2, "checkpoint_new_bests": False, "report_epochs": "",
               "keep_checkpoints": 1, "data": str(toy_data), "fail": tune.grid_search([False, True])}
-    tuner = tune.Tuner(
-        tune.with_resources(flaky_trial, {"cpu": 1}), param_space=config,
-        tune_config=tune.TuneConfig(metric="val_acc", mode="max"),
-        run_config=tune.RunConfig(
-            name="sparse", storage_path=str(tmp_path / "runs"), verbose=0,
-            failure_config=tune.FailureConfig(max_failures=1),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="val_acc",
-                                                    checkpoint_score_order="max")))
-    results = {r.config["fail"]: r for r in tuner.fit()}
-    assert marker.exists() and all(r.error is None for r in results.values())
+    results = {r.config["fail"]: r for r in fit_with_one_retry(flaky_trial, config, tmp_path / "runs", "sparse")}
+    assert marker.exists()
 
-    def reports(result):
-        return [json.loads(line) for line in (Path(result.path) / "result.json").read_text().splitlines()]
-
-    clean, retried = reports(results[False]), reports(results[True])
+    clean, retried = reported_rows(results[False]), reported_rows(results[True])
     assert [(r["epoch"], r["training_iteration"]) for r in clean] == [(2, 1), (4, 2)]
     assert [r["epoch"] for r in retried] == [2, 4]  # the failed report of epoch 4 never reached Tune
     clean_rows = [row for r in clean for row in expand(r)]

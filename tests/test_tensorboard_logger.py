@@ -1,5 +1,17 @@
-"""The driver's TensorBoard logger does not flush (fsync) after every result, and loses nothing at close."""
+"""The driver's TensorBoard logger does not flush (fsync) after every result, closes files off the driver's loop,
+loses nothing at close, and steps every epoch by its own number."""
 from search.tensorboard_hparams import FLUSH_S, HParamsLoggerCallback
+from trainable.report_policy import EPOCHS_BETWEEN
+
+
+def fake_tune_trial(tmp_path):
+    class Trial:  # what the logger reads of Tune's Trial
+        local_path, evaluated_params, last_result = str(tmp_path), {"lr": 0.1}, {}
+
+        def init_local_path(self):
+            pass
+
+    return Trial()
 
 
 def test_results_are_flushed_in_the_background_and_at_close(tmp_path):
@@ -24,15 +36,7 @@ def test_a_trials_file_closes_off_the_drivers_loop_and_the_end_waits_for_it(tmp_
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    logger = HParamsLoggerCallback()
-
-    class Trial:  # what the logger reads of Tune's Trial
-        local_path, evaluated_params, last_result = str(tmp_path), {"lr": 0.1}, {}
-
-        def init_local_path(self):
-            pass
-
-    trial = Trial()
+    logger, trial = HParamsLoggerCallback(), fake_tune_trial(tmp_path)
     logger.log_trial_result(1, trial, {"epoch": 1, "val_acc": 0.5, "training_iteration": 1})
     writer = logger._trial_writer[trial]
     closed_on, close = [], writer.close
@@ -44,3 +48,17 @@ def test_a_trials_file_closes_off_the_drivers_loop_and_the_end_waits_for_it(tmp_
     acc = EventAccumulator(str(tmp_path)); acc.Reload()
     assert [round(e.value, 6) for e in acc.Scalars("ray/tune/val_acc")] == [0.5]
     assert "_hparams_/session_end_info" in acc.summary_metadata  # the trial's end is in its file
+
+
+def test_every_epoch_is_stepped_by_its_own_number(tmp_path):
+    """report_epochs: the epochs a trial reported in one go each land at their own step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger, trial = HParamsLoggerCallback(), fake_tune_trial(tmp_path)
+    logger.log_trial_result(1, trial, {"epoch": 3, "val_acc": 0.3, "training_iteration": 1,
+                                       EPOCHS_BETWEEN: [{"epoch": 1, "val_acc": 0.1}, {"epoch": 2, "val_acc": 0.2}]})
+    logger.log_trial_result(2, trial, {"epoch": 4, "val_acc": 0.4, "training_iteration": 2})
+    logger.log_trial_end(trial)
+    logger.on_experiment_end(trials=[trial])  # the files close off the driver's loop; the end waits for them
+    acc = EventAccumulator(str(tmp_path)); acc.Reload()
+    assert [(e.step, round(e.value, 6)) for e in acc.Scalars("ray/tune/val_acc")] == [(1, 0.1), (2, 0.2), (3, 0.3), (4, 0.4)]
