@@ -378,6 +378,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
         "checkpoint_s": checkpoint_s, "checkpoint_every": checkpoint_every, "checkpoint_cost_ms": checkpoint_cost_ms,
         "report_epochs": report_epochs, "results_reported": results_reported, "paced": pace,
         "tpe_history_window": s.tpe_history_window, "suggestion_pool": s.suggestion_pool,
+        "suggestion_pool_workers": s.suggestion_pool_workers if s.suggestion_pool else 0,
         "pool_adopted": pool.adopted if pool else 0, "pool_sampled_by_driver": pool.sampled_by_driver if pool else 0,
     }
 
@@ -430,6 +431,7 @@ def main(argv=None):
                    help="TPE suggestions prepared ahead by a helper process (0 = off, the driver samples each; "
                         "the space's own setting is not used). With a pool the simulation runs in real time "
                         "until the last trial has started (minutes at 1,024 GPUs)")
+    p.add_argument("--suggestion-pool-workers", type=int, default=1, help="helper processes filling the pool")
     p.add_argument("--tpe-history-window", type=int, nargs="+", default=None,
                    help="TPE history windows to compare, one run each (default: the space's; 0 = all trials)")
     p.add_argument("--bucket", type=int, default=0, help="finished-trials bucket for suggest() times (0 = auto)")
@@ -443,7 +445,8 @@ def main(argv=None):
     if args.quick:
         args.gpus, args.trials_per_gpu, args.max_trials = [16], 3.0, 48
     space = space.replace_settings(seed=args.seed)
-    space = space.replace_settings(suggestion_pool=args.suggestion_pool)
+    space = space.replace_settings(suggestion_pool=args.suggestion_pool,
+                                   suggestion_pool_workers=args.suggestion_pool_workers)
     rows = []
     windows = args.tpe_history_window or [space.settings.tpe_history_window]
     for gpus, window in [(g, w) for g in args.gpus for w in windows]:

@@ -58,6 +58,7 @@ class SearchSettings:
     tpe_constant_liar: bool = field(default=True, metadata={"doc": "running trials count as bad, so parallel suggestions spread out"})
     reuse_actors: bool = field(default=False, metadata={"doc": "Tune runs the next trial in a finished trial's worker process (same resources) instead of a new one: about half the driver's work per trial, and no new process, torch import or CUDA start per trial (BENCHMARKS.md, The driver at scale)"})
     suggestion_pool: int = field(default=0, metadata=in_range(0, 10_000, doc="TPE suggestions prepared ahead by a helper process against the study file, so the driver's loop does not sample (search/suggestion_pool.py); 0 = the driver samples each one"))
+    suggestion_pool_workers: int = field(default=1, metadata=in_range(1, 64, doc="helper processes filling the suggestion pool, each with its own random stream; each wants a free core on the head node"))
     data: str = field(default="builtin:digits", metadata={"doc": "dataset path or builtin:digits"})
     report_epochs: str = field(default="every", metadata=one_of("every", "decisions", doc="decisions: a trial reports to Tune only on ASHA's rung epochs, its checkpoint epochs and its last; the epochs between travel with the next report (trainable/report_policy.py): about 3x fewer results through the driver's one loop at the full space's checkpoint cadence"))
     keep_checkpoints: int = field(default=2, metadata=in_range(1, 1000, doc="best checkpoints kept per trial"))

@@ -2,8 +2,9 @@
 
 At 1,024 GPUs a search starts ~20 trials a second, and a TPE suggestion costs ~30 ms of the same serial loop
 that also takes every result (BENCHMARKS.md, "The driver at scale"): together more than a core, and GPUs
-wait. The pool moves the sampling to a second process on the head node. Both processes open the run's
-study file (Optuna's JournalStorage: search/study.py); the helper asks the study for trials and samples
+wait. The pool moves the sampling to helper processes on the head node (`suggestion_pool_workers`, one by
+default; at ~15 trial starts a second one helper's TPE needs most of a core). Every process opens the run's
+study file (Optuna's JournalStorage: search/study.py, which locks it); a helper asks the study for trials and samples
 their parameters with the search's own TPE settings, up to `size` ahead; the driver adopts a prepared trial
 by its id and reads its parameters back, which costs a storage read, not a TPE fit. Constant liar counts the
 prepared trials as running, so they differ from each other and from the trials on the GPUs; warm starts are
@@ -31,61 +32,103 @@ ROOT = Path(__file__).resolve().parent.parent  # where the `search` package is i
 
 @dataclasses.dataclass(frozen=True)
 class PoolSpec:
-    """What the helper needs to sample exactly as the driver would (settings after plan overrides)."""
+    """What the helpers need to sample exactly as the driver would (settings after plan overrides)."""
     space_path: str
     settings: dict
     study_path: str
     study_name: str
     size: int
+    workers: int = 1  # helper processes; at 1,024 GPUs one helper's TPE needs most of a core
+    index: int = 0    # which helper this is: its own random stream
+
+
+class _Helper:
+    """One helper process: tokens to its stdin (one per trial to prepare), prepared trial ids from its stdout. A
+    plain child process, not multiprocessing: it never re-imports the driver's main script, and it ends by
+    itself when the driver does (its stdin closes)."""
+
+    def __init__(self, spec: PoolSpec, ready: queue.Queue):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+        self.process = subprocess.Popen([sys.executable, "-m", "search.suggestion_pool"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
+        self.process.stdin.write(json.dumps(dataclasses.asdict(spec)) + "\n")
+        self.outstanding = 0  # tokens sent, trials not yet taken
+        self.taken = 0        # its trials the driver adopted
+        self._ready = ready
+        threading.Thread(target=self._read, daemon=True, name=f"suggestion-pool-{spec.index}").start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self._ready.put((self, int(line)))
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def ask(self) -> bool:
+        try:
+            self.process.stdin.write("1\n")
+        except OSError:  # it died: the others (or the driver) take its share
+            return False
+        self.outstanding += 1
+        return True
+
+    def close(self) -> None:
+        if self.alive():
+            try:
+                self.process.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
 
 
 class SuggestionPool:
-    """The driver's side: tokens to the helper's stdin (one per trial to prepare), prepared trial ids from its
-    stdout. A plain child process, not multiprocessing: it never re-imports the driver's main script, and it
-    ends by itself when the driver does (its stdin closes)."""
+    """The driver's side: up to `size` trials asked of `workers` helper processes at a time, each token to the
+    helper holding the fewest; prepared trials are taken in the order they are ready."""
 
     def __init__(self, spec: PoolSpec, left: int):
         """left: trials the search still has to start (prepared or sampled by the driver)."""
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
-        self._process = subprocess.Popen([sys.executable, "-m", "search.suggestion_pool"], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
-        self._process.stdin.write(json.dumps(dataclasses.asdict(spec)) + "\n")
-        self._ready: queue.Queue[int] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True, name="suggestion-pool").start()
-        self._size, self._left, self._outstanding = spec.size, left, 0
+        self._ready: queue.Queue[tuple[_Helper, int]] = queue.Queue()
+        self._helpers = [_Helper(dataclasses.replace(spec, index=i), self._ready) for i in range(spec.workers)]
+        self._size, self._left = spec.size, left
         self.adopted = self.sampled_by_driver = 0
         self._top_up()
 
-    def _read(self) -> None:
-        for line in self._process.stdout:
-            self._ready.put(int(line))
+    @property
+    def _process(self):  # the first helper's process (tests and benchmarks look at it)
+        return self._helpers[0].process
+
+    @property
+    def _outstanding(self) -> int:  # a dead helper's tokens are never prepared: they do not count
+        return sum(h.outstanding for h in self._helpers if h.alive())
 
     def _alive(self) -> bool:
-        return self._process.poll() is None
+        return any(h.alive() for h in self._helpers)
 
     def _top_up(self) -> None:
-        while self._outstanding < min(self._size, self._left) and self._alive():
-            try:
-                self._process.stdin.write("1\n")
-            except OSError:  # the helper died: the driver samples from now on
+        while self._outstanding < min(self._size, self._left):
+            alive = [h for h in self._helpers if h.alive()]
+            if not alive or not min(alive, key=lambda h: h.outstanding).ask():
                 return
-            self._outstanding += 1
 
     def take(self) -> int | None:
         """A prepared trial's storage id, or None: the caller samples one itself (and this counts it)."""
         must_wait = self._left <= self._outstanding  # sampling here would leave a prepared trial unused
         try:
             if must_wait and self._alive():
-                trial_id = self._ready.get(timeout=LAST_WAIT_S)
+                helper, trial_id = self._ready.get(timeout=LAST_WAIT_S)
             else:
-                trial_id = self._ready.get_nowait()
+                helper, trial_id = self._ready.get_nowait()
         except queue.Empty:
-            trial_id = None
+            helper = trial_id = None
         self._left -= 1
         if trial_id is None:
             self.sampled_by_driver += 1
         else:
-            self._outstanding -= 1
+            helper.outstanding -= 1
+            helper.taken += 1
             self.adopted += 1
         self._top_up()
         if self._left <= 0:
@@ -93,16 +136,9 @@ class SuggestionPool:
         return trial_id
 
     def close(self) -> None:
-        """Ends the helper once the tokens it holds are prepared (their trials are then adopted on --resume)."""
-        if self._alive():
-            try:
-                self._process.stdin.close()
-            except OSError:
-                pass
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
+        """Ends the helpers once the tokens they hold are prepared (their trials are then adopted on --resume)."""
+        for helper in self._helpers:
+            helper.close()
 
 
 def main() -> None:
@@ -118,9 +154,9 @@ def main() -> None:
     space = load_space(Path(spec.space_path)).replace_settings(**spec.settings)
     storage = journal_storage(Path(spec.study_path))
     study = optuna.load_study(study_name=spec.study_name, storage=storage)
-    # Its own random stream, apart from the driver's (which samples what the pool does not) and from an earlier
-    # helper's (a resumed search starts a new one): seeded by the search's seed and the trials so far.
-    seed = (space.settings.seed + 1 + len(study.get_trials(deepcopy=False))) % 2**31
+    # Its own random stream, apart from the driver's (which samples what the pool does not), the other helpers' and
+    # an earlier helper's (a resumed search starts new ones): seeded by the search's seed, its index, the trials so far.
+    seed = (space.settings.seed + 1 + spec.index * 1_000_003 + len(study.get_trials(deepcopy=False))) % 2**31
     study = optuna.load_study(study_name=spec.study_name, storage=storage,
                               sampler=make_tpe_sampler(space.replace_settings(seed=seed)))
     for _ in sys.stdin:

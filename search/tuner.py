@@ -33,7 +33,7 @@ def make_searcher(space: Space, *, truthful: bool = True, sampler=None, study_pa
         max_epochs=s.max_epochs,
         truthful=truthful,
         pool=PoolSpec(str(Path(space.path).resolve()), space.settings_dict(), str(study_path), study_name,
-                      s.suggestion_pool)
+                      s.suggestion_pool, workers=s.suggestion_pool_workers)
         if study_path and s.suggestion_pool else None,
         num_samples=s.num_samples,
     )

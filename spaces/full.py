@@ -34,7 +34,8 @@ SETTINGS = {
     "max_concurrent": 0,     # as many as the cluster holds; an autoscaler grows it up to num_samples
     # The driver's one loop at hundreds of GPUs (README: A light driver; BENCHMARKS.md, The driver at scale):
     "report_epochs": "decisions",  # trials report at ASHA's rungs, checkpoints and the last epoch only
-    "suggestion_pool": 16,         # TPE samples ahead in a helper process, not in the driver's loop
+    "suggestion_pool": 16,         # TPE samples ahead in helper processes, not in the driver's loop
+    "suggestion_pool_workers": 2,  # two helpers: one falls behind at ~15 trial starts a second (1,024 GPUs)
     "reuse_actors": True,          # a finished trial's worker runs the next trial: half the driver's work per trial
     "train_size": 224,
     "eval_size": 224,        # searched below too: report 003 inferred at 320

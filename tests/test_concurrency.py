@@ -96,7 +96,7 @@ def test_the_concurrency_reaches_tunes_controller_as_pending_trials(ray_session,
 
 def test_the_full_spaces_driver_settings_reach_tune(tmp_path):
     """spaces/full.py's settings for hundreds of GPUs: reused actors, reports at ASHA's rungs (3, 9, 27) and
-    checkpoints, TPE in a suggestion pool over the run's study file."""
+    checkpoints, TPE in a suggestion pool of two helpers over the run's study file."""
     from search.space_file import load_space
     from search.study import STUDY_FILE
 
@@ -104,4 +104,5 @@ def test_the_full_spaces_driver_settings_reach_tune(tmp_path):
     config = tune_config(space, max_concurrent=8, study_path=tmp_path / STUDY_FILE)
     assert config.reuse_actors is True and config.max_concurrent_trials == 8
     assert space.trial_config({})["report_epochs"] == "3,9,27"
-    assert config.search_alg._pool_spec.size == 16 and config.search_alg._pool_spec.study_path == str(tmp_path / STUDY_FILE)
+    spec = config.search_alg._pool_spec
+    assert (spec.size, spec.workers, spec.study_path) == (16, 2, str(tmp_path / STUDY_FILE))

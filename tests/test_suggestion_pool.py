@@ -84,3 +84,23 @@ def test_a_helper_that_cannot_start_leaves_the_driver_sampling(tmp_path, capfd):
     assert [pool.take() for _ in range(3)] == [None, None, None] and pool.sampled_by_driver == 3
     err = capfd.readouterr().err
     assert "Warning: the suggestion pool stopped (SpaceError: Space file" in err and "Traceback" not in err
+
+
+def test_two_helpers_share_the_pool_with_their_own_streams(tmp_path):
+    path = tmp_path / "space.py"
+    path.write_text(SPACE.replace('"suggestion_pool": 2', '"suggestion_pool": 4, "suggestion_pool_workers": 2'))
+    run = tmp_path / "run"
+    searcher = make_searcher(load_space(path), study_path=run / STUDY_FILE)
+    configs = {"t0": searcher.suggest("t0")}  # starts both helpers
+    finish(searcher, "t0", 0.5)
+    for i in range(1, 7):
+        wait_until_ready(searcher, 1)
+        configs[f"t{i}"] = searcher.suggest(f"t{i}")
+        finish(searcher, f"t{i}", 0.5 + i / 20)
+    pool = searcher._pool
+    assert len(pool._helpers) == 2 and pool.adopted == 6 and all(h.taken for h in pool._helpers)
+    assert all(h.process.poll() is not None for h in pool._helpers)  # nothing left to start: both ended
+    study = load_study(run)
+    assert len(study.trials) == 7 and {t.state for t in study.trials} == {TrialState.COMPLETE}  # none left unused
+    assert len({round(c["lr"], 12) for c in configs.values()}) == 7
+    assert [h.outstanding for h in pool._helpers] == [0, 0]
