@@ -19,9 +19,12 @@ from search.study import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_SAMPLES, MAX_EPOCHS = 5, 3
+# 64 px: epochs of about a second. The killed-driver case needs a moment when a trial is mid-way with its latest
+# checkpoint in Tune's saved state (saved every 0.5 s here); at 32 px an idle VM ran an epoch in ~0.3 s and the
+# search could end before such a moment came.
 SPACE = f'''
 SETTINGS = {{"num_samples": {NUM_SAMPLES}, "max_epochs": {MAX_EPOCHS}, "grace_period": {MAX_EPOCHS},
-            "cpus_per_trial": 1, "max_concurrent": 1, "train_size": 32, "eval_size": 32,
+            "cpus_per_trial": 1, "max_concurrent": 1, "train_size": 64, "eval_size": 64,
             "trial": {{"num_workers": 0, "backbone": "resnet10t", "batch_size": 8}}}}
 
 def define(trial):

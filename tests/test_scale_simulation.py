@@ -18,7 +18,7 @@ def _load_benchmark():
 
 def test_simulated_search_finishes_every_trial_and_asha_stops_some():
     sim = _load_benchmark()
-    space = load_space(ROOT / "spaces" / "full.py").replace_settings(num_samples=30)
+    space = load_space(ROOT / "spaces" / "full.py").replace_settings(num_samples=30, suggestion_pool=0)
     r = sim.simulate(space, gpus=8, num_trials=30, base_epoch_s=7.0, seed=0, bucket=10)
 
     assert r["started"] == r["finished"] == 30                        # every trial ran and ended
@@ -51,7 +51,9 @@ def test_trial_model_is_deterministic_and_scales_epoch_time_with_backbone():
 def test_driver_costs_pending_limit_and_checkpoints_are_modelled():
     sim = _load_benchmark()
     # Every trial sampled at random (seeded): the same configs in every run, whatever the event order.
-    space = load_space(ROOT / "spaces" / "full.py").replace_settings(num_samples=24, tpe_startup_trials=100)
+    # Sampled in the simulation's own process: a suggestion pool's helpers would make the configs depend on timing.
+    space = load_space(ROOT / "spaces" / "full.py").replace_settings(num_samples=24, tpe_startup_trials=100,
+                                                                      suggestion_pool=0)
     run = lambda **kw: sim.simulate(space, gpus=8, num_trials=24, seed=0, bucket=10, decision_scale=0.0,
                                     start_overhead_s=5.0, **kw)
     free = run()
