@@ -110,8 +110,13 @@ class PrunedAwareOptunaSearch(OptunaSearch):
                 state, values = TrialState.COMPLETE, value
         try:
             self._ot_study.tell(ot_trial, values, state=state)
-        except Exception as exc:  # e.g. a NaN value: keep the search going, as Ray does
-            logger.warning("Optuna refused trial %s's outcome: %s", trial_id, exc)
+        except Exception as exc:  # keep the search going, as Ray does, but never leave the trial RUNNING in the
+            # study: the searcher's snapshot keeps only unfinished trials, and a RUNNING one would look like an orphan
+            logger.warning("Optuna refused trial %s's outcome (%s): recorded as FAIL", trial_id, exc)
+            try:
+                self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+            except Exception:  # already finished
+                pass
         self._completed_trials.add(trial_id)
 
     def save(self, checkpoint_path: str):

@@ -97,10 +97,6 @@ class SuggestionPool:
         self._top_up()
 
     @property
-    def _process(self):  # the first helper's process (tests and benchmarks look at it)
-        return self._helpers[0].process
-
-    @property
     def _outstanding(self) -> int:  # a dead helper's tokens are never prepared: they do not count
         return sum(h.outstanding for h in self._helpers if h.alive())
 
@@ -171,5 +167,5 @@ if __name__ == "__main__":
     except (KeyboardInterrupt, BrokenPipeError):  # the driver stopped
         pass
     except Exception as err:  # the search goes on without the pool: say so in one line, not a traceback
-        print(f"Warning: the suggestion pool stopped ({type(err).__name__}: {err}); the driver samples every "
-              "trial itself from now on.", file=sys.stderr)
+        print(f"Warning: a suggestion pool helper stopped ({type(err).__name__}: {err}); the search samples "
+              "without it from now on.", file=sys.stderr)

@@ -99,6 +99,22 @@ def test_the_searchers_snapshot_holds_only_unfinished_trials(tmp_path):
     assert [t.value for t in trials][3:] == [0.8, 0.9, 0.3]
 
 
+def test_an_outcome_optuna_refuses_leaves_the_trial_failed_not_running(tmp_path, monkeypatch):
+    searcher = make_searcher(space_with(tmp_path, '"max_epochs": 3'), study_path=tmp_path / "run" / STUDY_FILE)
+    searcher.suggest("t")
+    tell = searcher._ot_study.tell
+
+    def refuse_values(trial, values=None, state=None):
+        if values is not None:
+            raise ValueError("refused")
+        return tell(trial, values, state=state)
+
+    monkeypatch.setattr(searcher._ot_study, "tell", refuse_values)
+    searcher.on_trial_complete("t", {"val_acc": 0.7, "epoch": 3, "training_iteration": 3})
+    (trial,) = load_study(tmp_path / "run").trials
+    assert trial.state == optuna.trial.TrialState.FAIL and "t" in searcher._completed_trials
+
+
 def test_loading_a_run_without_a_study_names_the_file(tmp_path):
     with pytest.raises(StudyError, match=rf"No Optuna study at {tmp_path / STUDY_FILE}"):
         load_study(tmp_path)

@@ -80,10 +80,10 @@ def test_a_helper_that_cannot_start_leaves_the_driver_sampling(tmp_path, capfd):
     from search.suggestion_pool import PoolSpec, SuggestionPool
 
     pool = SuggestionPool(PoolSpec(str(tmp_path / "gone.py"), {}, str(tmp_path / STUDY_FILE), "optuna", 2), left=3)
-    pool._process.wait(timeout=60)
+    pool._helpers[0].process.wait(timeout=60)
     assert [pool.take() for _ in range(3)] == [None, None, None] and pool.sampled_by_driver == 3
     err = capfd.readouterr().err
-    assert "Warning: the suggestion pool stopped (SpaceError: Space file" in err and "Traceback" not in err
+    assert "Warning: a suggestion pool helper stopped (SpaceError: Space file" in err and "Traceback" not in err
 
 
 def test_two_helpers_share_the_pool_with_their_own_streams(tmp_path):
