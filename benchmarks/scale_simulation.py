@@ -183,7 +183,8 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
              report_overhead_s: float = 0.0, decision_scale: float = 1.0, bucket: int = 100,
              progress_every: float = 0.0, result_cost_ms: float = 0.0, start_cost_ms: float = 0.0,
              max_pending: int = 0, checkpoint_s: float = 0.0, checkpoint_every: int = 1,
-             report_epochs: str = "every", pace: bool = False, checkpoint_cost_ms: float = 0.0) -> dict:
+             report_epochs: str = "every", pace: bool = False, checkpoint_cost_ms: float = 0.0,
+             snapshot_ms_per_changed: float = 0.0, snapshot_ms_per_trial: float = 0.0) -> dict:
     """Run one simulated search; returns its figures (BENCHMARKS.md, section Scale, explains each).
 
     The real driver's costs beyond the searcher and scheduler: `result_cost_ms` of driver CPU per reported
@@ -196,6 +197,11 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
     epochs the driver needs (ASHA's rungs, its checkpoint epochs, its last: trainable/report_policy.py);
     its other epochs never reach the driver, so they neither cost it nor wait for it. `pace` runs the simulation
     in real time until the last trial has started (needed with a suggestion pool, search/suggestion_pool.py).
+    Tune's experiment snapshots (benchmarks/experiment_state_cost.py measures one) cost the driver
+    `snapshot_ms_per_changed` per trial started, reported or stopped since the last snapshot plus
+    `snapshot_ms_per_trial` per trial in the experiment; they run as Tune runs them: at the end of a loop step once
+    the period has passed (10 s, "auto" stretches it to 19x the last snapshot's time), and forced when a trial has
+    reported `keep_checkpoints` checkpoints since the last one.
     """
     from search.tuner import make_scheduler, make_searcher
 
@@ -235,6 +241,26 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
     time_to_target = {float(x): None for x in targets}
     best = (0.0, None)
     last_suggest_t = 0.0
+    snapshots_on = bool(snapshot_ms_per_changed or snapshot_ms_per_trial)
+    changed: set = set()             # trials whose state changed since the last snapshot
+    checkpoints_since: dict = {}     # trial -> checkpoints reported since the last snapshot
+    snapshot = {"last": 0.0, "period": 10.0, "force": False, "count": 0, "forced": 0, "s": 0.0, "max_s": 0.0}
+
+    def maybe_snapshot(now: float) -> float:
+        """TuneController.checkpoint() at the end of a loop step; returns when the driver is free again."""
+        if not snapshots_on or (not snapshot["force"] and now - snapshot["last"] < snapshot["period"]):
+            return now
+        cost = (snapshot_ms_per_changed * len(changed) + snapshot_ms_per_trial * started) / 1e3
+        snapshot["count"] += 1
+        snapshot["forced"] += snapshot["force"]
+        snapshot["s"] += cost
+        snapshot["max_s"] = max(snapshot["max_s"], cost)
+        snapshot["period"] = max(10.0, 19 * cost)
+        snapshot["last"], snapshot["force"] = now + cost, False
+        changed.clear()
+        checkpoints_since.clear()
+        return now + cost
+
     wall0 = time.perf_counter()
     next_progress = progress_every
 
@@ -277,6 +303,10 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
             wait_driver += driver_free - t
             last_suggest_t = driver_free
             trial.start = driver_free + start_overhead_s
+            changed.add(trial_id)
+            snapshot_end = maybe_snapshot(driver_free)
+            decision_total += snapshot_end - driver_free
+            driver_free = snapshot_end
             starting += 1
             push(trial.start, "started")
             push(trial.start + trial.durations[0], "epoch_end", trial)
@@ -301,6 +331,10 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
                 busy.append((t, t + trial.durations[e]))
                 continue
             results_reported += 1
+            changed.add(trial.trial_id)
+            if with_checkpoint:
+                checkpoints_since[trial.trial_id] = checkpoints_since.get(trial.trial_id, 0) + 1
+                snapshot["force"] |= checkpoints_since[trial.trial_id] >= s.keep_checkpoints
             fixed_s = (result_cost_ms + (checkpoint_cost_ms if with_checkpoint else 0.0)) / 1e3
             t0 = cpu_clock()
             decision = scheduler.on_trial_result(None, trial, result)
@@ -330,6 +364,9 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
                 push(nxt + trial.durations[e], "epoch_end", trial)
                 busy.append((nxt, nxt + trial.durations[e]))
             decision_total += spent
+            snapshot_end = maybe_snapshot(driver_free)
+            decision_total += snapshot_end - driver_free
+            driver_free = snapshot_end
         if progress_every and time.perf_counter() - wall0 > next_progress:
             next_progress += progress_every
             print(f"  [{gpus} GPUs] {time.perf_counter() - wall0:.0f}s wall: {started} started, {finished} "
@@ -379,6 +416,9 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
         "report_epochs": report_epochs, "results_reported": results_reported, "paced": pace,
         "tpe_history_window": s.tpe_history_window, "suggestion_pool": s.suggestion_pool,
         "suggestion_pool_workers": s.suggestion_pool_workers if s.suggestion_pool else 0,
+        "snapshot_ms_per_changed": snapshot_ms_per_changed, "snapshot_ms_per_trial": snapshot_ms_per_trial,
+        "snapshots": snapshot["count"], "snapshots_forced": snapshot["forced"], "snapshot_s": snapshot["s"],
+        "snapshot_max_s": snapshot["max_s"],
         "pool_adopted": pool.adopted if pool else 0, "pool_sampled_by_driver": pool.sampled_by_driver if pool else 0,
     }
 
@@ -396,6 +436,10 @@ def print_tables(rows: list[dict]) -> None:
               f"{r['gpu_utilisation']:.3f} | {r['gpu_utilisation_until_last_suggest']:.3f} | "
               f"{r['gpu_s_waiting_for_driver']:.0f} ({r['gpu_s_waiting_for_driver'] / r['gpu_s_busy']:.2%} of busy) | "
               f"{r['driver_busy_fraction']:.1%} | {r['best_val_acc']:.4f} | {ttt} | {r['wall_s']:.0f} |")
+    for r in rows:
+        if r["snapshots"]:
+            print(f"\n{r['gpus']} GPUs: {r['snapshots']} experiment snapshots ({r['snapshots_forced']} forced), "
+                  f"{r['snapshot_s']:.0f} s of the driver in all, the longest {r['snapshot_max_s']:.2f} s")
     for r in rows:
         print(f"\nsuggest() ms by finished trials, {r['gpus']} GPUs, TPE window {r['tpe_history_window']}:")
         print("| finished trials | suggest calls | mean suggest ms | mean on_trial_complete ms |")
@@ -422,6 +466,10 @@ def main(argv=None):
     p.add_argument("--result-cost-ms", type=float, default=0.0, help="driver CPU per result beyond searcher+scheduler")
     p.add_argument("--start-cost-ms", type=float, default=0.0, help="driver CPU per trial, beyond suggest()")
     p.add_argument("--checkpoint-cost-ms", type=float, default=0.0, help="driver CPU per checkpoint, beyond --result-cost-ms")
+    p.add_argument("--snapshot-ms-per-changed", type=float, default=0.0,
+                   help="Tune's experiment snapshot: driver ms per trial changed since the last one")
+    p.add_argument("--snapshot-ms-per-trial", type=float, default=0.0,
+                   help="Tune's experiment snapshot: driver ms per trial in the experiment (writing the file)")
     p.add_argument("--max-pending", type=int, default=0, help="trials between suggestion and first epoch (0 = no limit)")
     p.add_argument("--checkpoint-s", type=float, default=0.0, help="trial blocked persisting a checkpoint, per checkpoint")
     p.add_argument("--checkpoint-every", type=int, default=1, help="epochs between checkpoints (and the last)")
@@ -463,7 +511,8 @@ def main(argv=None):
                        start_cost_ms=args.start_cost_ms, max_pending=args.max_pending,
                        checkpoint_s=args.checkpoint_s, checkpoint_every=args.checkpoint_every,
                        report_epochs=args.report_epochs, pace=space_n.settings.suggestion_pool > 0,
-                       checkpoint_cost_ms=args.checkpoint_cost_ms)
+                       checkpoint_cost_ms=args.checkpoint_cost_ms, snapshot_ms_per_changed=args.snapshot_ms_per_changed,
+                       snapshot_ms_per_trial=args.snapshot_ms_per_trial)
         row.update(space=str(args.space), date=time.strftime("%Y-%m-%d"), machine=f"{platform.machine()} "
                    f"{os.cpu_count()} CPUs, Python {platform.python_version()}", load_avg=os.getloadavg())
         rows.append(row)

@@ -65,3 +65,26 @@ def test_driver_costs_pending_limit_and_checkpoints_are_modelled():
     every = run(checkpoint_s=3.0, checkpoint_every=1)
     every_third = run(checkpoint_s=3.0, checkpoint_every=3)
     assert free["sim_makespan_h"] < every_third["sim_makespan_h"] < every["sim_makespan_h"]
+
+
+def test_experiment_snapshots_cost_the_driver_by_period_and_are_forced_by_checkpoints():
+    sim = _load_benchmark()
+    space = load_space(ROOT / "spaces" / "full.py").replace_settings(num_samples=24, tpe_startup_trials=100,
+                                                                      suggestion_pool=0, keep_checkpoints=2)
+    run = lambda **kw: sim.simulate(space, gpus=8, num_trials=24, seed=0, bucket=10, decision_scale=0.0, **kw)
+    free = run()
+    assert free["snapshots"] == 0 and free["driver_busy_s"] == 0.0
+    # Per trial in the experiment only: each snapshot costs 0.5 s per started trial, so it is
+    # 0.5 x (trials started so far) and the period stretches to 19x the last one's time. One checkpoint
+    # per trial (its last epoch): none is forced.
+    periodic = run(snapshot_ms_per_trial=500.0, checkpoint_every=30)
+    assert periodic["snapshots"] > 0 and periodic["snapshots_forced"] == 0
+    assert periodic["driver_busy_s"] == pytest.approx(periodic["snapshot_s"])
+    assert periodic["snapshot_max_s"] == pytest.approx(0.5 * 24)
+    assert periodic["gpu_s_waiting_for_driver"] > 0.0
+    assert periodic["sim_makespan_h"] * 3600 / 19 > periodic["snapshots"] - 1   # the auto period bounds them
+    # A checkpoint every epoch: a trial reports keep_checkpoints (2) checkpoints in 1-2 s of 0.5 s epochs,
+    # which forces a snapshot before the 10 s period has passed.
+    forced = run(snapshot_ms_per_changed=1.0, checkpoint_every=1, base_epoch_s=0.5)
+    assert forced["snapshots_forced"] > 0
+    assert forced["driver_busy_s"] == pytest.approx(forced["snapshot_s"])
