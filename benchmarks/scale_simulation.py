@@ -312,20 +312,23 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
             push(trial.start + trial.durations[0], "epoch_end", trial)
             busy.append((trial.start, trial.start + trial.durations[0]))
         else:
-            trial.epochs += 1
+            if kind == "epoch_end":
+                trial.epochs += 1
             e = trial.epochs
             value = trial.accs[e - 1]
-            if value > best[0]:
-                best = (value, trial.trial_id)
-            for x, when in time_to_target.items():
-                if when is None and value >= x:
-                    time_to_target[x] = t
-            result = {s.metric: value, "epoch": e, "training_iteration": e, "trial_id": trial.trial_id, "done": False}
-            # The trial persists its checkpoint before report() returns (every checkpoint_every-th epoch).
             with_checkpoint = e % checkpoint_every == 0 or e == max_epochs
-            if checkpoint_s and with_checkpoint:
-                t += checkpoint_s
-                begin = max(t, driver_free)
+            if kind == "epoch_end":
+                if value > best[0]:
+                    best = (value, trial.trial_id)
+                for x, when in time_to_target.items():
+                    if when is None and value >= x:
+                        time_to_target[x] = t
+                if checkpoint_s and with_checkpoint:
+                    # The trial persists its checkpoint before report() returns: its own time, not the driver's,
+                    # so it is an event of its own (other trials' results are handled meanwhile).
+                    push(t + checkpoint_s, "persisted", trial)
+                    continue
+            result = {s.metric: value, "epoch": e, "training_iteration": e, "trial_id": trial.trial_id, "done": False}
             if not reported(e):  # the trial keeps this epoch's metrics to itself and trains on
                 push(t + trial.durations[e], "epoch_end", trial)
                 busy.append((t, t + trial.durations[e]))
