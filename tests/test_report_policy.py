@@ -2,6 +2,7 @@
 every epoch still reaches metrics.jsonl, the Optuna study and an exact resume under Tune (TensorBoard's steps:
 tests/test_tensorboard_logger.py)."""
 import json
+from pathlib import Path
 
 import optuna
 import pytest
@@ -11,7 +12,8 @@ from search.space_file import SpaceError, load_space
 from search.study import STUDY_FILE, load_study
 from search.tuner import make_searcher
 from trainable.config import ConfigError, TrialConfig
-from trainable.report_policy import EPOCHS_BETWEEN, expand, parse_report_epochs, report_due
+from trainable.report_policy import (CHECKPOINT_OF_REPORTED_EPOCH, EPOCHS_BETWEEN, checkpoint_of_reported_epoch,
+                                     decide_before_checkpoint, expand, parse_report_epochs, report_due)
 
 TINY = {"backbone": "resnet10t", "train_size": 32, "eval_size": 32, "batch_size": 8, "num_workers": 0,
         "lr": 0.01, "seed": 1}
@@ -129,3 +131,93 @@ def test_under_tune_a_failed_trial_resumes_exactly_and_reports_only_what_it_must
     for got, want in zip(retried_rows[2:], clean_rows[2:]):  # epochs 3 and 4, trained again after the retry
         for key in ("train_loss", "val_loss", "val_acc", "lr"):
             assert got[key] == want[key], (got["epoch"], key)
+
+
+def test_checkpoint_after_decision_only_on_decided_epochs_before_the_last():
+    decide = lambda e, after=True, rungs=frozenset({3, 9, 27}): decide_before_checkpoint(
+        e, epochs=30, report_epochs=rungs, after_decision=after)
+    assert [e for e in range(1, 31) if decide(e)] == [3, 9, 27]           # never the last epoch
+    assert not decide(3, after=False) and not decide(3, rungs=None)
+    marked = checkpoint_of_reported_epoch({"epoch": 3, "val_acc": 0.5})
+    assert marked[CHECKPOINT_OF_REPORTED_EPOCH] and marked["val_acc"] == 0.5   # Tune ranks it by its metrics
+    assert expand(marked) == []                                         # the epoch was reported already
+    with pytest.raises(ConfigError, match="checkpoint_after_decision is True, but report_epochs is 'every'"):
+        TrialConfig.from_dict({"checkpoint_after_decision": True})
+
+
+def test_a_trial_saves_a_decided_epochs_checkpoint_only_after_it_goes_on(toy_data, tmp_path):
+    from trainable.reporting import LocalReporter
+    from trainable.trial import train_trial
+
+    class Stopped(Exception):
+        pass
+
+    class Recording(LocalReporter):
+        def __init__(self, *args, stop_at=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.calls, self.stop_at = [], stop_at
+
+        def report(self, metrics, checkpoint_dir):
+            self.calls.append((metrics["epoch"], bool(metrics.get(CHECKPOINT_OF_REPORTED_EPOCH)),
+                               checkpoint_dir is not None))
+            if metrics["epoch"] == self.stop_at:
+                raise Stopped  # as Tune ends a trial its scheduler stops, inside report()
+            super().report(metrics, checkpoint_dir)
+
+    config = {**TINY, "epochs": 5, "resume_state_every": 2, "checkpoint_new_bests": False, "report_epochs": "2",
+              "checkpoint_after_decision": True, "data": str(toy_data)}
+    goes_on = Recording(tmp_path / "on", printer=lambda _: None, keep=10)
+    train_trial(config, goes_on)
+    # Epoch 2 (a rung with a checkpoint due): metrics first, then its checkpoint marked; 4 and 5 as before.
+    assert goes_on.calls == [(2, False, False), (2, True, True), (4, False, True), (5, False, True)]
+    rows = [json.loads(line) for line in (tmp_path / "on" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]                # each epoch once
+    assert sorted(d.name for d in (tmp_path / "on" / "checkpoints").iterdir()) == [
+        "epoch_0002", "epoch_0004", "epoch_0005"]
+
+    stopped = Recording(tmp_path / "stopped", printer=lambda _: None, keep=10, stop_at=2)
+    with pytest.raises(Stopped):
+        train_trial(config, stopped)
+    assert stopped.calls == [(2, False, False)]                        # stopped before any checkpoint was saved
+    assert not (tmp_path / "stopped").exists()
+
+
+def test_under_tune_asha_stopped_trials_write_no_checkpoint_at_their_rung(toy_data, tmp_path, ray_session):
+    """ASHA (rung at epoch 2, rf 2) over 4 trials: every trial that went on saved epoch 2's checkpoint after
+    the decision, in a second report of that epoch; every trial stopped at epoch 2 saved none. The study and
+    metrics see each epoch once."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from search.tune_reporter import tune_trial
+
+    config = {**TINY, "epochs": 4, "resume_state_every": 2, "checkpoint_new_bests": False, "report_epochs": "2",
+              "checkpoint_after_decision": True, "keep_checkpoints": 2, "data": str(toy_data),
+              "lr": tune.grid_search([0.05, 1e-5, 0.02, 1e-6])}
+    tuner = tune.Tuner(
+        tune.with_resources(tune_trial, {"cpu": 1}), param_space=config,
+        tune_config=tune.TuneConfig(metric="val_acc", mode="max", max_concurrent_trials=1,
+                                    scheduler=ASHAScheduler(time_attr="epoch", max_t=4, grace_period=2,
+                                                            reduction_factor=2)),
+        run_config=tune.RunConfig(name="decide", storage_path=str(tmp_path / "runs"), verbose=0,
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2,
+                                                                          checkpoint_score_attribute="val_acc",
+                                                                          checkpoint_score_order="max")))
+    results = list(tuner.fit())
+    assert all(r.error is None for r in results) and len(results) == 4
+    outcomes = set()
+    for result in results:
+        rows = reported_rows(result)
+        epochs = [r["epoch"] for r in rows]
+        saved = sorted(Path(c.path).name for c, _ in result.best_checkpoints)
+        if epochs[-1] == 2:    # ASHA stopped it at the rung: one report, no checkpoint written
+            assert epochs == [2] and saved == [] and result.checkpoint is None
+            outcomes.add("stopped")
+        else:
+            assert epochs == [2, 2, 4] and [bool(r.get(CHECKPOINT_OF_REPORTED_EPOCH)) for r in rows] == [False, True, False]
+            assert [bool(r.get("checkpoint_dir_name")) for r in rows] == [False, True, True]
+            assert len(saved) == 2                                       # epochs 2 and 4, ranked by val_acc
+            assert [row["epoch"] for r in rows for row in expand(r)] == [1, 2, 3, 4]
+            outcomes.add("went on")
+    # One at a time: the first trial (lr 0.05) sets the rung's cutoff, the lr 1e-5 one falls below it.
+    assert outcomes == {"stopped", "went on"}

@@ -90,6 +90,7 @@ class TrialConfig:
     keep_checkpoints: int = field(default=2, metadata=in_range(1, 1000, doc="the search's best checkpoints kept per trial: an epoch entering the trial's top N also gets a checkpoint"))
     checkpoint_new_bests: bool = field(default=True, metadata={"doc": "also checkpoint every epoch that enters the trial's top keep_checkpoints; False: only every resume_state_every epochs (fewer bytes, the best epoch between two saves is lost)"})
     report_epochs: str = field(default="every", metadata={"doc": "which epochs reach the search: 'every', or the epochs its scheduler decides on, comma-separated (the search fills in ASHA's rungs): then the trial reports only those, its checkpoint epochs and its last, and the epochs between travel with the next report (trainable/report_policy.py)"})
+    checkpoint_after_decision: bool = field(default=False, metadata={"doc": "on an epoch the scheduler decides on (report_epochs) with a checkpoint due, report the metrics first and save the checkpoint only if the trial goes on: trials ASHA stops at a rung write and upload no checkpoint there (trainable/report_policy.py); needs report_epochs to list the decision epochs"})
     checkpoint_metric: str = field(default="val_acc", metadata=one_of("val_acc", "val_macro_f1", "val_top5_acc", "val_loss", doc="the search metric the best checkpoints are ranked by (val_loss: lower is better)"))
     # --- runtime ---
     seed: int = field(default=0, metadata=in_range(0, 2**31 - 1))
@@ -118,6 +119,10 @@ class TrialConfig:
             parse_report_epochs(self.report_epochs)
         except ValueError as err:
             raise ConfigError(f"Trial config key 'report_epochs' has value {self.report_epochs!r}: {err}.") from None
+        if self.checkpoint_after_decision and self.report_epochs.strip() == "every":
+            raise ConfigError("checkpoint_after_decision is True, but report_epochs is 'every': the trial cannot tell "
+                              "the scheduler's decision epochs. Set the search's report_epochs to 'decisions' (or list "
+                              "the epochs), or checkpoint_after_decision to False.")
         needed = self.required_cache_side
         if self.cache_short_side and self.cache_short_side < needed:
             raise ConfigError(

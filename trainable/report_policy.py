@@ -13,11 +13,18 @@ the round trips with the full space's checkpoint every 3rd epoch. What it costs:
 epochs one report late, and a trial that crashes retrains them without having reported them.
 
 `report_epochs = "every"` (the default) reports every epoch.
+
+`checkpoint_after_decision` (with report_epochs listing the decision epochs): on a decision epoch that also
+has a checkpoint due (not the last), the trial reports the metrics first and saves its checkpoint only if the
+scheduler lets it go on, in a second report of the same epoch marked CHECKPOINT_OF_REPORTED_EPOCH; `expand`
+gives no rows for it, so every consumer of the per-epoch rows sees each epoch once. A trial ASHA stops at a
+rung never writes or uploads that checkpoint (most trials: ASHA stops 2/3 at each rung).
 """
 from __future__ import annotations
 
 EVERY = "every"
 EPOCHS_BETWEEN = "epochs_between"
+CHECKPOINT_OF_REPORTED_EPOCH = "checkpoint_of_reported_epoch"
 
 
 def parse_report_epochs(text: str) -> frozenset[int] | None:
@@ -43,9 +50,23 @@ def with_epochs_between(metrics: dict, between: list[dict]) -> dict:
     return {**metrics, EPOCHS_BETWEEN: list(between)} if between else metrics
 
 
+def decide_before_checkpoint(epoch: int, *, epochs: int, report_epochs: frozenset[int] | None,
+                             after_decision: bool) -> bool:
+    """With checkpoint_after_decision: this checkpoint epoch is one the scheduler decides on (and not the last),
+    so the metrics go first and the checkpoint follows only if the trial goes on."""
+    return after_decision and report_epochs is not None and epoch in report_epochs and epoch < epochs
+
+
+def checkpoint_of_reported_epoch(metrics: dict) -> dict:
+    """The second report of a decided epoch: its metrics again (Tune ranks the checkpoint by them), marked."""
+    return {**metrics, CHECKPOINT_OF_REPORTED_EPOCH: True}
+
+
 def expand(result: dict) -> list[dict]:
     """The per-epoch rows one reported result stands for, oldest first: the epochs in between, then the
-    result itself (without EPOCHS_BETWEEN)."""
+    result itself (without EPOCHS_BETWEEN); none for the checkpoint of an epoch already reported."""
+    if result.get(CHECKPOINT_OF_REPORTED_EPOCH):
+        return []
     between = result.get(EPOCHS_BETWEEN) or []
     own = {k: v for k, v in result.items() if k != EPOCHS_BETWEEN}
     return [*between, own]

@@ -60,7 +60,7 @@ class LocalReporter:
             self.ckpt_root.mkdir(parents=True, exist_ok=True)
             if self.config is not None:
                 (self.out_dir / "config.json").write_text(json.dumps(self.config, indent=2))
-            self._forget_rows_from(rows[0]["epoch"])
+            self._forget_rows_from(rows[0]["epoch"] if rows else metrics["epoch"])
         final = self.ckpt_root / f"epoch_{metrics['epoch']:04d}"
         if final.exists():  # re-running an epoch after a resume: the new one replaces it
             shutil.rmtree(final)

@@ -31,7 +31,8 @@ from trainable.eval_pipeline import cache_side, eval_loader
 from trainable.losses import class_weights
 from trainable.loop import StepSettings, evaluate, train_one_epoch
 from trainable.model import build_model, count_parameters, uses_channels_last
-from trainable.report_policy import parse_report_epochs, report_due, with_epochs_between
+from trainable.report_policy import (checkpoint_of_reported_epoch, decide_before_checkpoint, parse_report_epochs,
+                                     report_due, with_epochs_between)
 from trainable.subsets import apply_subset
 from trainable.transforms import data_config_for, mixup_for, train_transform
 
@@ -137,6 +138,12 @@ def train_trial(config: dict, reporter) -> dict:
         if not due:
             reporter.report(reported, None)  # metrics only: no bytes written, nothing to upload
             continue
+        if decide_before_checkpoint(epoch + 1, epochs=cfg.epochs, report_epochs=report_epochs,
+                                    after_decision=cfg.checkpoint_after_decision):
+            # The scheduler decides on the metrics alone: a trial it stops here ends inside this report
+            # (Tune stops it) and never writes this checkpoint; one it keeps goes on to save it.
+            reporter.report(reported, None)
+            reported = checkpoint_of_reported_epoch(metrics)
         ckpt_dir = Path(tempfile.mkdtemp(prefix="trial-ckpt-"))
         try:
             checkpoint.save(ckpt_dir, model=model, ema=ema, optimizer=optimizer, scheduler=scheduler,
