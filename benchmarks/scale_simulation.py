@@ -184,7 +184,8 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
              progress_every: float = 0.0, result_cost_ms: float = 0.0, start_cost_ms: float = 0.0,
              max_pending: int = 0, checkpoint_s: float = 0.0, checkpoint_every: int = 1,
              report_epochs: str = "every", pace: bool = False, checkpoint_cost_ms: float = 0.0,
-             snapshot_ms_per_changed: float = 0.0, snapshot_ms_per_trial: float = 0.0) -> dict:
+             snapshot_ms_per_changed: float = 0.0, snapshot_ms_per_trial: float = 0.0,
+             checkpoint_after_decision: bool = False) -> dict:
     """Run one simulated search; returns its figures (BENCHMARKS.md, section Scale, explains each).
 
     The real driver's costs beyond the searcher and scheduler: `result_cost_ms` of driver CPU per reported
@@ -201,7 +202,9 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
     `snapshot_ms_per_changed` per trial started, reported or stopped since the last snapshot plus
     `snapshot_ms_per_trial` per trial in the experiment; they run as Tune runs them: at the end of a loop step once
     the period has passed (10 s, "auto" stretches it to 19x the last snapshot's time), and forced when a trial has
-    reported `keep_checkpoints` checkpoints since the last one.
+    reported `keep_checkpoints` checkpoints since the last one. `checkpoint_after_decision` (trainable/report_policy.py):
+    on a rung epoch with a checkpoint due the trial reports its metrics first and persists the checkpoint only if
+    ASHA lets it go on, then reports again (one more result through the driver).
     """
     from search.tuner import make_scheduler, make_searcher
 
@@ -217,6 +220,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
     reported = (lambda e: True) if report_epochs == "every" else (
         lambda e: e in rungs or e % checkpoint_every == 0 or e == max_epochs)
     results_reported = 0
+    checkpoints_persisted = 0
 
     events: list = []  # (time, seq, kind, trial)
     seq = 0
@@ -317,16 +321,34 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
             e = trial.epochs
             value = trial.accs[e - 1]
             with_checkpoint = e % checkpoint_every == 0 or e == max_epochs
+            decide_first = checkpoint_after_decision and with_checkpoint and e in rungs and e < max_epochs
+            if kind == "persisted" and decide_first:
+                # The second report of a decided epoch: the checkpoint, persisted after ASHA let the trial go on.
+                results_reported += 1
+                changed.add(trial.trial_id)
+                checkpoints_since[trial.trial_id] = checkpoints_since.get(trial.trial_id, 0) + 1
+                snapshot["force"] |= checkpoints_since[trial.trial_id] >= s.keep_checkpoints
+                spent = (result_cost_ms + checkpoint_cost_ms) / 1e3
+                driver_free = begin + spent
+                wait_driver += driver_free - t
+                decision_total += spent
+                push(driver_free + trial.durations[e], "epoch_end", trial)
+                busy.append((driver_free, driver_free + trial.durations[e]))
+                snapshot_end = maybe_snapshot(driver_free)
+                decision_total += snapshot_end - driver_free
+                driver_free = snapshot_end
+                continue
             if kind == "epoch_end":
                 if value > best[0]:
                     best = (value, trial.trial_id)
                 for x, when in time_to_target.items():
                     if when is None and value >= x:
                         time_to_target[x] = t
-                if checkpoint_s and with_checkpoint:
+                if checkpoint_s and with_checkpoint and not decide_first:
                     # The trial persists its checkpoint before report() returns: its own time, not the driver's,
                     # so it is an event of its own (other trials' results are handled meanwhile).
                     push(t + checkpoint_s, "persisted", trial)
+                    checkpoints_persisted += 1
                     continue
             result = {s.metric: value, "epoch": e, "training_iteration": e, "trial_id": trial.trial_id, "done": False}
             if not reported(e):  # the trial keeps this epoch's metrics to itself and trains on
@@ -335,10 +357,11 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
                 continue
             results_reported += 1
             changed.add(trial.trial_id)
-            if with_checkpoint:
+            carries_checkpoint = with_checkpoint and not decide_first
+            if carries_checkpoint:
                 checkpoints_since[trial.trial_id] = checkpoints_since.get(trial.trial_id, 0) + 1
                 snapshot["force"] |= checkpoints_since[trial.trial_id] >= s.keep_checkpoints
-            fixed_s = (result_cost_ms + (checkpoint_cost_ms if with_checkpoint else 0.0)) / 1e3
+            fixed_s = (result_cost_ms + (checkpoint_cost_ms if carries_checkpoint else 0.0)) / 1e3
             t0 = cpu_clock()
             decision = scheduler.on_trial_result(None, trial, result)
             if decision == "STOP":
@@ -363,9 +386,13 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
                 result_ms.append((t1 - t0) * 1e3)
                 driver_free = begin + spent
                 wait_driver += driver_free - t
-                nxt = driver_free + report_overhead_s
-                push(nxt + trial.durations[e], "epoch_end", trial)
-                busy.append((nxt, nxt + trial.durations[e]))
+                if decide_first:  # goes on: persists the checkpoint, then reports it
+                    push(driver_free + checkpoint_s, "persisted", trial)
+                    checkpoints_persisted += 1
+                else:
+                    nxt = driver_free + report_overhead_s
+                    push(nxt + trial.durations[e], "epoch_end", trial)
+                    busy.append((nxt, nxt + trial.durations[e]))
             decision_total += spent
             snapshot_end = maybe_snapshot(driver_free)
             decision_total += snapshot_end - driver_free
@@ -420,7 +447,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
         "tpe_history_window": s.tpe_history_window, "suggestion_pool": s.suggestion_pool,
         "suggestion_pool_workers": s.suggestion_pool_workers if s.suggestion_pool else 0,
         "snapshot_ms_per_changed": snapshot_ms_per_changed, "snapshot_ms_per_trial": snapshot_ms_per_trial,
-        "snapshots": snapshot["count"], "snapshots_forced": snapshot["forced"], "snapshot_s": snapshot["s"],
+        "checkpoint_after_decision": checkpoint_after_decision, "checkpoints_persisted": checkpoints_persisted, "snapshots": snapshot["count"], "snapshots_forced": snapshot["forced"], "snapshot_s": snapshot["s"],
         "snapshot_max_s": snapshot["max_s"],
         "pool_adopted": pool.adopted if pool else 0, "pool_sampled_by_driver": pool.sampled_by_driver if pool else 0,
     }
@@ -473,6 +500,8 @@ def main(argv=None):
                    help="Tune's experiment snapshot: driver ms per trial changed since the last one")
     p.add_argument("--snapshot-ms-per-trial", type=float, default=0.0,
                    help="Tune's experiment snapshot: driver ms per trial in the experiment (writing the file)")
+    p.add_argument("--checkpoint-after-decision", action="store_true",
+                   help="a rung epoch's checkpoint is persisted only if ASHA lets the trial go on (then reported again)")
     p.add_argument("--max-pending", type=int, default=0, help="trials between suggestion and first epoch (0 = no limit)")
     p.add_argument("--checkpoint-s", type=float, default=0.0, help="trial blocked persisting a checkpoint, per checkpoint")
     p.add_argument("--checkpoint-every", type=int, default=1, help="epochs between checkpoints (and the last)")
@@ -515,7 +544,8 @@ def main(argv=None):
                        checkpoint_s=args.checkpoint_s, checkpoint_every=args.checkpoint_every,
                        report_epochs=args.report_epochs, pace=space_n.settings.suggestion_pool > 0,
                        checkpoint_cost_ms=args.checkpoint_cost_ms, snapshot_ms_per_changed=args.snapshot_ms_per_changed,
-                       snapshot_ms_per_trial=args.snapshot_ms_per_trial)
+                       snapshot_ms_per_trial=args.snapshot_ms_per_trial,
+                       checkpoint_after_decision=args.checkpoint_after_decision)
         row.update(space=str(args.space), date=time.strftime("%Y-%m-%d"), machine=f"{platform.machine()} "
                    f"{os.cpu_count()} CPUs, Python {platform.python_version()}", load_avg=os.getloadavg())
         rows.append(row)

@@ -88,3 +88,16 @@ def test_experiment_snapshots_cost_the_driver_by_period_and_are_forced_by_checkp
     forced = run(snapshot_ms_per_changed=1.0, checkpoint_every=1, base_epoch_s=0.5)
     assert forced["snapshots_forced"] > 0
     assert forced["driver_busy_s"] == pytest.approx(forced["snapshot_s"])
+
+
+def test_checkpoint_after_decision_persists_no_checkpoint_for_trials_stopped_at_a_rung():
+    sim = _load_benchmark()
+    space = load_space(ROOT / "spaces" / "full.py").replace_settings(num_samples=24, tpe_startup_trials=100,
+                                                                      suggestion_pool=0)
+    run = lambda **kw: sim.simulate(space, gpus=8, num_trials=24, seed=0, bucket=10, decision_scale=0.0,
+                                    checkpoint_s=1.0, checkpoint_every=3, report_epochs="decisions", **kw)
+    before, after = run(), run(checkpoint_after_decision=True)
+    assert before["finished"] == after["finished"] == 24
+    # Before: every trial persists at each 3rd epoch it reaches. After: not at the rung it is stopped at
+    # (3, 9 or 27; every trial stopped early is), so at least one fewer per trial stopped early.
+    assert after["checkpoints_persisted"] <= before["checkpoints_persisted"] - after["stopped_early"]
