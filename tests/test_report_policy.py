@@ -221,3 +221,34 @@ def test_under_tune_asha_stopped_trials_write_no_checkpoint_at_their_rung(toy_da
             outcomes.add("went on")
     # One at a time: the first trial (lr 0.05) sets the rung's cutoff, the lr 1e-5 one falls below it.
     assert outcomes == {"stopped", "went on"}
+
+
+def test_a_trial_lost_between_a_decision_and_its_checkpoint_resumes_exactly(toy_data, tmp_path):
+    """checkpoint_after_decision, rungs at 2 and 4: the run dies after epoch 4's metrics went out but before its
+    checkpoint did. Resumed, it continues from epoch 2's checkpoint and its epochs 3-5 equal a run never lost."""
+    from trainable.reporting import LocalReporter
+    from trainable.trial import train_trial
+
+    class Lost(Exception):
+        pass
+
+    class LostBeforeCheckpoint(LocalReporter):
+        def report(self, metrics, checkpoint_dir):
+            if metrics["epoch"] == 4 and metrics.get(CHECKPOINT_OF_REPORTED_EPOCH):
+                raise Lost
+            super().report(metrics, checkpoint_dir)
+
+    config = {**TINY, "epochs": 5, "resume_state_every": 2, "checkpoint_new_bests": False, "report_epochs": "2,4",
+              "checkpoint_after_decision": True, "data": str(toy_data)}
+    train_trial(config, LocalReporter(tmp_path / "straight", printer=lambda _: None, keep=10))
+    with pytest.raises(Lost):
+        train_trial(config, LostBeforeCheckpoint(tmp_path / "lost", printer=lambda _: None, keep=10))
+    assert sorted(d.name for d in (tmp_path / "lost" / "checkpoints").iterdir()) == ["epoch_0002"]
+    train_trial(config, LocalReporter(tmp_path / "lost", resume=True, printer=lambda _: None, keep=10))
+
+    read = lambda run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+    straight, resumed = read("straight"), read("lost")
+    assert [r["epoch"] for r in resumed] == [1, 2, 3, 4, 5]   # epochs 3 and 4 trained again, each row once
+    for got, want in zip(resumed[2:], straight[2:]):
+        for key in ("train_loss", "val_loss", "val_acc", "lr"):
+            assert got[key] == want[key], (got["epoch"], key)
