@@ -57,24 +57,22 @@ def build_trials(space, n: int, storage, trainable_name: str, epochs: int, keep:
     from ray.tune.experiment import Trial
     from ray.tune.search.variant_generator import format_vars
 
-    from search.tuner import make_searcher, tune_config
+    from search.tuner import make_searcher, trial_dirname
 
     rng = random.Random(seed)
     searcher = make_searcher(space.replace_settings(tpe_startup_trials=100_000, suggestion_pool=0))
-    constants = space.trial_config({}, "/data/train")
-    dirname = tune_config(space, max_concurrent=None).trial_dirname_creator
     s = space.settings
     trials = []
     for i in range(n):
         params = searcher.suggest(f"t{i:05d}")
         searcher.on_trial_complete(f"t{i:05d}", {s.metric: 0.5, "epoch": 1, "training_iteration": 1})
-        trial = Trial(trainable_name, config={**constants, **params}, storage=storage, evaluated_params=params,
+        trial = Trial(trainable_name, config=space.trial_config(params, "/data/train"), storage=storage, evaluated_params=params,
                       experiment_tag=f"{i}_{format_vars(params)}",
                       checkpoint_config=CheckpointConfig(num_to_keep=keep, checkpoint_score_attribute=s.metric,
                                                          checkpoint_score_order=s.mode),
-                      trial_dirname_creator=dirname, max_failures=s.max_failures)
+                      trial_dirname_creator=trial_dirname, max_failures=s.max_failures)
         # What Trial.init_local_path sets (it needs a Ray session only to find its staging dir).
-        trial.relative_logdir = trial.storage.trial_dir_name = dirname(trial)
+        trial.relative_logdir = trial.storage.trial_dir_name = trial_dirname(trial)
         t0 = time.time()
         for epoch in range(1, epochs + 1):
             with_checkpoint = epoch > epochs - keep

@@ -250,20 +250,27 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
     checkpoints_since: dict = {}     # trial -> checkpoints reported since the last snapshot
     snapshot = {"last": 0.0, "period": 10.0, "force": False, "count": 0, "forced": 0, "s": 0.0, "max_s": 0.0}
 
-    def maybe_snapshot(now: float) -> float:
-        """TuneController.checkpoint() at the end of a loop step; returns when the driver is free again."""
-        if not snapshots_on or (not snapshot["force"] and now - snapshot["last"] < snapshot["period"]):
-            return now
+    def snapshot_if_due() -> None:
+        """TuneController.checkpoint() at the end of a loop step: holds the driver for the snapshot's time."""
+        nonlocal driver_free, decision_total
+        if not snapshots_on or (not snapshot["force"] and driver_free - snapshot["last"] < snapshot["period"]):
+            return
         cost = (snapshot_ms_per_changed * len(changed) + snapshot_ms_per_trial * started) / 1e3
         snapshot["count"] += 1
         snapshot["forced"] += snapshot["force"]
         snapshot["s"] += cost
         snapshot["max_s"] = max(snapshot["max_s"], cost)
         snapshot["period"] = max(10.0, 19 * cost)
-        snapshot["last"], snapshot["force"] = now + cost, False
+        driver_free += cost
+        decision_total += cost
+        snapshot["last"], snapshot["force"] = driver_free, False
         changed.clear()
         checkpoints_since.clear()
-        return now + cost
+
+    def checkpoint_reported(trial_id: str) -> None:
+        """Tune forces a snapshot once a trial has reported keep_checkpoints checkpoints since the last one."""
+        checkpoints_since[trial_id] = checkpoints_since.get(trial_id, 0) + 1
+        snapshot["force"] |= checkpoints_since[trial_id] >= s.keep_checkpoints
 
     wall0 = time.perf_counter()
     next_progress = progress_every
@@ -308,9 +315,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
             last_suggest_t = driver_free
             trial.start = driver_free + start_overhead_s
             changed.add(trial_id)
-            snapshot_end = maybe_snapshot(driver_free)
-            decision_total += snapshot_end - driver_free
-            driver_free = snapshot_end
+            snapshot_if_due()
             starting += 1
             push(trial.start, "started")
             push(trial.start + trial.durations[0], "epoch_end", trial)
@@ -326,17 +331,14 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
                 # The second report of a decided epoch: the checkpoint, persisted after ASHA let the trial go on.
                 results_reported += 1
                 changed.add(trial.trial_id)
-                checkpoints_since[trial.trial_id] = checkpoints_since.get(trial.trial_id, 0) + 1
-                snapshot["force"] |= checkpoints_since[trial.trial_id] >= s.keep_checkpoints
+                checkpoint_reported(trial.trial_id)
                 spent = (result_cost_ms + checkpoint_cost_ms) / 1e3
                 driver_free = begin + spent
                 wait_driver += driver_free - t
                 decision_total += spent
                 push(driver_free + trial.durations[e], "epoch_end", trial)
                 busy.append((driver_free, driver_free + trial.durations[e]))
-                snapshot_end = maybe_snapshot(driver_free)
-                decision_total += snapshot_end - driver_free
-                driver_free = snapshot_end
+                snapshot_if_due()
                 continue
             if kind == "epoch_end":
                 if value > best[0]:
@@ -359,8 +361,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
             changed.add(trial.trial_id)
             carries_checkpoint = with_checkpoint and not decide_first
             if carries_checkpoint:
-                checkpoints_since[trial.trial_id] = checkpoints_since.get(trial.trial_id, 0) + 1
-                snapshot["force"] |= checkpoints_since[trial.trial_id] >= s.keep_checkpoints
+                checkpoint_reported(trial.trial_id)
             fixed_s = (result_cost_ms + (checkpoint_cost_ms if carries_checkpoint else 0.0)) / 1e3
             t0 = cpu_clock()
             decision = scheduler.on_trial_result(None, trial, result)
@@ -394,9 +395,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
                     push(nxt + trial.durations[e], "epoch_end", trial)
                     busy.append((nxt, nxt + trial.durations[e]))
             decision_total += spent
-            snapshot_end = maybe_snapshot(driver_free)
-            decision_total += snapshot_end - driver_free
-            driver_free = snapshot_end
+            snapshot_if_due()
         if progress_every and time.perf_counter() - wall0 > next_progress:
             next_progress += progress_every
             print(f"  [{gpus} GPUs] {time.perf_counter() - wall0:.0f}s wall: {started} started, {finished} "
