@@ -171,11 +171,18 @@ def trial_model(params: dict, *, max_epochs: int, base_epoch_s: float, seed: int
 class SimTrial:
     """All ASHA reads from a trial: its id (it keys its bookkeeping on trial.trial_id)."""
 
-    __slots__ = ("trial_id", "config", "durations", "accs", "epochs", "start")
+    __slots__ = ("trial_id", "config", "durations", "accs", "epochs", "start",
+                 # report_in_background: when the epoch training now began, the epoch whose report Tune has not
+                 # answered, when a later reported epoch ended (waiting for that answer), and the busy intervals
+                 # trained since the report was handed over (dropped if ASHA stops the trial)
+                 "next_start", "in_flight", "blocked_at", "stopped", "since_hand_over",
+                 "awaiting")  # with checkpoint_after_decision: waiting for ASHA's answer on a rung epoch
 
     def __init__(self, trial_id, config, durations, accs):
         self.trial_id, self.config, self.durations, self.accs = trial_id, config, durations, accs
         self.epochs, self.start = 0, 0.0
+        self.next_start, self.in_flight, self.blocked_at, self.stopped, self.since_hand_over = 0.0, None, None, False, []
+        self.awaiting = False
 
 
 def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, seed: int = 0,
@@ -185,7 +192,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
              max_pending: int = 0, checkpoint_s: float = 0.0, checkpoint_every: int = 1,
              report_epochs: str = "every", pace: bool = False, checkpoint_cost_ms: float = 0.0,
              snapshot_ms_per_changed: float = 0.0, snapshot_ms_per_trial: float = 0.0,
-             checkpoint_after_decision: bool = False) -> dict:
+             checkpoint_after_decision: bool = False, report_in_background: bool = False) -> dict:
     """Run one simulated search; returns its figures (BENCHMARKS.md, section Scale, explains each).
 
     The real driver's costs beyond the searcher and scheduler: `result_cost_ms` of driver CPU per reported
@@ -205,6 +212,12 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
     reported `keep_checkpoints` checkpoints since the last one. `checkpoint_after_decision` (trainable/report_policy.py):
     on a rung epoch with a checkpoint due the trial reports its metrics first and persists the checkpoint only if
     ASHA lets it go on, then reports again (one more result through the driver).
+    `report_in_background` (trial key `report_in_background`, search/tune_reporter.py): a trial hands each report to
+    a thread of its own and trains its next epoch while the checkpoint persists and the driver decides; one report
+    in flight at a time (a trial that finishes its next reported epoch first waits). A trial stopped by ASHA loses the
+    epoch it had begun: not counted as busy (the same GPU time the synchronous trial spends waiting). With both,
+    a rung epoch's metrics go first and the trial waits for the answer; the checkpoint of a trial that goes on
+    persists in the background.
     """
     from search.tuner import make_scheduler, make_searcher
 
@@ -221,6 +234,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
         lambda e: e in rungs or e % checkpoint_every == 0 or e == max_epochs)
     results_reported = 0
     checkpoints_persisted = 0
+    speculative_s = 0.0  # report_in_background: GPU-s of epochs begun by trials ASHA then stopped
 
     events: list = []  # (time, seq, kind, trial)
     seq = 0
@@ -272,6 +286,27 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
         checkpoints_since[trial_id] = checkpoints_since.get(trial_id, 0) + 1
         snapshot["force"] |= checkpoints_since[trial_id] >= s.keep_checkpoints
 
+    def hand_over(trial: SimTrial, t: float) -> None:
+        """report_in_background: the trial hands epoch trial.epochs's report to its thread and trains on."""
+        nonlocal checkpoints_persisted
+        e = trial.epochs
+        trial.in_flight = e
+        trial.since_hand_over = []
+        with_checkpoint = e % checkpoint_every == 0 or e == max_epochs
+        if checkpoint_after_decision and with_checkpoint and e in rungs and e < max_epochs:
+            trial.awaiting = True  # metrics only; the trial waits for ASHA before it writes the checkpoint
+            trial.next_start = t
+            push(t, "result", trial)
+            return
+        if e < max_epochs:
+            trial.next_start = t
+            push(t + trial.durations[e], "epoch_end", trial)
+        if checkpoint_s and with_checkpoint:
+            push(t + checkpoint_s, "result", trial)  # Tune sees the result once the checkpoint is persisted
+            checkpoints_persisted += 1
+        else:
+            push(t, "result", trial)
+
     wall0 = time.perf_counter()
     next_progress = progress_every
 
@@ -319,7 +354,91 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
             starting += 1
             push(trial.start, "started")
             push(trial.start + trial.durations[0], "epoch_end", trial)
-            busy.append((trial.start, trial.start + trial.durations[0]))
+            trial.next_start = trial.start
+            if not report_in_background:  # in the background model an epoch is counted when it ends
+                busy.append((trial.start, trial.start + trial.durations[0]))
+        elif report_in_background:
+            if trial.stopped:
+                continue  # the epoch a stopped trial had begun: cut short when ASHA stopped it
+            if kind == "epoch_end":
+                trial.epochs += 1
+                e = trial.epochs
+                busy.append((trial.next_start, t))
+                trial.since_hand_over.append(len(busy) - 1)
+                value = trial.accs[e - 1]
+                if value > best[0]:
+                    best = (value, trial.trial_id)
+                for x, when in time_to_target.items():
+                    if when is None and value >= x:
+                        time_to_target[x] = t
+                if not reported(e):
+                    trial.next_start = t
+                    push(t + trial.durations[e], "epoch_end", trial)
+                elif trial.in_flight is not None:
+                    trial.blocked_at = t  # one report in flight: this one waits for Tune to answer it
+                else:
+                    hand_over(trial, t)
+                continue
+            # kind "result": the driver handles the report the trial handed over
+            e = trial.in_flight
+            with_checkpoint = (e % checkpoint_every == 0 or e == max_epochs) and not trial.awaiting
+            results_reported += 1
+            changed.add(trial.trial_id)
+            if with_checkpoint:
+                checkpoint_reported(trial.trial_id)
+            fixed_s = (result_cost_ms + (checkpoint_cost_ms if with_checkpoint else 0.0)) / 1e3
+            if kind == "checkpoint":  # the second report of a decided epoch: no decision, one more result
+                driver_free = begin + fixed_s
+                decision_total += fixed_s
+                trial.in_flight = None
+                if trial.blocked_at is not None:
+                    wait_driver += driver_free - trial.blocked_at
+                    trial.blocked_at = None
+                    hand_over(trial, driver_free)
+                snapshot_if_due()
+                continue
+            result = {s.metric: trial.accs[e - 1], "epoch": e, "training_iteration": e, "trial_id": trial.trial_id,
+                      "done": False}
+            t0 = cpu_clock()
+            decision = scheduler.on_trial_result(None, trial, result)
+            if decision == "STOP":
+                scheduler.on_trial_complete(None, trial, result)
+                searcher.on_trial_complete(trial.trial_id, result)
+            else:
+                searcher.on_trial_result(trial.trial_id, result)
+            spent = (cpu_clock() - t0) * decision_scale + fixed_s
+            driver_free = begin + spent
+            decision_total += spent
+            if decision == "STOP":
+                trial.stopped = True
+                finished += 1
+                if e < max_epochs:
+                    stopped_early += 1
+                    # What it trained after handing this report over is thrown away: not busy, but waste
+                    # (none for a trial that waited for this answer).
+                    begun = driver_free if trial.awaiting else trial.next_start
+                    for i in trial.since_hand_over:
+                        begun = min(begun, busy[i][0])
+                        busy[i] = (busy[i][0], busy[i][0])
+                    speculative_s += driver_free - begun
+                else:
+                    completed += 1
+                wait_driver += driver_free - t
+                push(driver_free, "free")
+            elif trial.awaiting:  # goes on: writes the checkpoint, hands it over, trains on
+                trial.awaiting = False
+                wait_driver += driver_free - t
+                trial.next_start = driver_free
+                push(driver_free + trial.durations[e], "epoch_end", trial)
+                push(driver_free + checkpoint_s, "checkpoint", trial)
+                checkpoints_persisted += 1
+            else:
+                trial.in_flight = None
+                if trial.blocked_at is not None:
+                    wait_driver += driver_free - trial.blocked_at
+                    trial.blocked_at = None
+                    hand_over(trial, driver_free)
+            snapshot_if_due()
         else:
             if kind == "epoch_end":
                 trial.epochs += 1
@@ -420,7 +539,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
             out.setdefault(n_done // bucket * bucket, []).append(ms)
         return {f"{b}-{b + bucket - 1}": {"mean_ms": statistics.mean(v), "calls": len(v)} for b, v in sorted(out.items())}
 
-    epochs_run = len(busy)
+    epochs_run = sum(1 for start, end in busy if end > start)  # a stopped trial's thrown-away epochs are zero-length
     return {
         "gpus": gpus, "trials": num_trials, "started": started, "finished": finished,
         "stopped_early": stopped_early, "completed_max_epochs": completed, "epochs_run": epochs_run,
@@ -446,7 +565,8 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
         "tpe_history_window": s.tpe_history_window, "suggestion_pool": s.suggestion_pool,
         "suggestion_pool_workers": s.suggestion_pool_workers if s.suggestion_pool else 0,
         "snapshot_ms_per_changed": snapshot_ms_per_changed, "snapshot_ms_per_trial": snapshot_ms_per_trial,
-        "checkpoint_after_decision": checkpoint_after_decision, "checkpoints_persisted": checkpoints_persisted, "snapshots": snapshot["count"], "snapshots_forced": snapshot["forced"], "snapshot_s": snapshot["s"],
+        "checkpoint_after_decision": checkpoint_after_decision, "report_in_background": report_in_background,
+        "speculative_gpu_s": speculative_s, "checkpoints_persisted": checkpoints_persisted, "snapshots": snapshot["count"], "snapshots_forced": snapshot["forced"], "snapshot_s": snapshot["s"],
         "snapshot_max_s": snapshot["max_s"],
         "pool_adopted": pool.adopted if pool else 0, "pool_sampled_by_driver": pool.sampled_by_driver if pool else 0,
     }
@@ -501,6 +621,8 @@ def main(argv=None):
                    help="Tune's experiment snapshot: driver ms per trial in the experiment (writing the file)")
     p.add_argument("--checkpoint-after-decision", action="store_true",
                    help="a rung epoch's checkpoint is persisted only if ASHA lets the trial go on (then reported again)")
+    p.add_argument("--report-in-background", action="store_true",
+                   help="trials train their next epoch while a report's checkpoint persists and the driver decides")
     p.add_argument("--max-pending", type=int, default=0, help="trials between suggestion and first epoch (0 = no limit)")
     p.add_argument("--checkpoint-s", type=float, default=0.0, help="trial blocked persisting a checkpoint, per checkpoint")
     p.add_argument("--checkpoint-every", type=int, default=1, help="epochs between checkpoints (and the last)")
@@ -544,7 +666,8 @@ def main(argv=None):
                        report_epochs=args.report_epochs, pace=space_n.settings.suggestion_pool > 0,
                        checkpoint_cost_ms=args.checkpoint_cost_ms, snapshot_ms_per_changed=args.snapshot_ms_per_changed,
                        snapshot_ms_per_trial=args.snapshot_ms_per_trial,
-                       checkpoint_after_decision=args.checkpoint_after_decision)
+                       checkpoint_after_decision=args.checkpoint_after_decision,
+                       report_in_background=args.report_in_background)
         row.update(space=str(args.space), date=time.strftime("%Y-%m-%d"), machine=f"{platform.machine()} "
                    f"{os.cpu_count()} CPUs, Python {platform.python_version()}", load_avg=os.getloadavg())
         rows.append(row)

@@ -101,3 +101,25 @@ def test_checkpoint_after_decision_persists_no_checkpoint_for_trials_stopped_at_
     # Before: every trial persists at each 3rd epoch it reaches. After: not at the rung it is stopped at
     # (3, 9 or 27; every trial stopped early is), so at least one fewer per trial stopped early.
     assert after["checkpoints_persisted"] <= before["checkpoints_persisted"] - after["stopped_early"]
+
+
+def test_reports_in_the_background_keep_gpus_training_while_checkpoints_persist():
+    """Only checkpoint persistence costs (the driver free): a trial that reports in the background trains on
+    while its checkpoint persists; with checkpoint_after_decision too, nothing waits at all. A stopped trial's
+    begun epoch is waste, not busy time, and every trial still finishes."""
+    sim = _load_benchmark()
+    space = load_space(ROOT / "spaces" / "full.py").replace_settings(num_samples=24, tpe_startup_trials=100,
+                                                                      suggestion_pool=0)
+    run = lambda **kw: sim.simulate(space, gpus=8, num_trials=24, seed=0, bucket=10, decision_scale=0.0,
+                                    checkpoint_s=1.0, checkpoint_every=3, report_epochs="every", **kw)
+    sync, background = run(), run(report_in_background=True)
+    both = sim.simulate(space, gpus=8, num_trials=24, seed=0, bucket=10, decision_scale=0.0, checkpoint_s=1.0,
+                        checkpoint_every=3, report_epochs="decisions", report_in_background=True,
+                        checkpoint_after_decision=True)
+    for r in (sync, background, both):
+        assert r["finished"] == 24 and r["stopped_early"] + r["completed_max_epochs"] == 24
+    assert sync["speculative_gpu_s"] == 0.0
+    assert background["gpu_utilisation_until_last_suggest"] > sync["gpu_utilisation_until_last_suggest"]
+    assert background["speculative_gpu_s"] > 0.0  # trials stopped at a rung had begun their next epoch
+    assert both["gpu_utilisation_until_last_suggest"] == pytest.approx(1.0, abs=1e-3)
+    assert both["speculative_gpu_s"] == 0.0       # on a rung the trial waits for the answer: nothing begun
