@@ -54,6 +54,8 @@ SETTINGS = {
         # a best kept checkpoint at most 2 epochs from the best epoch (BENCHMARKS.md, Checkpoint cost).
         "checkpoint_new_bests": False,
         "resume_state_every": 3,     # divides grace_period, so every ASHA rung (3, 9, 27) has a checkpoint
+        # Train the next epoch while Tune uploads the checkpoint and the driver decides (README: A light driver).
+        "report_in_background": True,
         "optimizer": "adamw",
         "min_lr": 1e-6,
         "hflip": 0.5,

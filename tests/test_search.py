@@ -292,7 +292,7 @@ def test_deterministic_errors_are_not_retried_but_crashes_are(ray_session, tmp_p
     happen again is still retried by Tune."""
     from ray import tune
 
-    from search.tune_reporter import run_without_retrying_user_errors
+    from search.tune_reporter import TuneReporter, run_without_retrying_user_errors
     from trainable.config import ConfigError
 
     def trial(config):
@@ -304,7 +304,7 @@ def test_deterministic_errors_are_not_retried_but_crashes_are(ray_session, tmp_p
             if len(attempts.read_text()) == 1:
                 raise RuntimeError("node lost")  # the first attempt only
             tune.report({"val_acc": 0.5})
-        run_without_retrying_user_errors(train, config, reporter=None)
+        run_without_retrying_user_errors(train, config, TuneReporter())
 
     tuner = tune.Tuner(trial, param_space={"kind": tune.grid_search(["config", "crash"])},
                        tune_config=tune.TuneConfig(metric="val_acc", mode="max"),

@@ -9,6 +9,10 @@ class UserError(Exception):
     """
 
 
+class TrialStopped(Exception):
+    """The search stopped this trial while it trained on past a report (report_in_background): not a failure."""
+
+
 def close_matches(name: str, candidates, n: int = 5) -> str:
     """' Did you mean: a, b?' or '' — for messages about unknown names."""
     matches = difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.6)

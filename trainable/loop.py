@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
+from trainable.errors import TrialStopped
 from trainable.losses import smooth_one_hot, soft_target_loss
 
 
@@ -40,8 +41,14 @@ class StepSettings:
         return images.to(self.device, non_blocking=True, memory_format=fmt)
 
 
+def stop_if_asked(should_stop) -> None:
+    """should_stop: None, or a function saying the search has stopped this trial (report_in_background)."""
+    if should_stop is not None and should_stop():
+        raise TrialStopped("the search stopped this trial")
+
+
 def train_one_epoch(model, loader, optimizer, scheduler, step: StepSettings, *, epoch: int,
-                    mixup=None, scaler=None, ema=None) -> dict:
+                    mixup=None, scaler=None, ema=None, should_stop=None) -> dict:
     model.train()
     num_classes = model.head[-1].out_features
     weight = step.class_weight.to(step.device) if step.class_weight is not None else None
@@ -50,6 +57,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, step: StepSettings, *, 
     total_loss, seen = torch.zeros((), device=step.device), 0
     start = time.perf_counter()
     for images, labels in loader:
+        stop_if_asked(should_stop)  # a stopped trial frees its GPU within a batch (Tune waits for it to end)
         images, labels = step.to_device(images), labels.to(step.device, non_blocking=True)
         if mixup is not None:
             images, targets = mixup(images, labels)  # soft targets, label smoothing included
@@ -87,11 +95,12 @@ def train_one_epoch(model, loader, optimizer, scheduler, step: StepSettings, *, 
 
 
 @torch.no_grad()
-def predict_logits(model, loader, step: StepSettings) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_logits(model, loader, step: StepSettings, should_stop=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits [N, C] float32 on CPU, labels [N]) over the whole loader, in order."""
     model.eval()
     all_logits, all_labels = [], []
     for images, labels in loader:
+        stop_if_asked(should_stop)
         with step.autocast():
             logits = model(step.to_device(images))
         all_logits.append(logits.float().cpu())
@@ -115,5 +124,5 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, prefix: s
     return metrics
 
 
-def evaluate(model, loader, step: StepSettings) -> dict:
-    return classification_metrics(*predict_logits(model, loader, step))
+def evaluate(model, loader, step: StepSettings, should_stop=None) -> dict:
+    return classification_metrics(*predict_logits(model, loader, step, should_stop))

@@ -3,7 +3,9 @@
 A reporter has three methods: `checkpoints_to_resume()` (context managers giving checkpoint directories,
 newest first: the trial falls back to an older one when the newest is damaged), `report(metrics,
 checkpoint_dir)` and `warn(message)`. The trial writes each checkpoint into a temporary directory and
-hands it over (None on an epoch that reports metrics only); the reporter persists it. `LocalReporter`
+hands it over (None on an epoch that reports metrics only); the reporter persists it. With the trial key
+`report_in_background` the trial also calls `stopped()` (between batches) and `flush()` (to wait for the
+answer to its last report): search/tune_reporter.py's BackgroundTuneReporter reports on a thread of its own. `LocalReporter`
 writes stdout + metrics.jsonl + epoch directories, and creates its folder (with config.json) only at the
 first report, so a run that fails before training leaves nothing behind; the Ray Tune reporter lives in
 search/ so that trainable/ never imports Ray.
@@ -40,6 +42,12 @@ class LocalReporter:
 
     def warn(self, message: str) -> None:
         print(message, file=sys.stderr)
+
+    def stopped(self) -> bool:
+        return False  # a local run reports synchronously and nothing stops it between reports
+
+    def flush(self) -> None:
+        pass
 
     def _forget_rows_from(self, epoch: int) -> None:
         # A resumed run trains again the epochs after its checkpoint (metrics-only ones, or those after a

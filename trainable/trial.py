@@ -29,7 +29,7 @@ from trainable.data import DatasetIndex, ImageListDataset, index_dataset, resolv
 from trainable.errors import UserError
 from trainable.eval_pipeline import cache_side, eval_loader
 from trainable.losses import class_weights
-from trainable.loop import StepSettings, evaluate, train_one_epoch
+from trainable.loop import StepSettings, evaluate, stop_if_asked, train_one_epoch
 from trainable.model import build_model, count_parameters, uses_channels_last
 from trainable.report_policy import (checkpoint_of_reported_epoch, decide_before_checkpoint, parse_report_epochs,
                                      report_due, with_epochs_between)
@@ -115,11 +115,14 @@ def train_trial(config: dict, reporter) -> dict:
     metrics = {}
     report_epochs = parse_report_epochs(cfg.report_epochs)
     between: list[dict] = []  # epochs not reported yet: they travel with the next report
+    # Reporting in the background, the trial trains on while its last report is answered: a stop comes between
+    # batches (the reporter's stopped()), and a rung epoch's checkpoint waits for the answer (flush()).
+    should_stop = reporter.stopped if cfg.report_in_background else None
     for epoch in range(start_epoch, cfg.epochs):
         started = time.perf_counter()
         train = train_one_epoch(run.step_model, run.train_loader, optimizer, scheduler, step, epoch=epoch,
-                                mixup=run.mixup, scaler=scaler, ema=ema)
-        val = evaluate(ema.module if ema is not None else run.step_model, run.val_loader, step)
+                                mixup=run.mixup, scaler=scaler, ema=ema, should_stop=should_stop)
+        val = evaluate(ema.module if ema is not None else run.step_model, run.val_loader, step, should_stop)
         scheduler.step(epoch + 1, metric=val["val_acc"])
         metrics = {
             "epoch": epoch + 1, "train_loss": train["train_loss"], **val,
@@ -143,7 +146,10 @@ def train_trial(config: dict, reporter) -> dict:
             # The scheduler decides on the metrics alone: a trial it stops here ends inside this report
             # (Tune stops it) and never writes this checkpoint; one it keeps goes on to save it.
             reporter.report(reported, None)
+            if cfg.report_in_background:
+                reporter.flush()  # the scheduler's answer; raises TrialStopped if it stopped the trial
             reported = checkpoint_of_reported_epoch(metrics)
+        stop_if_asked(should_stop)  # a stopped trial does not spend seconds writing a checkpoint no one takes
         ckpt_dir = Path(tempfile.mkdtemp(prefix="trial-ckpt-"))
         try:
             checkpoint.save(ckpt_dir, model=model, ema=ema, optimizer=optimizer, scheduler=scheduler,

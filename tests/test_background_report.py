@@ -1,0 +1,202 @@
+"""report_in_background (search/tune_reporter.py, BackgroundTuneReporter): the trial trains on while Tune persists
+its checkpoint and the driver answers; results, ASHA's decisions, checkpoints and exact resume are as with
+synchronous reports."""
+import json
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import fit_with_one_retry, reported_rows
+from trainable.errors import TrialStopped
+
+TINY = {"backbone": "resnet10t", "train_size": 32, "eval_size": 32, "batch_size": 8, "num_workers": 0,
+        "lr": 0.01, "seed": 1}
+
+
+@pytest.fixture
+def fake_tune(monkeypatch):
+    """tune.report replaced by one that blocks until the test answers (as the driver does), recording what came."""
+    import ray
+
+    from search import tune_reporter
+
+    calls, answers = [], []
+
+    def report(metrics, checkpoint=None):
+        files = sorted(p.name for p in Path(checkpoint.path).iterdir()) if checkpoint is not None else None
+        calls.append((metrics["epoch"], files))
+        answer = answers.pop(0) if answers else threading.Event()
+        answer.wait(5)
+        if getattr(answer, "stop", False):
+            raise SystemExit(0)  # what Tune's session does to the report of a trial it stops
+        if getattr(answer, "error", None):
+            raise answer.error
+
+    monkeypatch.setattr(tune_reporter.tune, "report", report)
+    monkeypatch.setattr(ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "node"))
+    return SimpleNamespace(calls=calls, answers=answers)
+
+
+def answer(stop=False, error=None, now=True):
+    event = threading.Event()
+    event.stop, event.error = stop, error
+    if now:
+        event.set()
+    return event
+
+
+def test_report_returns_at_once_and_the_next_waits_for_the_answer(fake_tune, tmp_path):
+    from search.tune_reporter import BackgroundTuneReporter
+
+    first = answer(now=False)
+    fake_tune.answers[:] = [first, answer()]
+    reporter = BackgroundTuneReporter()
+    ckpt = tmp_path / "trial-ckpt-1"
+    ckpt.mkdir()
+    (ckpt / "model.pt").write_bytes(b"w")
+
+    started = time.perf_counter()
+    reporter.report({"epoch": 1}, ckpt)
+    assert time.perf_counter() - started < 1.0 and not ckpt.exists()  # taken over: the trial may delete its path
+    wait_until(lambda: fake_tune.calls == [(1, ["model.pt"])])         # Tune got the checkpoint's files
+
+    second = threading.Thread(target=reporter.report, args=({"epoch": 2}, None))
+    second.start()
+    time.sleep(0.3)
+    assert fake_tune.calls == [(1, ["model.pt"])] and second.is_alive()  # one report in flight at a time
+    first.set()
+    second.join(5)
+    reporter.flush()
+    assert fake_tune.calls == [(1, ["model.pt"]), (2, None)] and not reporter.stopped()
+    staging = reporter._staging
+    reporter.close()
+    assert not staging.exists()
+
+
+def test_a_stop_is_seen_between_batches_and_ends_the_trial(fake_tune):
+    from search.tune_reporter import BackgroundTuneReporter
+
+    fake_tune.answers[:] = [answer(stop=True)]
+    reporter = BackgroundTuneReporter()
+    reporter.report({"epoch": 1}, None)
+    wait_until(reporter.stopped)
+    with pytest.raises(TrialStopped):
+        reporter.report({"epoch": 2}, None)
+    assert [epoch for epoch, _ in fake_tune.calls] == [1]                # nothing reaches Tune after the stop
+    reporter.close()
+
+
+def test_a_failed_report_is_raised_by_the_next_call(fake_tune):
+    from search.tune_reporter import BackgroundTuneReporter
+
+    fake_tune.answers[:] = [answer(error=OSError("bucket refused the upload"))]
+    reporter = BackgroundTuneReporter()
+    reporter.report({"epoch": 1}, None)
+    with pytest.raises(OSError, match="bucket refused"):
+        reporter.flush()
+    reporter.close()
+
+
+def wait_until(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def run_asha(toy_data, tmp_path, name, background: bool, **keys):
+    """4 trials one at a time under ASHA (rung at epoch 2, rf 2), actors reused as spaces/full.py does."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from search.tune_reporter import tune_trial
+
+    config = {**TINY, "epochs": 4, "resume_state_every": 2, "checkpoint_new_bests": False, "keep_checkpoints": 2,
+              "data": str(toy_data), "report_in_background": background,
+              "lr": tune.grid_search([0.05, 1e-5, 0.02, 1e-6]), **keys}
+    tuner = tune.Tuner(
+        tune.with_resources(tune_trial, {"cpu": 1}), param_space=config,
+        tune_config=tune.TuneConfig(metric="val_acc", mode="max", max_concurrent_trials=1, reuse_actors=True,
+                                    scheduler=ASHAScheduler(time_attr="epoch", max_t=4, grace_period=2,
+                                                            reduction_factor=2)),
+        run_config=tune.RunConfig(name=name, storage_path=str(tmp_path / "runs"), verbose=0,
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2,
+                                                                          checkpoint_score_attribute="val_acc",
+                                                                          checkpoint_score_order="max")))
+    results = list(tuner.fit())
+    assert all(r.error is None for r in results) and len(results) == 4, [r.error for r in results]
+    return {r.config["lr"]: r for r in results}
+
+
+def outcome(result):
+    """What Tune holds of a trial: each report's epoch, values and whether it carried a checkpoint; the kept
+    checkpoints' epochs."""
+    rows = [(r["epoch"], r["val_loss"], r["val_acc"], bool(r.get("checkpoint_dir_name"))) for r in reported_rows(result)]
+    kept = sorted(metrics["epoch"] for _, metrics in result.best_checkpoints)
+    return rows, kept
+
+
+def test_under_tune_and_asha_background_reports_give_what_synchronous_ones_give(toy_data, tmp_path, ray_session):
+    """Same trials, one at a time, reused actors: each trial's reports (epochs, values, checkpoints), ASHA's
+    stops and the kept checkpoints are identical; no reused actor failed to reset (a stopped trial ended in
+    time) and a stopped trial reported nothing after its stop."""
+    sync = run_asha(toy_data, tmp_path, "sync", background=False)
+    background = run_asha(toy_data, tmp_path, "background", background=True)
+    assert {lr: outcome(r) for lr, r in background.items()} == {lr: outcome(r) for lr, r in sync.items()}
+    last_epochs = sorted(reported_rows(r)[-1]["epoch"] for r in background.values())
+    assert last_epochs[0] == 2 and last_epochs[-1] == 4  # ASHA stopped some at the rung and let some finish
+
+
+def test_with_checkpoint_after_decision_a_stopped_trial_writes_no_checkpoint(toy_data, tmp_path, ray_session):
+    """Both keys: on the rung the trial waits for ASHA's answer (flush) before it writes the checkpoint, which
+    then persists in the background; the outcome equals the synchronous run's."""
+    keys = {"report_epochs": "2", "checkpoint_after_decision": True}
+    sync = run_asha(toy_data, tmp_path, "sync-decide", background=False, **keys)
+    background = run_asha(toy_data, tmp_path, "background-decide", background=True, **keys)
+    assert {lr: outcome(r) for lr, r in background.items()} == {lr: outcome(r) for lr, r in sync.items()}
+    for result in background.values():
+        if reported_rows(result)[-1]["epoch"] == 2:
+            assert result.checkpoint is None and result.best_checkpoints == []
+
+
+def test_a_trial_failing_while_its_checkpoint_is_in_flight_resumes_from_it_exactly(toy_data, tmp_path, ray_session):
+    """The trial raises right after handing over epoch 2's report (with its checkpoint): the report in flight
+    still reaches Tune, so the retry resumes from epoch 2 and its epochs 3 and 4 equal a run that never failed."""
+    from search.tune_reporter import BackgroundTuneReporter, run_reporting_to_tune
+    from trainable.trial import train_trial
+
+    marker, trained = tmp_path / "failed-once", tmp_path / "trained"
+    trained.mkdir()
+
+    def flaky_trial(config):
+        fail_at = config["fail_at"]
+        config = {k: v for k, v in config.items() if k != "fail_at"}
+
+        class FailingOnce(BackgroundTuneReporter):
+            def report(self, metrics, checkpoint_dir):
+                super().report(metrics, checkpoint_dir)  # handed over; Tune has not answered yet
+                with open(trained / f"{fail_at}.jsonl", "a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+                if metrics["epoch"] == fail_at and not marker.exists():
+                    marker.touch()
+                    raise RuntimeError("node lost")
+
+        run_reporting_to_tune(train_trial, config, FailingOnce())
+
+    from ray import tune
+
+    config = {**TINY, "epochs": 4, "resume_state_every": 2, "checkpoint_new_bests": False, "keep_checkpoints": 1,
+              "report_in_background": True, "data": str(toy_data), "fail_at": tune.grid_search([0, 2])}
+    results = {r.config["fail_at"]: r for r in fit_with_one_retry(flaky_trial, config, tmp_path / "runs", "bg")}
+    assert marker.exists()
+    rows = lambda name: [json.loads(line) for line in (trained / name).read_text().splitlines()]
+    clean, retried = rows("0.jsonl"), rows("2.jsonl")
+    assert [r["epoch"] for r in clean] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in retried] == [1, 2, 3, 4]   # resumed from epoch 2's checkpoint, nothing retrained
+    for got, want in zip(retried[2:], clean[2:]):
+        for key in ("train_loss", "val_loss", "val_acc", "lr"):
+            assert got[key] == want[key], (got["epoch"], key)
+    assert [r["epoch"] for r in reported_rows(results[2])] == [1, 2, 3, 4]
