@@ -47,10 +47,19 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(REPO)] + [p for p in 
 
 
 def sleeping_trial(config: dict) -> None:
-    """The function trainable: sleep each epoch, report the simulated val_acc with a checkpoint."""
+    """The function trainable: sleep each epoch, report the simulated val_acc with a checkpoint, through the
+    reporter the real trial uses (search/tune_reporter.py; report_in_background from the space's trial keys)."""
+    from search.tune_reporter import BackgroundTuneReporter, TuneReporter, run_reporting_to_tune
+
     t_enter = time.time()
+    reporter = BackgroundTuneReporter() if config.get("report_in_background") else TuneReporter()
+    run_reporting_to_tune(lambda cfg, rep: sleep_and_report(cfg, rep, t_enter), config, reporter)
+
+
+def sleep_and_report(config: dict, reporter, t_enter: float) -> None:
     from ray import tune
     from scale_simulation import trial_model, trial_seed
+    from trainable.errors import TrialStopped
     from trainable.report_policy import parse_report_epochs, report_due, with_epochs_between
 
     meta = config["_scale"]
@@ -63,7 +72,10 @@ def sleeping_trial(config: dict) -> None:
     between, slept = [], 0.0  # epochs not reported yet (report_epochs), and their sleep
     for epoch, (d, acc) in enumerate(zip(durations, accs), start=1):
         t_sleep = time.time()
-        time.sleep(d * meta["time_scale"])
+        while time.time() < t_sleep + d * meta["time_scale"]:  # "batches": a stopped trial ends between them
+            if reporter.stopped():
+                raise TrialStopped("stopped")
+            time.sleep(min(0.05, max(0.0, t_sleep + d * meta["time_scale"] - time.time())))
         slept += time.time() - t_sleep
         metrics = {"epoch": epoch, "val_acc": acc, "t_enter": t_enter, "slept": slept, "t_sleep": t_sleep}
         checkpoint = not (epoch % meta["checkpoint_every"] and epoch != len(durations))
@@ -72,11 +84,14 @@ def sleeping_trial(config: dict) -> None:
             continue
         metrics, between, slept = with_epochs_between(metrics, between), [], 0.0
         if not checkpoint:  # metrics only, as the trial does
-            tune.report({**metrics, "t_report": time.time()})
+            reporter.report({**metrics, "t_report": time.time()}, None)
             continue
-        with tempfile.TemporaryDirectory() as ckpt:
-            Path(ckpt, "state.bin").write_bytes(payload)
-            tune.report({**metrics, "t_report": time.time()}, checkpoint=tune.Checkpoint.from_directory(ckpt))
+        ckpt = Path(tempfile.mkdtemp(prefix="trial-ckpt-"))
+        try:
+            (ckpt / "state.bin").write_bytes(payload)
+            reporter.report({**metrics, "t_report": time.time()}, ckpt)
+        finally:
+            shutil.rmtree(ckpt, ignore_errors=True)
 
 
 class Timeline:
@@ -267,6 +282,7 @@ def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, ch
         "driver_cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
         "driver_cpu_per_result_ms": 1e3 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / max(1, epochs),
         "epochs_trained": trained, "report_epochs": s.report_epochs,
+        "report_in_background": bool(space.trial_config({}).get("report_in_background")),
         "driver_cpu_per_trained_epoch_ms": 1e3 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / max(1, trained),
         "peak_rss_mb": {k: round(v / 2**20) for k, v in sampler.peak.items()},
         "peak_worker_processes": sampler.peak_workers,
@@ -347,6 +363,8 @@ def main(argv=None):
                    help="report a checkpoint every k-th epoch and the last, metrics only otherwise (the full space: 3)")
     p.add_argument("--report-epochs", choices=["space", "every", "decisions"], default="space",
                    help="override the space's report_epochs setting (trainable/report_policy.py)")
+    p.add_argument("--report-in-background", choices=["space", "on", "off"], default="space",
+                   help="override the trial key report_in_background (search/tune_reporter.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-free-gb", type=float, default=4.0, help="skip a run if less memory than this would be left")
     p.add_argument("--quick", action="store_true", help="8 trials on 4 fake GPUs, 6 epochs: under a minute")
@@ -373,6 +391,8 @@ def main(argv=None):
         space = space.replace_settings(max_epochs=args.max_epochs, grace_period=min(s.grace_period, args.max_epochs))
     if args.report_epochs != "space":
         space = space.replace_settings(report_epochs=args.report_epochs)
+    if args.report_in_background != "space":
+        space = space.replace_settings(trial={**space.settings.trial, "report_in_background": args.report_in_background == "on"})
     if args.one:
         return run_in_this_process(args, space, int(args.one[0]), args.one[1])
     rows = []
