@@ -70,9 +70,10 @@ class BackgroundTuneReporter(TuneReporter):
 
     One report in flight at a time: report() first waits for the previous one, so results reach Tune in order
     and at most two checkpoints sit on the node's disk. When the scheduler stops the trial, Tune's session ends
-    the reporting call with sys.exit; stopped() says so from then on, and the trial, which asks between
-    batches, ends by raising TrialStopped. A report that failed (storage refusing the upload, say) is raised by
-    the next report(), flush() or close().
+    the reporting call with sys.exit; when Tune stops it between reports (the experiment's end, Ctrl-C), its
+    session's stop event is set. stopped() says either, and the trial, which asks between batches, ends by
+    raising TrialStopped. A report that failed (storage refusing the upload, say) is raised by the next
+    report(), flush() or close().
     """
 
     # How long Tune waits for a stopped trial's function to end before it reuses the actor (default 2 s; a
@@ -86,6 +87,11 @@ class BackgroundTuneReporter(TuneReporter):
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tune-report")
         self._in_flight: Future | None = None
         self._stopped = threading.Event()
+        # This trial's session (Tune makes a new stop event per trial, also on a reused actor). Ray 2.60 has no
+        # public way to ask whether the trial was stopped; without it only the sys.exit path above is seen.
+        from ray.train._internal.session import get_session
+
+        self._session_stop = getattr(get_session(), "stop_event", None)
         self._closed = threading.Event()
         # Tune ends a cached actor (the search's end, reuse_actors) by stopping the trial and exiting the process
         # at once; a trial still training then dies inside torch as Python finalizes (SIGABRT and a C++ stack
@@ -93,7 +99,7 @@ class BackgroundTuneReporter(TuneReporter):
         atexit.register(self._closed.wait, int(self.THREAD_TIMEOUT_S))
 
     def stopped(self) -> bool:
-        return self._stopped.is_set()
+        return self._stopped.is_set() or (self._session_stop is not None and self._session_stop.is_set())
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         self.flush()
@@ -109,7 +115,7 @@ class BackgroundTuneReporter(TuneReporter):
         future, self._in_flight = self._in_flight, None
         if future is not None:
             future.result()
-        if self._stopped.is_set():
+        if self.stopped():
             raise TrialStopped("the search stopped this trial")
 
     def close(self) -> None:

@@ -107,8 +107,8 @@ def wait_until(condition, timeout=5.0):
         time.sleep(0.01)
 
 
-def run_asha(toy_data, tmp_path, name, background: bool, **keys):
-    """4 trials one at a time under ASHA (rung at epoch 2, rf 2), actors reused as spaces/full.py does."""
+def run_asha(toy_data, tmp_path, name, background: bool, lrs=(0.05, 1e-5, 0.02, 1e-6), **keys):
+    """Trials one at a time under ASHA (rung at epoch 2, rf 2), actors reused as spaces/full.py does."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -116,7 +116,7 @@ def run_asha(toy_data, tmp_path, name, background: bool, **keys):
 
     config = {**TINY, "epochs": 4, "resume_state_every": 2, "checkpoint_new_bests": False, "keep_checkpoints": 2,
               "data": str(toy_data), "report_in_background": background,
-              "lr": tune.grid_search([0.05, 1e-5, 0.02, 1e-6]), **keys}
+              "lr": tune.grid_search(list(lrs)), **keys}
     tuner = tune.Tuner(
         tune.with_resources(tune_trial, {"cpu": 1}), param_space=config,
         tune_config=tune.TuneConfig(metric="val_acc", mode="max", max_concurrent_trials=1, reuse_actors=True,
@@ -127,7 +127,7 @@ def run_asha(toy_data, tmp_path, name, background: bool, **keys):
                                                                           checkpoint_score_attribute="val_acc",
                                                                           checkpoint_score_order="max")))
     results = list(tuner.fit())
-    assert all(r.error is None for r in results) and len(results) == 4, [r.error for r in results]
+    assert all(r.error is None for r in results) and len(results) == len(lrs), [r.error for r in results]
     return {r.config["lr"]: r for r in results}
 
 
@@ -153,13 +153,13 @@ def test_under_tune_and_asha_background_reports_give_what_synchronous_ones_give(
 def test_with_checkpoint_after_decision_a_stopped_trial_writes_no_checkpoint(toy_data, tmp_path, ray_session):
     """Both keys: on the rung the trial waits for ASHA's answer (flush) before it writes the checkpoint, which
     then persists in the background; the outcome equals the synchronous run's."""
-    keys = {"report_epochs": "2", "checkpoint_after_decision": True}
+    keys = {"report_epochs": "2", "checkpoint_after_decision": True, "lrs": (0.05, 1e-5)}
     sync = run_asha(toy_data, tmp_path, "sync-decide", background=False, **keys)
     background = run_asha(toy_data, tmp_path, "background-decide", background=True, **keys)
     assert {lr: outcome(r) for lr, r in background.items()} == {lr: outcome(r) for lr, r in sync.items()}
-    for result in background.values():
-        if reported_rows(result)[-1]["epoch"] == 2:
-            assert result.checkpoint is None and result.best_checkpoints == []
+    stopped = background[1e-5]  # the first trial sets the rung's cutoff, the second falls below it
+    assert reported_rows(stopped)[-1]["epoch"] == 2
+    assert stopped.checkpoint is None and stopped.best_checkpoints == []
 
 
 def test_a_trial_failing_while_its_checkpoint_is_in_flight_resumes_from_it_exactly(toy_data, tmp_path, ray_session):
@@ -200,3 +200,22 @@ def test_a_trial_failing_while_its_checkpoint_is_in_flight_resumes_from_it_exact
         for key in ("train_loss", "val_loss", "val_acc", "lr"):
             assert got[key] == want[key], (got["epoch"], key)
     assert [r["epoch"] for r in reported_rows(results[2])] == [1, 2, 3, 4]
+
+
+def test_a_stop_between_reports_is_seen_without_a_report(fake_tune, monkeypatch):
+    """Tune stops a trial that has no report in flight (the experiment's end, Ctrl-C) by setting its session's
+    stop event: the trial sees it at its next batch, not at its next report."""
+    from ray.train._internal import session
+
+    from search.tune_reporter import BackgroundTuneReporter
+
+    stop = threading.Event()
+    monkeypatch.setattr(session, "get_session", lambda: SimpleNamespace(stop_event=stop))
+    reporter = BackgroundTuneReporter()
+    assert not reporter.stopped()
+    stop.set()
+    assert reporter.stopped()
+    with pytest.raises(TrialStopped):
+        reporter.report({"epoch": 1}, None)
+    assert fake_tune.calls == []
+    reporter.close()
