@@ -307,6 +307,15 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
         else:
             push(t, "result", trial)
 
+    def answered(trial: SimTrial, t: float) -> None:
+        """report_in_background: Tune answered the report in flight at t; a report waiting for that goes now."""
+        nonlocal wait_driver
+        trial.in_flight = None
+        if trial.blocked_at is not None:
+            wait_driver += t - trial.blocked_at
+            trial.blocked_at = None
+            hand_over(trial, t)
+
     wall0 = time.perf_counter()
     next_progress = progress_every
 
@@ -390,11 +399,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
             if kind == "checkpoint":  # the second report of a decided epoch: no decision, one more result
                 driver_free = begin + fixed_s
                 decision_total += fixed_s
-                trial.in_flight = None
-                if trial.blocked_at is not None:
-                    wait_driver += driver_free - trial.blocked_at
-                    trial.blocked_at = None
-                    hand_over(trial, driver_free)
+                answered(trial, driver_free)
                 snapshot_if_due()
                 continue
             result = {s.metric: trial.accs[e - 1], "epoch": e, "training_iteration": e, "trial_id": trial.trial_id,
@@ -433,11 +438,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
                 push(driver_free + checkpoint_s, "checkpoint", trial)
                 checkpoints_persisted += 1
             else:
-                trial.in_flight = None
-                if trial.blocked_at is not None:
-                    wait_driver += driver_free - trial.blocked_at
-                    trial.blocked_at = None
-                    hand_over(trial, driver_free)
+                answered(trial, driver_free)
             snapshot_if_due()
         else:
             if kind == "epoch_end":
