@@ -152,13 +152,18 @@ def test_under_tune_and_asha_background_reports_give_what_synchronous_ones_give(
 
 def test_with_checkpoint_after_decision_a_stopped_trial_writes_no_checkpoint(toy_data, tmp_path, ray_session):
     """Both keys: on the rung the trial waits for ASHA's answer (flush) before it writes the checkpoint, which
-    then persists in the background; the outcome equals the synchronous run's."""
-    keys = {"report_epochs": "2", "checkpoint_after_decision": True, "lrs": (0.05, 1e-5)}
-    sync = run_asha(toy_data, tmp_path, "sync-decide", background=False, **keys)
-    background = run_asha(toy_data, tmp_path, "background-decide", background=True, **keys)
-    assert {lr: outcome(r) for lr, r in background.items()} == {lr: outcome(r) for lr, r in sync.items()}
-    stopped = background[1e-5]  # the first trial sets the rung's cutoff, the second falls below it
-    assert reported_rows(stopped)[-1]["epoch"] == 2
+    then persists in the background. The trial that went on reported epoch 2 twice (metrics, then the marked
+    checkpoint) and kept epochs 2 and 4; the one stopped at the rung reported once and wrote no checkpoint."""
+    from trainable.report_policy import CHECKPOINT_OF_REPORTED_EPOCH
+
+    results = run_asha(toy_data, tmp_path, "background-decide", background=True, lrs=(0.05, 1e-5),
+                       report_epochs="2", checkpoint_after_decision=True)
+    went_on, stopped = results[0.05], results[1e-5]  # the first sets the rung's cutoff, the second falls below
+    rows = reported_rows(went_on)
+    assert [(r["epoch"], bool(r.get(CHECKPOINT_OF_REPORTED_EPOCH)), bool(r.get("checkpoint_dir_name")))
+            for r in rows] == [(2, False, False), (2, True, True), (4, False, True)]
+    assert sorted(m["epoch"] for _, m in went_on.best_checkpoints) == [2, 4]
+    assert [r["epoch"] for r in reported_rows(stopped)] == [2]
     assert stopped.checkpoint is None and stopped.best_checkpoints == []
 
 
