@@ -230,8 +230,9 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
     scheduler.set_search_properties(s.metric, s.mode)
     max_epochs = s.max_epochs
     rungs = {m for bracket in scheduler._brackets for m, _ in bracket._rungs}
+    has_checkpoint = lambda e: e % checkpoint_every == 0 or e == max_epochs  # noqa: E731  (epochs count from 1)
     reported = (lambda e: True) if report_epochs == "every" else (
-        lambda e: e in rungs or e % checkpoint_every == 0 or e == max_epochs)
+        lambda e: e in rungs or has_checkpoint(e))
     results_reported = 0
     checkpoints_persisted = 0
     speculative_s = 0.0  # report_in_background: GPU-s of epochs begun by trials ASHA then stopped
@@ -292,7 +293,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
         e = trial.epochs
         trial.in_flight = e
         trial.since_hand_over = []
-        with_checkpoint = e % checkpoint_every == 0 or e == max_epochs
+        with_checkpoint = has_checkpoint(e)
         if checkpoint_after_decision and with_checkpoint and e in rungs and e < max_epochs:
             trial.awaiting = True  # metrics only; the trial waits for ASHA before it writes the checkpoint
             trial.next_start = t
@@ -390,7 +391,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
                 continue
             # kind "result": the driver handles the report the trial handed over
             e = trial.in_flight
-            with_checkpoint = (e % checkpoint_every == 0 or e == max_epochs) and not trial.awaiting
+            with_checkpoint = has_checkpoint(e) and not trial.awaiting
             results_reported += 1
             changed.add(trial.trial_id)
             if with_checkpoint:
@@ -445,7 +446,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
                 trial.epochs += 1
             e = trial.epochs
             value = trial.accs[e - 1]
-            with_checkpoint = e % checkpoint_every == 0 or e == max_epochs
+            with_checkpoint = has_checkpoint(e)
             decide_first = checkpoint_after_decision and with_checkpoint and e in rungs and e < max_epochs
             if kind == "persisted" and decide_first:
                 # The second report of a decided epoch: the checkpoint, persisted after ASHA let the trial go on.

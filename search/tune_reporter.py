@@ -79,10 +79,10 @@ class BackgroundTuneReporter(TuneReporter):
     # How long Tune waits for a stopped trial's function to end before it reuses the actor (default 2 s; a
     # reset that times out fails the *next* trial). A stopped trial ends within a batch, or after the checkpoint
     # it is writing: seconds for a large backbone.
-    THREAD_TIMEOUT_S = "30"
+    THREAD_TIMEOUT_S = 30
 
     def __init__(self):
-        os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", self.THREAD_TIMEOUT_S)
+        os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", str(self.THREAD_TIMEOUT_S))
         self._staging = Path(tempfile.mkdtemp(prefix="trial-reports-"))
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tune-report")
         self._in_flight: Future | None = None
@@ -96,7 +96,7 @@ class BackgroundTuneReporter(TuneReporter):
         # Tune ends a cached actor (the search's end, reuse_actors) by stopping the trial and exiting the process
         # at once; a trial still training then dies inside torch as Python finalizes (SIGABRT and a C++ stack
         # trace in the log). Exiting waits for it to reach its next batch and end.
-        atexit.register(self._closed.wait, int(self.THREAD_TIMEOUT_S))
+        atexit.register(self._closed.wait, self.THREAD_TIMEOUT_S)
 
     def stopped(self) -> bool:
         return self._stopped.is_set() or (self._session_stop is not None and self._session_stop.is_set())
