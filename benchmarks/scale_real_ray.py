@@ -135,6 +135,7 @@ class MemorySampler(threading.Thread):
         self.me = psutil.Process()
         self.peak = {"driver": 0, "gcs_server": 0, "raylet": 0, "workers_total": 0, "worker_max": 0, "other": 0}
         self.peak_workers = 0
+        self.cpu_s = 0.0
 
     def classify(self, proc) -> str:
         name = proc.name()
@@ -166,11 +167,13 @@ class MemorySampler(threading.Thread):
         self.peak_workers = max(self.peak_workers, workers)
 
     def run(self):
+        cpu0 = time.thread_time()
         while not self.stop_flag.is_set():
             try:
                 self.sample()
             except Exception:
                 pass
+            self.cpu_s = time.thread_time() - cpu0  # the sampler's own CPU, inside the driver's process
             self.stop_flag.wait(self.every)
 
 
@@ -188,6 +191,7 @@ def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, ch
     import psutil
     from ray import tune
 
+    from benchmarks.driver_phases import PhaseClock
     from search.tensorboard_hparams import HParamsLoggerCallback
     from search.tuner import run_config, tune_config
 
@@ -217,11 +221,12 @@ def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, ch
         import cProfile
         profiler = cProfile.Profile()
         profiler.enable()
-    cpu0 = me.cpu_times()
+    cpu0, main_cpu0 = me.cpu_times(), time.thread_time()
     t0 = time.time()
-    results = tuner.fit()
+    with PhaseClock() as phases:
+        results = tuner.fit()
     t1 = time.time()
-    cpu1 = me.cpu_times()
+    cpu1, main_cpu = me.cpu_times(), time.thread_time() - main_cpu0
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(profile)
@@ -280,6 +285,8 @@ def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, ch
         "trial_start_interval_ms_median": ms(start_intervals),
         "trials_started_per_s": (len(enters) - 1) / (last_enter - min(enters)) if len(enters) > 1 else None,
         "driver_cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
+        "sampler_cpu_s": sampler.cpu_s,  # the benchmark's memory sampler: in driver_cpu_s, not the driver's work
+        "driver_main_thread_cpu_s": main_cpu,  # Tune's loop
         "driver_cpu_per_result_ms": 1e3 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / max(1, epochs),
         "epochs_trained": trained, "report_epochs": s.report_epochs,
         "report_in_background": bool(space.trial_config({}).get("report_in_background")),
@@ -288,6 +295,8 @@ def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, ch
         "peak_worker_processes": sampler.peak_workers,
         "reuse_actors": reuse_actors, "time_scale": time_scale, "epoch_s": epoch_s, "checkpoint_kb": checkpoint_kb, "checkpoint_every": checkpoint_every, "seed": seed,
         "max_epochs": s.max_epochs, "grace_period": s.grace_period, "reduction_factor": s.reduction_factor,
+        "driver_phases": phases.summary(trials=len(timeline.started), results=epochs,
+                                        checkpoints=phases.calls["_on_saving_result"]),
         "trial_spans": sorted(spans),  # (function entered, last report at the driver, epochs), s after fit()
     }
 
@@ -313,6 +322,17 @@ def print_tables(rows):
         m = r["peak_rss_mb"]
         print(f"| {r['concurrency']} | {r['mode']} | {r['driver_imports_torch']} | {r['driver_rss_after_imports_mb']} | {m['driver']} | {m['gcs_server']} | {m['raylet']} | {m['workers_total']} "
               f"({r['peak_worker_processes']}) | {m['worker_max']} |")
+    print("\n| concurrent trials | driver | per trial start ms (wall / CPU) | per trial end | per result | per checkpoint "
+          "| per event dispatched | suggest per trial | snapshots s | driver CPU s: main thread / memory sampler / rest |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        d = r["driver_phases"]
+        pair = lambda k: f"{d[k]['wall_ms']} / {d[k]['cpu_ms']}"  # noqa: E731
+        rest = r["driver_cpu_s"] - r["driver_main_thread_cpu_s"] - r["sampler_cpu_s"]
+        print(f"| {r['concurrency']} | {r['mode']} | {pair('per_trial_start')} | {pair('per_trial_end')} | "
+              f"{pair('per_result')} | {pair('per_checkpoint')} | {pair('dispatch_per_event')} | "
+              f"{pair('suggest_per_trial')} | {d['snapshot_total_s']} | {r['driver_main_thread_cpu_s']:.2f} / "
+              f"{r['sampler_cpu_s']:.2f} / {rest:.2f} |")
 
 
 def run_in_this_process(args, space, n: int, mode: str) -> dict | None:

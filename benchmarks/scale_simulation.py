@@ -189,6 +189,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
              targets=(0.94, 0.95, 0.955), val_images: int = 2100, start_overhead_s: float = 0.0,
              report_overhead_s: float = 0.0, decision_scale: float = 1.0, bucket: int = 100,
              progress_every: float = 0.0, result_cost_ms: float = 0.0, start_cost_ms: float = 0.0,
+             end_cost_ms: float = 0.0,
              max_pending: int = 0, checkpoint_s: float = 0.0, checkpoint_every: int = 1,
              report_epochs: str = "every", pace: bool = False, checkpoint_cost_ms: float = 0.0,
              snapshot_ms_per_changed: float = 0.0, snapshot_ms_per_trial: float = 0.0,
@@ -197,8 +198,10 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
 
     The real driver's costs beyond the searcher and scheduler: `result_cost_ms` of driver CPU per reported
     result (Tune's result processing and loggers: measured by scale_real_ray.py), `checkpoint_cost_ms` more for
-    a result with a checkpoint (bookkeeping, experiment snapshots) and `start_cost_ms` per trial (creating it,
-    starting and stopping its actor, its loggers; the searcher's suggest() is timed live); `max_pending` trials at most between their suggestion and their first
+    a result with a checkpoint (bookkeeping, experiment snapshots), `start_cost_ms` when a trial starts (creating it,
+    starting its actor, its loggers' set-up; the searcher's suggest() is timed live) and `end_cost_ms` when it ends
+    (stopping it: callbacks, loggers, its actor; benchmarks/driver_phases.py measures each phase in a real search's
+    driver); `max_pending` trials at most between their suggestion and their first
     epoch (Tune's pending-trial limit; 0 = no limit), each taking `start_overhead_s` to start; and
     `checkpoint_s` during which a trial is blocked persisting a checkpoint, on every `checkpoint_every`-th
     epoch (and its last). `report_epochs="decisions"` models a trial that reports to Tune only on the
@@ -412,7 +415,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
                 searcher.on_trial_complete(trial.trial_id, result)
             else:
                 searcher.on_trial_result(trial.trial_id, result)
-            spent = (cpu_clock() - t0) * decision_scale + fixed_s
+            spent = (cpu_clock() - t0) * decision_scale + fixed_s + (end_cost_ms / 1e3 if decision == "STOP" else 0.0)
             driver_free = begin + spent
             decision_total += spent
             if decision == "STOP":
@@ -491,7 +494,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
                 scheduler.on_trial_complete(None, trial, result)
                 searcher.on_trial_complete(trial.trial_id, result)
                 t2 = cpu_clock()
-                spent = (t2 - t0) * decision_scale + fixed_s
+                spent = (t2 - t0) * decision_scale + fixed_s + end_cost_ms / 1e3
                 complete_ms.append((finished, (t2 - t1) * 1e3))
                 finished += 1
                 if e < max_epochs:
@@ -561,7 +564,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
         "asha_stopped": scheduler._num_stopped, "wall_s": time.perf_counter() - wall0,
         "base_epoch_s": base_epoch_s, "seed": seed, "start_overhead_s": start_overhead_s,
         "report_overhead_s": report_overhead_s, "decision_scale": decision_scale,
-        "result_cost_ms": result_cost_ms, "start_cost_ms": start_cost_ms, "max_pending": max_pending,
+        "result_cost_ms": result_cost_ms, "start_cost_ms": start_cost_ms, "end_cost_ms": end_cost_ms, "max_pending": max_pending,
         "checkpoint_s": checkpoint_s, "checkpoint_every": checkpoint_every, "checkpoint_cost_ms": checkpoint_cost_ms,
         "report_epochs": report_epochs, "results_reported": results_reported, "paced": pace,
         "tpe_history_window": s.tpe_history_window, "suggestion_pool": s.suggestion_pool,
@@ -615,7 +618,8 @@ def main(argv=None):
     p.add_argument("--report-overhead-s", type=float, default=0.0, help="per report, e.g. checkpoint upload")
     p.add_argument("--decision-scale", type=float, default=1.0, help="multiply measured driver time (0 = free)")
     p.add_argument("--result-cost-ms", type=float, default=0.0, help="driver CPU per result beyond searcher+scheduler")
-    p.add_argument("--start-cost-ms", type=float, default=0.0, help="driver CPU per trial, beyond suggest()")
+    p.add_argument("--start-cost-ms", type=float, default=0.0, help="driver time per trial start, beyond suggest()")
+    p.add_argument("--end-cost-ms", type=float, default=0.0, help="driver time per trial end")
     p.add_argument("--checkpoint-cost-ms", type=float, default=0.0, help="driver CPU per checkpoint, beyond --result-cost-ms")
     p.add_argument("--snapshot-ms-per-changed", type=float, default=0.0,
                    help="Tune's experiment snapshot: driver ms per trial changed since the last one")
@@ -663,7 +667,7 @@ def main(argv=None):
                        targets=args.targets, val_images=args.val_images, start_overhead_s=args.start_overhead_s,
                        report_overhead_s=args.report_overhead_s, decision_scale=args.decision_scale,
                        bucket=bucket, progress_every=60.0, result_cost_ms=args.result_cost_ms,
-                       start_cost_ms=args.start_cost_ms, max_pending=args.max_pending,
+                       start_cost_ms=args.start_cost_ms, end_cost_ms=args.end_cost_ms, max_pending=args.max_pending,
                        checkpoint_s=args.checkpoint_s, checkpoint_every=args.checkpoint_every,
                        report_epochs=args.report_epochs, pace=space_n.settings.suggestion_pool > 0,
                        checkpoint_cost_ms=args.checkpoint_cost_ms, snapshot_ms_per_changed=args.snapshot_ms_per_changed,

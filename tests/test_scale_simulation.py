@@ -62,6 +62,10 @@ def test_driver_costs_pending_limit_and_checkpoints_are_modelled():
     assert one_pending["gpu_utilisation_until_last_suggest"] < free["gpu_utilisation_until_last_suggest"]
     costly = run(result_cost_ms=50.0)
     assert costly["driver_busy_s"] == pytest.approx(0.05 * costly["epochs_run"])  # searcher time scaled to 0
+    for background in (False, True):  # a trial's start and end each cost the driver once
+        lifecycle = run(start_cost_ms=40.0, end_cost_ms=10.0, report_in_background=background)
+        assert lifecycle["finished"] == 24
+        assert lifecycle["driver_busy_s"] == pytest.approx(24 * (0.04 + 0.01))
     every = run(checkpoint_s=3.0, checkpoint_every=1)
     every_third = run(checkpoint_s=3.0, checkpoint_every=3)
     assert free["sim_makespan_h"] < every_third["sim_makespan_h"] < every["sim_makespan_h"]
