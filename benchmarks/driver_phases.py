@@ -12,6 +12,8 @@ The phases, by what they cost:
   - per trial, at its start: `create` (a trial made from a suggestion: Tune's Trial, its trainable looked up in
     Ray's registry, the scheduler told), `start` (its actor scheduled or a cached one reused, the actor-started
     handling: status, loggers' per-trial set-up, the first train call);
+    `registry` is the part of both spent looking the trainable up in Ray's registry (a GCS round trip and an
+    unpickle each time; counted in the start);
   - per trial, at its end: `end` (the trial stopped: callbacks and loggers told, the searcher told, the actor
     stopped or cached);
   - per result: `result` (a training result processed: scheduler, searcher, callbacks, loggers), `checkpoint`
@@ -36,6 +38,7 @@ def _wrapped_methods():
     import ray
     from ray.air.execution._internal.actor_manager import RayActorManager
     from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.experiment import trial as trial_module
     from ray.tune.search import ConcurrencyLimiter
 
     from search.searcher import PrunedAwareOptunaSearch
@@ -52,6 +55,8 @@ def _wrapped_methods():
         (TuneController, "_schedule_trial_actor", "start"),
         (TuneController, "_maybe_reuse_cached_actor", "start"),
         (TuneController, "_actor_started", "start"),
+        (trial_module, "validate_trainable", "registry"),  # Trial looks its trainable up in Ray's registry
+        (trial_module, "get_trainable_cls", "registry"),
         (TuneController, "_schedule_trial_reset", "start"),
         (TuneController, "_on_trial_reset", "start"),
         (TuneController, "_on_training_result", "result"),
@@ -126,7 +131,8 @@ class PhaseClock:
                     for kind, totals in (("wall_ms", self.wall_s), ("cpu_ms", self.cpu_s))}
 
         return {
-            "per_trial_start": per(["create", "start"], trials),
+            "per_trial_start": per(["create", "start", "registry"], trials),
+            "registry_per_trial": per(["registry"], trials),
             "per_trial_end": per(["end"], trials),
             "per_result": per(["result"], results),
             "per_checkpoint": per(["checkpoint"], checkpoints),

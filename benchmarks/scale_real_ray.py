@@ -16,6 +16,9 @@ Measured:
   - per-trial overhead: first report reaching the driver - function entered - first sleep; and the gap
     between consecutive reports inside the trial minus the sleep (checkpoint persisted + waiting for the
     driver to ask for the next result);
+  - the driver's loop by phase of a trial's life (benchmarks/driver_phases.py: ms per trial start and end, per
+    result, per checkpoint) and the driver's CPU split into its loop thread, this benchmark's own memory
+    sampler and the rest;
   - the driver's CPU time and peak RSS, and the peak RSS of GCS, raylet and the worker processes
     (sampled every 0.5 s with psutil).
 
@@ -322,14 +325,14 @@ def print_tables(rows):
         m = r["peak_rss_mb"]
         print(f"| {r['concurrency']} | {r['mode']} | {r['driver_imports_torch']} | {r['driver_rss_after_imports_mb']} | {m['driver']} | {m['gcs_server']} | {m['raylet']} | {m['workers_total']} "
               f"({r['peak_worker_processes']}) | {m['worker_max']} |")
-    print("\n| concurrent trials | driver | per trial start ms (wall / CPU) | per trial end | per result | per checkpoint "
+    print("\n| concurrent trials | driver | per trial start ms (wall / CPU) | of it, registry lookups | per trial end | per result | per checkpoint "
           "| per event dispatched | suggest per trial | snapshots s | driver CPU s: main thread / memory sampler / rest |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         d = r["driver_phases"]
         pair = lambda k: f"{d[k]['wall_ms']} / {d[k]['cpu_ms']}"  # noqa: E731
         rest = r["driver_cpu_s"] - r["driver_main_thread_cpu_s"] - r["sampler_cpu_s"]
-        print(f"| {r['concurrency']} | {r['mode']} | {pair('per_trial_start')} | {pair('per_trial_end')} | "
+        print(f"| {r['concurrency']} | {r['mode']} | {pair('per_trial_start')} | {pair('registry_per_trial')} | {pair('per_trial_end')} | "
               f"{pair('per_result')} | {pair('per_checkpoint')} | {pair('dispatch_per_event')} | "
               f"{pair('suggest_per_trial')} | {d['snapshot_total_s']} | {r['driver_main_thread_cpu_s']:.2f} / "
               f"{r['sampler_cpu_s']:.2f} / {rest:.2f} |")

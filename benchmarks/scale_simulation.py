@@ -196,8 +196,8 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
              checkpoint_after_decision: bool = False, report_in_background: bool = False) -> dict:
     """Run one simulated search; returns its figures (BENCHMARKS.md, section Scale, explains each).
 
-    The real driver's costs beyond the searcher and scheduler: `result_cost_ms` of driver CPU per reported
-    result (Tune's result processing and loggers: measured by scale_real_ray.py), `checkpoint_cost_ms` more for
+    The real driver's costs beyond the searcher and scheduler: `result_cost_ms` of the driver's loop per reported
+    result (Tune's result processing and loggers), `checkpoint_cost_ms` more for
     a result with a checkpoint (bookkeeping, experiment snapshots), `start_cost_ms` when a trial starts (creating it,
     starting its actor, its loggers' set-up; the searcher's suggest() is timed live) and `end_cost_ms` when it ends
     (stopping it: callbacks, loggers, its actor; benchmarks/driver_phases.py measures each phase in a real search's
@@ -617,10 +617,10 @@ def main(argv=None):
     p.add_argument("--start-overhead-s", type=float, default=0.0, help="per trial, before its first epoch")
     p.add_argument("--report-overhead-s", type=float, default=0.0, help="per report, e.g. checkpoint upload")
     p.add_argument("--decision-scale", type=float, default=1.0, help="multiply measured driver time (0 = free)")
-    p.add_argument("--result-cost-ms", type=float, default=0.0, help="driver CPU per result beyond searcher+scheduler")
+    p.add_argument("--result-cost-ms", type=float, default=0.0, help="driver time per result beyond searcher+scheduler")
     p.add_argument("--start-cost-ms", type=float, default=0.0, help="driver time per trial start, beyond suggest()")
     p.add_argument("--end-cost-ms", type=float, default=0.0, help="driver time per trial end")
-    p.add_argument("--checkpoint-cost-ms", type=float, default=0.0, help="driver CPU per checkpoint, beyond --result-cost-ms")
+    p.add_argument("--checkpoint-cost-ms", type=float, default=0.0, help="driver time per checkpoint, beyond --result-cost-ms")
     p.add_argument("--snapshot-ms-per-changed", type=float, default=0.0,
                    help="Tune's experiment snapshot: driver ms per trial changed since the last one")
     p.add_argument("--snapshot-ms-per-trial", type=float, default=0.0,
