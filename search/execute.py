@@ -20,7 +20,7 @@ from search.outputs import summary, write_leaderboard, write_run_files
 from search.saved_plan import write_saved_plan
 from search.study import dashboard_command, study_file
 from search.tensorboard_hparams import HParamsLoggerCallback, import_tensorboardx_without_torch
-from search.tuner import build_tuner, restore_tuner
+from search.tuner import build_tuner, fit, restore_tuner
 from trainable.errors import UserError
 from trainable.trial_status import TrialStatus
 
@@ -67,7 +67,7 @@ def _run(plan) -> int:
             tuner = build_tuner(plan.space, name=plan.name, storage=plan.storage, data=plan.data,
                                 max_concurrent=concurrency.trials, callbacks=[HParamsLoggerCallback()],
                                 study_path=study_file(plan.out_dir))
-        results = tuner.fit()
+        results = fit(tuner)
     except KeyboardInterrupt:  # a second Ctrl-C: Tune saved its state at the first
         print(f"\nInterrupted. Trials and searcher state are saved. To continue: {plan.resume_command}", file=sys.stderr)
         return EXIT_INTERRUPTED

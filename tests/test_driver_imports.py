@@ -8,7 +8,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DRIVER_MODULES = ["search.plan", "search.execute", "search.tuner", "search.searcher", "search.space_file",
                   "search.leaderboard", "search.outputs", "search.tensorboard_hparams", "search.tune_reporter",
                   "search.concurrency", "search.windowed_tpe", "search.study", "search.report", "search.saved_plan",
-                  "search.preflight", "search.suggestion_pool", "trainable.trial_status", "trainable.report_policy"]
+                  "search.preflight", "search.suggestion_pool", "search.trainable_lookups", "trainable.trial_status",
+                  "trainable.report_policy"]
 
 
 def test_importing_the_driver_loads_neither_torch_nor_timm():
