@@ -45,12 +45,15 @@ class HParamsLoggerCallback(TBXLoggerCallback):
     loop: ~10 ms a result, a third of the driver's per-result time at 32 trials (BENCHMARKS.md, Scale). Here
     the writers' own background thread flushes every FLUSH_S seconds, and a trial's file is flushed when it ends.
     Closing it (a last flush and fsync, ~10 ms a trial) happens on a thread of its own, off the driver's loop;
-    the experiment's end, Ctrl-C included, waits for every file to be closed."""
+    the experiment's end, Ctrl-C included, waits for every file to be closed.
+    A trial's event file is opened at its first result, not at its start as Tune does: opening it (a file and
+    the writer's thread, ~2 ms) would otherwise be paid once per trial in a row in the first wave of starts,
+    which the whole cluster waits on (BENCHMARKS.md, "The driver's loop by phase")."""
 
     _closer: ThreadPoolExecutor | None = None  # started at the first trial's end; never pickled (Tune pickles callbacks)
 
     def __getstate__(self):
-        return {**self.__dict__, "_closer": None}
+        return {**self.__dict__, "_closer": None, "_unopened": set()}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -64,8 +67,21 @@ class HParamsLoggerCallback(TBXLoggerCallback):
                 pass
 
         self._summary_writer_cls = BackgroundFlushWriter
+        self._unopened = set()  # trials started whose event file is not open yet
+
+    def log_trial_start(self, trial):
+        stale = self._trial_writer.pop(trial, None)  # a trial started again after a failure: a new file, as Tune
+        if stale is not None:
+            stale.close()
+        self._unopened.add(trial)
+
+    def _open(self, trial) -> None:
+        self._unopened.discard(trial)
+        super().log_trial_start(trial)
 
     def log_trial_result(self, iteration: int, trial, result: dict):
+        if trial not in self._trial_writer:
+            self._open(trial)
         # Every epoch at its own step: the epochs a trial reported in one go (report_epochs,
         # trainable/report_policy.py) first, then the result. Tune would step by training_iteration, which
         # counts reports, not epochs; its logger steps by timesteps_total when a result has one.
@@ -75,6 +91,8 @@ class HParamsLoggerCallback(TBXLoggerCallback):
             super().log_trial_result(iteration, trial, {"training_iteration": result["training_iteration"], **stepped})
 
     def log_trial_end(self, trial, failed: bool = False):
+        if trial in self._unopened:  # it ended before its first result: its session is still written
+            self._open(trial)
         writer = self._trial_writer.pop(trial, None)
         self._trial_result.pop(trial, None)
         if writer is None:

@@ -62,3 +62,54 @@ def test_every_epoch_is_stepped_by_its_own_number(tmp_path):
     logger.on_experiment_end(trials=[trial])  # the files close off the driver's loop; the end waits for them
     acc = EventAccumulator(str(tmp_path)); acc.Reload()
     assert [(e.step, round(e.value, 6)) for e in acc.Scalars("ray/tune/val_acc")] == [(1, 0.1), (2, 0.2), (3, 0.3), (4, 0.4)]
+
+
+def event_files(path):
+    return sorted(p.name for p in path.glob("events.out.tfevents*"))
+
+
+def test_a_trials_event_file_opens_at_its_first_result_not_its_start(tmp_path):
+    """Opening it at the start would cost every trial start in the first wave; nothing is lost by waiting."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger, trial = HParamsLoggerCallback(), fake_tune_trial(tmp_path)
+    logger.on_trial_start(0, [trial], trial)
+    assert trial not in logger._trial_writer and event_files(tmp_path) == []
+    logger.log_trial_result(1, trial, {"epoch": 1, "val_acc": 0.5, "training_iteration": 1})
+    assert len(event_files(tmp_path)) == 1
+    logger.log_trial_end(trial)
+    logger.on_experiment_end(trials=[trial])
+    acc = EventAccumulator(str(tmp_path)); acc.Reload()
+    assert [round(e.value, 6) for e in acc.Scalars("ray/tune/val_acc")] == [0.5]
+
+
+def test_a_trial_that_fails_before_its_first_result_still_writes_its_failed_session(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboardX.proto.api_pb2 import Status
+    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+
+    logger, trial = HParamsLoggerCallback(), fake_tune_trial(tmp_path)
+    logger.on_trial_start(0, [trial], trial)
+    logger.on_trial_error(0, [trial], trial)
+    logger.on_experiment_end(trials=[trial])
+    acc = EventAccumulator(str(tmp_path)); acc.Reload()
+    end = HParamsPluginData.FromString(acc.summary_metadata["_hparams_/session_end_info"].plugin_data.content)
+    assert end.session_end_info.status == Status.Value("STATUS_FAILURE")
+    start = HParamsPluginData.FromString(acc.summary_metadata["_hparams_/session_start_info"].plugin_data.content)
+    assert start.session_start_info.hparams["lr"].number_value == 0.1
+
+
+def test_a_trial_started_again_after_a_failure_writes_a_new_file_from_its_next_result(tmp_path):
+    import time
+
+    logger, trial = HParamsLoggerCallback(), fake_tune_trial(tmp_path)
+    logger.on_trial_start(0, [trial], trial)
+    logger.log_trial_result(1, trial, {"epoch": 1, "val_acc": 0.5, "training_iteration": 1})
+    first = logger._trial_writer[trial]
+    time.sleep(1.1)  # event file names carry the second they were opened in
+    logger.on_trial_start(0, [trial], trial)  # Tune restarts the failed trial
+    assert trial not in logger._trial_writer and first.file_writer is None  # closed
+    logger.log_trial_result(2, trial, {"epoch": 2, "val_acc": 0.6, "training_iteration": 2})
+    logger.log_trial_end(trial)
+    logger.on_experiment_end(trials=[trial])
+    assert len(event_files(tmp_path)) == 2
