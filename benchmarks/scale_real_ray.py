@@ -196,7 +196,12 @@ def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, ch
 
     from benchmarks.driver_phases import PhaseClock
     from search.tensorboard_hparams import HParamsLoggerCallback
-    from search.tuner import run_config, tune_config
+    from search.tuner import fit, run_config, tune_config
+
+    class TensorBoardOpenedAtStart(HParamsLoggerCallback):
+        def log_trial_start(self, trial):
+            super().log_trial_start(trial)
+            self._open(trial)
 
     space = space.replace_settings(num_samples=trials, seed=seed)
     s = space.settings
@@ -212,9 +217,12 @@ def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, ch
                                                        "checkpoint_every": checkpoint_every}}
     # The search's own TuneConfig and RunConfig. "before" is the search as it was: max_concurrent_trials
     # unset (Tune then keeps one trial pending) and Tune's TensorBoard logger, which flushes every result.
-    config = tune_config(space, max_concurrent=n if mode == "after" else None)
+    # "tune-start" is "after" with each trial started as Tune does it: the trainable looked up in Ray's registry
+    # five times, the trial's TensorBoard file opened at its start instead of at its first result.
+    config = tune_config(space, max_concurrent=None if mode == "before" else n)
     config.reuse_actors = reuse_actors
-    logger = HParamsLoggerCallback() if mode == "after" else tune.logger.TBXLoggerCallback()
+    logger = {"before": tune.logger.TBXLoggerCallback, "tune-start": TensorBoardOpenedAtStart,
+              "after": HParamsLoggerCallback}[mode]()
     run = run_config(space, f"scale-{n}-{mode}", storage, callbacks=[timeline, logger])
     run.verbose = 0
     tuner = tune.Tuner(tune.with_resources(sleeping_trial, {"cpu": 1, "fake_gpu": 1}), param_space=param_space,
@@ -227,7 +235,7 @@ def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, ch
     cpu0, main_cpu0 = me.cpu_times(), time.thread_time()
     t0 = time.time()
     with PhaseClock() as phases:
-        results = tuner.fit()
+        results = fit(tuner) if mode == "after" else tuner.fit()
     t1 = time.time()
     cpu1, main_cpu = me.cpu_times(), time.thread_time() - main_cpu0
     if profiler is not None:
@@ -393,9 +401,11 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="8 trials on 4 fake GPUs, 6 epochs: under a minute")
     p.add_argument("--reuse-actors", action="store_true",
                    help="Tune's reuse_actors=True (the project keeps Tune's default, False: one actor per trial)")
-    p.add_argument("--modes", nargs="+", default=["before", "after"], choices=["before", "after"],
+    p.add_argument("--modes", nargs="+", default=["before", "after"], choices=["before", "tune-start", "after"],
                    help="before: the driver as it was (torch and timm imported, one pending trial, a TensorBoard "
-                        "flush per result); after: as it is. Each run in a fresh interpreter, one after the other")
+                        "flush per result); tune-start: as it is, but trials started as Tune does (the trainable "
+                        "looked up in Ray's registry each time, TensorBoard files opened at the start); after: as "
+                        "it is. Each run in a fresh interpreter, one after the other")
     p.add_argument("--one", nargs=2, metavar=("N", "MODE"), help=argparse.SUPPRESS)
     p.add_argument("--profile", default="", help="cProfile the driver's tuner.fit() into PREFIX-<n>-<mode>.prof")
     p.add_argument("--keep", action="store_true", help="keep the temporary Tune storage")
