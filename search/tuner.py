@@ -101,7 +101,7 @@ def build_tuner(space: Space, *, name: str, storage: str, data: str, max_concurr
 
 
 def fit(tuner: tune.Tuner) -> tune.ResultGrid:
-    """tuner.fit(), with the trainable looked up in Ray's registry once instead of three times per trial start."""
+    """tuner.fit(), with the trainable looked up in Ray's registry once per search, not at every trial start."""
     with trainable_lookups_cached():
         return tuner.fit()
 

@@ -1,4 +1,4 @@
-"""During a search, Tune's lookups of the trainable in Ray's registry are read once, not three times per trial;
+"""During a search, Tune's lookups of the trainable in Ray's registry are read once, not five times per trial start;
 the registry answers as before, forgets on a write, and is put back afterwards."""
 from ray.tune import registry as ray_registry
 
