@@ -48,7 +48,7 @@ class HParamsLoggerCallback(TBXLoggerCallback):
     the experiment's end, Ctrl-C included, waits for every file to be closed.
     A trial's event file is opened at its first result, not at its start as Tune does: opening it (a file and
     the writer's thread, ~2 ms) would otherwise be paid once per trial in a row in the first wave of starts,
-    which the whole cluster waits on (BENCHMARKS.md, "The driver's loop by phase")."""
+    which the whole cluster waits on (BENCHMARKS.md, "A trial start at half the cost")."""
 
     _closer: ThreadPoolExecutor | None = None  # started at the first trial's end; never pickled (Tune pickles callbacks)
 
