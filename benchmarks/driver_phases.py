@@ -12,8 +12,8 @@ The phases, by what they cost:
   - per trial, at its start: `create` (a trial made from a suggestion: Tune's Trial, its trainable looked up in
     Ray's registry, the scheduler told), `start` (its actor scheduled or a cached one reused, the actor-started
     handling: status, loggers' per-trial set-up, the first train call);
-    `registry` is the part of both spent looking the trainable up in Ray's registry (a GCS round trip and an
-    unpickle each time; counted in the start);
+    `registry` is the part of both spent looking the trainable up in Ray's registry (a GCS round trip each
+    time, and an unpickle per fetch; counted in the start; near zero under search.tuner.fit, which caches it);
   - per trial, at its end: `end` (the trial stopped: callbacks and loggers told, the searcher told, the actor
     stopped or cached);
   - per result: `result` (a training result processed: scheduler, searcher, callbacks, loggers), `checkpoint`
