@@ -12,6 +12,8 @@ scored with test_labels.csv). Per seed, all at the same total of training epochs
     random     random search over the same space, no warm starts, no early stopping, same budget
 For each: test accuracy of its best trial by val_acc, and of its ensemble (the project's ensemble
 selection, ensemble/strategies.py, over its top 5 trials' kept checkpoints, chosen on val).
+--extra-val-fraction F adds a seeded stratified F of each class's train images, from those the train
+split left out, to val: everything that picks (the best recipe, ASHA, TPE, the ensemble) sees more images.
 
     python benchmarks/search_vs_recipes.py --seeds 0 1 2 --train-fraction 0.6 --out /tmp/search_vs_recipes.jsonl
 
@@ -28,6 +30,7 @@ import dataclasses
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -77,6 +80,29 @@ def half_dataset(source: Path, target: Path, classes: range) -> Path:
         w = csv.DictWriter(f, fieldnames=["image_name", "label"])
         w.writeheader()
         w.writerows(rows)
+    staging.rename(target)
+    return target
+
+
+def val_from_train(subset: Path, source: Path, fraction: float, seed: int, target_root: Path) -> Path:
+    """`subset` with a seeded stratified `fraction` of each class's train images that its train split left
+    out added to val, so that picking trials, ASHA's rungs and the ensemble see more images (test unchanged)."""
+    target = target_root / f"{subset.name}-val+{int(fraction * 100)}pct-seed{seed}"
+    if target.exists():
+        return target
+    rng = random.Random(seed)
+    staging = target.with_name(target.name + ".tmp")
+    subprocess.run(["rm", "-rf", str(staging)], check=True)
+    staging.mkdir(parents=True)
+    for name in ("train", "test", "test_labels.csv"):
+        (staging / name).symlink_to((subset / name).resolve())
+    for class_dir in sorted((source / "train").iterdir()):
+        used = {f.name for f in (subset / "train" / class_dir.name).iterdir()}
+        unused = sorted(f for f in class_dir.iterdir() if f.name not in used)
+        extra = rng.sample(unused, min(len(unused), round(len(list(class_dir.iterdir())) * fraction)))
+        (staging / "val" / class_dir.name).mkdir(parents=True)
+        for f in sorted((source / "val" / class_dir.name).iterdir()) + extra:
+            (staging / "val" / class_dir.name / f.name).symlink_to(f.resolve())
     staging.rename(target)
     return target
 
@@ -169,11 +195,17 @@ def main():
     p.add_argument("--reduction-factor", type=int, help="ASHA's reduction factor (default: the space's, 2)")
     p.add_argument("--train-fraction", type=float, default=0.6,
                    help="seeded stratified fraction of the fine-tuning half's train split (val and test whole)")
+    p.add_argument("--extra-val-fraction", type=float, default=0.0,
+                   help="move a seeded stratified fraction of each class's train images, from those the train "
+                        "split left out, into val (more images to pick trials on; test unchanged)")
     p.add_argument("--variants", nargs="+", default=["recipes", "tpe_asha", "random"],
                    choices=["recipes", "tpe_asha", "tpe_asha_anchored", "random"])
     p.add_argument("--work", type=Path, default=Path("/tmp/search_vs_recipes"))
     p.add_argument("--out", type=Path, default=Path("/tmp/search_vs_recipes.jsonl"))
     args = p.parse_args()
+    if args.extra_val_fraction and args.train_fraction + args.extra_val_fraction > 1.0:
+        p.error("--train-fraction plus --extra-val-fraction must be at most 1 (val takes train images "
+                "the train split left out)")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -181,6 +213,9 @@ def main():
     fine = half_dataset(args.data.resolve(), work / "data" / "tiny100-classes50-99", FINETUNE_CLASSES)
     if args.train_fraction < 1.0:
         fine = stratified_subset(fine, args.train_fraction, 0, work / "data")
+    if args.extra_val_fraction:
+        fine = val_from_train(fine, work / "data" / "tiny100-classes50-99", args.extra_val_fraction, 0,
+                              work / "data")
     weights, pretrain_log = pretrain_backbone(pre, work, args.pretrain_epochs)
     print(f"pretrained backbone: val_acc {pretrain_log[-1]['val_acc']:.4f} on classes 0-49 after "
           f"{len(pretrain_log)} epochs ({time.time() - started:.0f}s)", flush=True)
@@ -215,7 +250,8 @@ def main():
                             "tpe_asha_anchored": space.replace_settings(tpe_startup_counts_warm_starts=True)}
                 results = fit_search(searched.get(variant, space), variant, seed, budget, work / "tune", str(fine))
             row = {"variant": variant, "seed": seed, **score(results, scorer), "budget": budget,
-                   "asha": [space.settings.grace_period, space.settings.reduction_factor], "max_epochs": space.settings.max_epochs, "wall_s": round(time.time() - t0, 1),
+                   "asha": [space.settings.grace_period, space.settings.reduction_factor], "max_epochs": space.settings.max_epochs,
+                   "val_images": len(scorer.val), "wall_s": round(time.time() - t0, 1),
                    "pretrain": {"epochs": len(pretrain_log), "val_acc": pretrain_log[-1]["val_acc"]},
                    "epoch1_check": check, "date": time.strftime("%Y-%m-%d"),
                    "machine": f"{platform.machine()} {os.cpu_count()} CPUs, 1 used"}
