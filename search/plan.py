@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ensemble.storage import join_uri
 from search import preflight
-from search.saved_plan import read_saved_plan
+from search.saved_plan import PLAN_FILE, read_saved_plan
 from search.space_file import Space, SpaceError, check_space, load_space
 from trainable.data import DatasetIndex, index_dataset, resolve_data_root
 from trainable.errors import UserError
@@ -51,13 +51,12 @@ class Plan:
             from ensemble.refit import RefitScheme  # no torch
 
             RefitScheme.parse(args.refit)
-        storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
+        storage = local_or_cloud(args.storage)
         if args.resume and not args.name:
             raise UserError("--resume needs --name: the name of the search to continue (see results/).")
-        local_root = Path(storage) if "://" not in storage else Path("results").resolve()
         name = args.name or f"{(args.space.stem if args.space else 'search')}-{time.strftime('%Y%m%d-%H%M%S')}"
         _check_name(name)
-        out_dir = local_root / name
+        out_dir = outputs_dir(args.storage, storage, name, args.resume)
         experiment = experiment_uri(storage, name)
         # A resumed search is the one that was started: its saved plan, never the space file's defaults.
         saved = read_saved_plan(out_dir) if args.resume else None
@@ -189,6 +188,30 @@ def _load(args, out_dir: Path, saved: dict | None) -> Space:
             except UserError as err:
                 raise UserError(f"Command-line override: {err}") from None
     return space
+
+
+def local_or_cloud(storage: str) -> str:
+    """--storage as the plan keeps it: a local folder (a file:// URI is one) as an absolute path, so the
+    search's own files go next to Tune's there; a cloud URI as given."""
+    if storage.startswith("file://"):
+        storage = storage[len("file://"):]
+    elif "://" in storage:
+        return storage
+    return str(Path(storage).resolve())
+
+
+def outputs_dir(given: str, storage: str, name: str, resume: bool) -> Path:
+    """Where the leaderboard, plan and ensemble go: inside the experiment for local storage, results/<name>
+    on the driver for cloud storage. A file:// search started before file:// meant local kept them in
+    results/<name>; resuming it finds them there."""
+    if "://" in storage:
+        return Path("results").resolve() / name
+    out_dir = Path(storage) / name
+    legacy = Path("results").resolve() / name
+    if resume and given.startswith("file://") and not (out_dir / PLAN_FILE).exists() \
+            and (legacy / PLAN_FILE).exists():
+        return legacy
+    return out_dir
 
 
 def experiment_uri(storage: str, name: str) -> str:

@@ -49,6 +49,34 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path, data, capsys):
     assert not storage.exists()
 
 
+def test_file_uri_storage_is_a_local_folder_that_holds_the_outputs_too(tmp_path, data, capsys, monkeypatch):
+    """--storage file:///x is the folder /x: the leaderboard and plan go next to Tune's files there, not into
+    ./results (where they went while file:// was treated like a bucket)."""
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "store"
+    code, out, err = run(capsys, "--space", str(ROOT / "spaces/quick.py"), "--data", str(data), "--storage",
+                         f"file://{store}", "--name", "plan", "--dry-run")
+    assert code == 0, err
+    assert f"storage    {store / 'plan'}\n" in out and f"outputs    {store / 'plan'}\n" in out
+    assert not (tmp_path / "results").exists() and not store.exists()
+
+
+def test_resuming_a_file_uri_search_finds_outputs_an_older_version_put_in_results(tmp_path, monkeypatch):
+    from search.plan import local_or_cloud, outputs_dir
+
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "store"
+    given = f"file://{store}"
+    assert local_or_cloud(given) == str(store) and local_or_cloud("s3://b/t?x=1") == "s3://b/t?x=1"
+    assert outputs_dir(given, str(store), "old", resume=True) == store / "old"  # nothing anywhere: the new place
+    (tmp_path / "results" / "old").mkdir(parents=True)
+    (tmp_path / "results" / "old" / "plan.json").write_text("{}")
+    assert outputs_dir(given, str(store), "old", resume=True) == tmp_path / "results" / "old"
+    assert outputs_dir(given, str(store), "old", resume=False) == store / "old"  # a new search: never there
+    assert outputs_dir(str(store), str(store), "old", resume=True) == store / "old"  # a plain path never was
+    assert outputs_dir("s3://b/t", "s3://b/t", "x", resume=False) == tmp_path / "results" / "x"
+
+
 def test_smoke_test_shrinks_the_run(tmp_path, data, capsys, monkeypatch):
     # full.py trains from timm's pretrained weights: the plan checks they can be had (here: from a local cache)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
