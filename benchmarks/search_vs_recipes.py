@@ -12,8 +12,10 @@ scored with test_labels.csv). Per seed, all at the same total of training epochs
     random     random search over the same space, no warm starts, no early stopping, same budget
 For each: test accuracy of its best trial by val_acc, and of its ensemble (the project's ensemble
 selection, ensemble/strategies.py, over its top 5 trials' kept checkpoints, chosen on val).
---extra-val-fraction F adds a seeded stratified F of each class's train images, from those the train
-split left out, to val: everything that picks (the best recipe, ASHA, TPE, the ensemble) sees more images.
+--extra-val-per-class N adds N of each class's train images, from those the train split left out, to val
+(balanced, as tiny100's val and test are): everything that picks (the best recipe, ASHA, TPE, the
+ensemble) sees more images. --extra-val-fraction F adds a stratified F instead (imbalanced, as train is:
+it then picks for another class balance than test's).
 
     python benchmarks/search_vs_recipes.py --seeds 0 1 2 --train-fraction 0.6 --out /tmp/search_vs_recipes.jsonl
 
@@ -84,25 +86,35 @@ def half_dataset(source: Path, target: Path, classes: range) -> Path:
     return target
 
 
-def val_from_train(subset: Path, source: Path, fraction: float, seed: int, target_root: Path) -> Path:
-    """`subset` with a seeded stratified `fraction` of each class's train images that its train split left
-    out added to val, so that picking trials, ASHA's rungs and the ensemble see more images (test unchanged)."""
-    target = target_root / f"{subset.name}-val+{int(fraction * 100)}pct-seed{seed}"
+def val_from_train(subset: Path, source: Path, seed: int, target_root: Path, *, fraction: float = 0.0,
+                   per_class: int = 0) -> Path:
+    """`subset` with more val images, taken from the train images its train split left out, so that picking
+    trials, ASHA's rungs and the ensemble see more images (train and test unchanged): `per_class` of every
+    class (balanced, like tiny100's val and test), or a stratified `fraction` of each class's train images
+    (imbalanced, like train)."""
+    extra_name = f"val+{per_class}perclass" if per_class else f"val+{int(fraction * 100)}pct"
+    target = target_root / f"{subset.name}-{extra_name}-seed{seed}"
     if target.exists():
         return target
     rng = random.Random(seed)
+    extra = {}
+    for class_dir in sorted((source / "train").iterdir()):
+        used = {f.name for f in (subset / "train" / class_dir.name).iterdir()}
+        unused = sorted(f for f in class_dir.iterdir() if f.name not in used)
+        wanted = per_class or round((len(unused) + len(used)) * fraction)
+        if wanted > len(unused):
+            raise SystemExit(f"class {class_dir.name} has {len(unused)} train images the train split left out, "
+                             f"fewer than the {wanted} asked for val: lower --extra-val-per-class or --train-fraction")
+        extra[class_dir.name] = rng.sample(unused, wanted)
     staging = target.with_name(target.name + ".tmp")
     subprocess.run(["rm", "-rf", str(staging)], check=True)
     staging.mkdir(parents=True)
     for name in ("train", "test", "test_labels.csv"):
         (staging / name).symlink_to((subset / name).resolve())
-    for class_dir in sorted((source / "train").iterdir()):
-        used = {f.name for f in (subset / "train" / class_dir.name).iterdir()}
-        unused = sorted(f for f in class_dir.iterdir() if f.name not in used)
-        extra = rng.sample(unused, min(len(unused), round(len(list(class_dir.iterdir())) * fraction)))
-        (staging / "val" / class_dir.name).mkdir(parents=True)
-        for f in sorted((source / "val" / class_dir.name).iterdir()) + extra:
-            (staging / "val" / class_dir.name / f.name).symlink_to(f.resolve())
+    for k, files in extra.items():
+        (staging / "val" / k).mkdir(parents=True)
+        for f in sorted((source / "val" / k).iterdir()) + files:
+            (staging / "val" / k / f.name).symlink_to(f.resolve())
     staging.rename(target)
     return target
 
@@ -198,6 +210,9 @@ def main():
     p.add_argument("--extra-val-fraction", type=float, default=0.0,
                    help="move a seeded stratified fraction of each class's train images, from those the train "
                         "split left out, into val (more images to pick trials on; test unchanged)")
+    p.add_argument("--extra-val-per-class", type=int, default=0,
+                   help="move this many train images of every class, from those the train split left out, into "
+                        "val (balanced like tiny100's val and test; test unchanged)")
     p.add_argument("--variants", nargs="+", default=["recipes", "tpe_asha", "random"],
                    choices=["recipes", "tpe_asha", "tpe_asha_anchored", "random"])
     p.add_argument("--work", type=Path, default=Path("/tmp/search_vs_recipes"))
@@ -206,6 +221,8 @@ def main():
     if args.extra_val_fraction and args.train_fraction + args.extra_val_fraction > 1.0:
         p.error("--train-fraction plus --extra-val-fraction must be at most 1 (val takes train images "
                 "the train split left out)")
+    if args.extra_val_fraction and args.extra_val_per_class:
+        p.error("--extra-val-fraction and --extra-val-per-class are two ways to grow val; give one")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -213,9 +230,9 @@ def main():
     fine = half_dataset(args.data.resolve(), work / "data" / "tiny100-classes50-99", FINETUNE_CLASSES)
     if args.train_fraction < 1.0:
         fine = stratified_subset(fine, args.train_fraction, 0, work / "data")
-    if args.extra_val_fraction:
-        fine = val_from_train(fine, work / "data" / "tiny100-classes50-99", args.extra_val_fraction, 0,
-                              work / "data")
+    if args.extra_val_fraction or args.extra_val_per_class:
+        fine = val_from_train(fine, work / "data" / "tiny100-classes50-99", 0, work / "data",
+                              fraction=args.extra_val_fraction, per_class=args.extra_val_per_class)
     weights, pretrain_log = pretrain_backbone(pre, work, args.pretrain_epochs)
     print(f"pretrained backbone: val_acc {pretrain_log[-1]['val_acc']:.4f} on classes 0-49 after "
           f"{len(pretrain_log)} epochs ({time.time() - started:.0f}s)", flush=True)
