@@ -119,14 +119,16 @@ def val_from_train(subset: Path, source: Path, seed: int, target_root: Path, *, 
     return target
 
 
-def pretrain_backbone(data: Path, out: Path, epochs: int) -> tuple[Path, list[dict]]:
-    """Train resnet10t from scratch on the pretraining half; save its backbone as a timm state dict."""
-    weights = out / "resnet10t-tiny100-classes0-49.pth"
-    run = out / "pretrain"
+def pretrain_backbone(data: Path, out: Path, epochs: int, backbone: str = "resnet10t", size: int = 32,
+                      num_workers: int = 0) -> tuple[Path, list[dict]]:
+    """Train `backbone` from scratch on the pretraining half; save its backbone as a timm state dict."""
+    tag = "" if (backbone, size) == ("resnet10t", 32) else f"-{size}px"  # the CPU default keeps its old names
+    weights = out / f"{backbone}{tag}-tiny100-classes0-49.pth"
+    run = out / f"pretrain{'-' + backbone + tag if tag else ''}"
     if not weights.exists():
-        cmd = [sys.executable, "-m", "trainable", "--data", str(data), "--backbone", "resnet10t",
-               "--train-size", "32", "--eval-size", "32", "--epochs", str(epochs), "--batch-size", "128",
-               "--num-workers", "0", "--lr", "3e-3", "--weight-decay", "0.05", "--warmup-epochs", "1",
+        cmd = [sys.executable, "-m", "trainable", "--data", str(data), "--backbone", backbone,
+               "--train-size", str(size), "--eval-size", str(size), "--epochs", str(epochs), "--batch-size", "128",
+               "--num-workers", str(num_workers), "--lr", "3e-3", "--weight-decay", "0.05", "--warmup-epochs", "1",
                "--augment", "trivialaugment", "--label-smoothing", "0.1", "--out", str(run)]
         subprocess.run(cmd, check=True)
         last = sorted((run / "checkpoints").glob("epoch_*"))[-1]
@@ -213,6 +215,11 @@ def main():
     p.add_argument("--extra-val-per-class", type=int, default=0,
                    help="move this many train images of every class, from those the train split left out, into "
                         "val (balanced like tiny100's val and test; test unchanged)")
+    p.add_argument("--backbone", default="resnet10t", help="pretrained on classes 0-49, then fine-tuned by all")
+    p.add_argument("--size", type=int, default=32, help="train and eval px of the pretraining and every trial")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0)
+    p.add_argument("--concurrent", type=int, default=1, help="trials at a time (each gets 1 + --num-workers CPUs)")
+    p.add_argument("--num-workers", type=int, default=0, help="data loader workers per trial and pretraining")
     p.add_argument("--variants", nargs="+", default=["recipes", "tpe_asha", "random"],
                    choices=["recipes", "tpe_asha", "tpe_asha_anchored", "random"])
     p.add_argument("--work", type=Path, default=Path("/tmp/search_vs_recipes"))
@@ -233,11 +240,17 @@ def main():
     if args.extra_val_fraction or args.extra_val_per_class:
         fine = val_from_train(fine, work / "data" / "tiny100-classes50-99", 0, work / "data",
                               fraction=args.extra_val_fraction, per_class=args.extra_val_per_class)
-    weights, pretrain_log = pretrain_backbone(pre, work, args.pretrain_epochs)
-    print(f"pretrained backbone: val_acc {pretrain_log[-1]['val_acc']:.4f} on classes 0-49 after "
+    weights, pretrain_log = pretrain_backbone(pre, work, args.pretrain_epochs, args.backbone, args.size,
+                                              args.num_workers)
+    print(f"pretrained {args.backbone} at {args.size} px: val_acc {pretrain_log[-1]['val_acc']:.4f} on classes 0-49 after "
           f"{len(pretrain_log)} epochs ({time.time() - started:.0f}s)", flush=True)
 
+    os.environ["SVR_BACKBONE"], os.environ["SVR_SIZE"] = args.backbone, str(args.size)  # read by SPACE
     space = load_space(SPACE)
+    cpus_per_trial = 1 + args.num_workers
+    space = space.replace_settings(cpus_per_trial=cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                                   max_concurrent=args.concurrent,
+                                   trial={**space.settings.trial, "num_workers": args.num_workers})
     if args.max_epochs:
         space = space.replace_settings(max_epochs=args.max_epochs)
     if args.grace_period or args.reduction_factor:  # ASHA only: the recipes and random search run every epoch
@@ -248,13 +261,14 @@ def main():
     budget = len(space.warm_starts) * space.settings.max_epochs
 
     recipe0 = space.trial_config(space.warm_starts[0], str(fine))
-    check = {"with_weights": one_epoch_val_acc(recipe0, work / "check-weights"),
+    tag = "" if (args.backbone, args.size) == ("resnet10t", 32) else f"-{args.backbone}-{args.size}px"
+    check = {"with_weights": one_epoch_val_acc(recipe0, work / f"check-weights{tag}"),
              "from_scratch": one_epoch_val_acc({**recipe0, "pretrained": False, "weights_file": ""},
-                                               work / "check-scratch")}
+                                               work / f"check-scratch{tag}")}
     print(f"epoch-1 val_acc of recipe 000: {check}", flush=True)
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+    ray.init(num_cpus=cpus_per_trial * args.concurrent, include_dashboard=False, logging_level="ERROR")
     scorer = Scorer(fine)
     for seed in args.seeds:
         for variant in args.variants:
@@ -271,7 +285,10 @@ def main():
                    "val_images": len(scorer.val), "wall_s": round(time.time() - t0, 1),
                    "pretrain": {"epochs": len(pretrain_log), "val_acc": pretrain_log[-1]["val_acc"]},
                    "epoch1_check": check, "date": time.strftime("%Y-%m-%d"),
-                   "machine": f"{platform.machine()} {os.cpu_count()} CPUs, 1 used"}
+                   "backbone": args.backbone, "size": args.size, "concurrent": args.concurrent,
+                   "gpus_per_trial": args.gpus_per_trial,
+                   "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {cpus_per_trial * args.concurrent} used"
+                              + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "")}
             with open(args.out, "a") as f:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps({k: v for k, v in row.items() if k != "top"}), flush=True)

@@ -1,10 +1,12 @@
 """spaces/full.py on a CPU-sized transfer task: its define() and its five WARM_STARTS (the seed reports'
-recipes), with the backbone fixed to a small ResNet pretrained on tiny100's other half and 32 px images.
+recipes), with the backbone fixed to a small ResNet pretrained on tiny100's other half and 32 px images
+(by default; search_vs_recipes.py's --backbone and --size change both).
 
 benchmarks/search_vs_recipes.py sets `weights_file` (the pretrained backbone) and the data; nothing else
 differs from the mission's space: same ranges, same conditional branches, same recipes.
 """
 import importlib.util
+import os
 from pathlib import Path
 
 _full_path = Path(__file__).resolve().parents[1] / "spaces" / "full.py"
@@ -12,7 +14,8 @@ _spec = importlib.util.spec_from_file_location("space_full_for_benchmark", _full
 full = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(full)
 
-BACKBONE, SIZE = "resnet10t", 32
+# benchmarks/search_vs_recipes.py --backbone/--size set these (a GPU runs the same comparison at scale)
+BACKBONE, SIZE = os.environ.get("SVR_BACKBONE", "resnet10t"), int(os.environ.get("SVR_SIZE", "32"))
 FIXED = {"backbone": [BACKBONE], "eval_size": [SIZE]}  # one-choice categoricals: the recipes' values are replaced
 
 SETTINGS = {
