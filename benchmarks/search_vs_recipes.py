@@ -23,6 +23,10 @@ The datasets (symlinks), the pretrained backbone and the Tune runs go under --wo
 never committed). Afterwards, the evidence (every recipe's and search trial's curve) and the table:
 
     python benchmarks/search_vs_recipes.py --explain /tmp/search_vs_recipes /tmp/search_vs_recipes.jsonl 0 1 2
+
+and which recipe each way of picking on val (accuracy, balanced accuracy, tiny100's own val images) chooses:
+
+    python benchmarks/search_vs_recipes.py --picks WORK WORK/data/<the fine-tuning data folder> 0 1 2
 """
 from __future__ import annotations
 
@@ -342,8 +346,32 @@ def explain(work: Path, seeds) -> None:
                   f"frozen {c['frozen_stages']}: {'/'.join(f'{v:.3f}' for v in c['val_acc'])}")
 
 
+def picks(work: Path, data: Path, seeds) -> None:
+    """Which recipe each way of picking on val chooses, and its test accuracy: accuracy and balanced accuracy
+    (mean per-class recall) on `data`'s val, and accuracy on tiny100's own 500 val images within it."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    scorer = Scorer(data)
+    own = np.array(["/val/" in str(Path(p).resolve()) for p, _ in scorer.val])  # tiny100's val, not train
+    for seed in seeds:
+        rows = []
+        for checkpoint in sorted((work / "tune" / f"recipes-seed{seed}").glob("*/checkpoint_*")):
+            val, test, _ = scorer.logits(str(checkpoint))
+            pred, y = val.argmax(1), scorer.val_labels
+            rows.append({"trial": checkpoint.parent.name, "acc": (pred == y).mean(),
+                         "balanced_acc": balanced_accuracy_score(y, pred), "own_val_acc": (pred[own] == y[own]).mean(),
+                         "test_acc": (test.argmax(1) == scorer.test_labels).mean()})
+        print(f"seed {seed}: " + "; ".join(f"{r['trial']} " + " ".join(f"{k} {v:.3f}" for k, v in r.items()
+                                                                          if k != "trial") for r in rows))
+        for key in ("acc", "balanced_acc", "own_val_acc"):
+            best = max(rows, key=lambda r: r[key])
+            print(f"  picked by {key}: {best['trial']}, test_acc {best['test_acc']:.3f}")
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--explain"]:  # python benchmarks/search_vs_recipes.py --explain WORK OUT.jsonl SEED...
+    if sys.argv[1:2] == ["--picks"]:  # python benchmarks/search_vs_recipes.py --picks WORK DATA SEED...
+        picks(Path(sys.argv[2]), Path(sys.argv[3]), [int(s) for s in sys.argv[4:]])
+    elif sys.argv[1:2] == ["--explain"]:  # python benchmarks/search_vs_recipes.py --explain WORK OUT.jsonl SEED...
         explain(Path(sys.argv[2]), [int(s) for s in sys.argv[4:]])
         summarize(Path(sys.argv[3]))
     else:
