@@ -123,12 +123,17 @@ def val_from_train(subset: Path, source: Path, seed: int, target_root: Path, *, 
     return target
 
 
+def scale_tag(backbone: str, size: int) -> str:
+    """A suffix for the files of a backbone and size other than the CPU default (whose names predate them)."""
+    return "" if (backbone, size) == ("resnet10t", 32) else f"-{backbone}-{size}px"
+
+
 def pretrain_backbone(data: Path, out: Path, epochs: int, backbone: str = "resnet10t", size: int = 32,
                       num_workers: int = 0) -> tuple[Path, list[dict]]:
     """Train `backbone` from scratch on the pretraining half; save its backbone as a timm state dict."""
-    tag = "" if (backbone, size) == ("resnet10t", 32) else f"-{size}px"  # the CPU default keeps its old names
-    weights = out / f"{backbone}{tag}-tiny100-classes0-49.pth"
-    run = out / f"pretrain{'-' + backbone + tag if tag else ''}"
+    tag = scale_tag(backbone, size)
+    weights = out / f"{tag[1:] or backbone}-tiny100-classes0-49.pth"
+    run = out / f"pretrain{tag}"
     if not weights.exists():
         cmd = [sys.executable, "-m", "trainable", "--data", str(data), "--backbone", backbone,
                "--train-size", str(size), "--eval-size", str(size), "--epochs", str(epochs), "--batch-size", "128",
@@ -265,7 +270,7 @@ def main():
     budget = len(space.warm_starts) * space.settings.max_epochs
 
     recipe0 = space.trial_config(space.warm_starts[0], str(fine))
-    tag = "" if (args.backbone, args.size) == ("resnet10t", 32) else f"-{args.backbone}-{args.size}px"
+    tag = scale_tag(args.backbone, args.size)
     check = {"with_weights": one_epoch_val_acc(recipe0, work / f"check-weights{tag}"),
              "from_scratch": one_epoch_val_acc({**recipe0, "pretrained": False, "weights_file": ""},
                                                work / f"check-scratch{tag}")}
@@ -352,7 +357,7 @@ def picks(work: Path, data: Path, seeds) -> None:
     from sklearn.metrics import balanced_accuracy_score
 
     scorer = Scorer(data)
-    own = np.array(["/val/" in str(Path(p).resolve()) for p, _ in scorer.val])  # tiny100's val, not train
+    own = np.array([Path(p).resolve().parent.parent.name == "val" for p, _ in scorer.val])  # not train images
     for seed in seeds:
         rows = []
         for checkpoint in sorted((work / "tune" / f"recipes-seed{seed}").glob("*/checkpoint_*")):
