@@ -1,10 +1,10 @@
 # make demo: set up (or reuse) .venv and run the main job on the built-in dataset.
-# make test: set up (or reuse) .venv and run the test suite.
+# make test: set up (or reuse) .venv and run the test suite; make test-fast: the tier without Ray or searches.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test clean-venv
+.PHONY: demo test test-fast clean-venv
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+test-fast: $(VENV)/.installed  # the inner loop: no Ray, no search, no cluster (tests/conftest.py)
+	$(PY) -m pytest -q -m "not slow"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from search_comparison import stratified_subset
-from trainable.reporting import LocalReporter
+from trainable.local_sink import LocalSink
 from trainable.trial import train_trial
 
 BASE = {"backbone": "resnet10t", "train_size": 32, "eval_size": 32, "batch_size": 128, "num_workers": 0,
@@ -42,7 +42,7 @@ def main():
             for loader in ("pil", "cache"):
                 config = {**BASE, "epochs": args.epochs, "seed": seed, "loader": loader, "data": str(data)}
                 started = time.perf_counter()
-                final = train_trial(config, LocalReporter(Path(tmp) / f"{loader}-{seed}", printer=lambda _: None))
+                final = train_trial(config, LocalSink(Path(tmp) / f"{loader}-{seed}", printer=lambda _: None))
                 rows.append({"seed": seed, "loader": loader, "val_acc": round(final["val_acc"], 4),
                              "train_img_s": round(final["train_images_per_s"], 1),
                              "minutes": round((time.perf_counter() - started) / 60, 2)})

@@ -8,7 +8,7 @@ cold read from the disk). Median of --repeats.
 
 Per epoch: a 30-epoch trial under the full space's ASHA (grace 3, reduction 3, max 30) stops at epoch 3,
 9, 27 or 30 with nominal shares 2/3, 2/9, 2/27, 1/27 of the trials. Before: a checkpoint every epoch.
-After: trainable/checkpoint_policy.py (every `resume_state_every` epochs, the last epoch, and epochs that
+After: core/checkpoint_policy.py (every `resume_state_every` epochs, the last epoch, and epochs that
 enter the trial's top keep_checkpoints=2 by val_acc), counted on val_acc curves of benchmarks/
 scale_simulation.py's trial model (fitted to the recorded tiny100 curves, binomial noise of 2,100 val
 images) for --curves configs drawn at random from spaces/full.py (nearly linear: the recorded curves were
@@ -41,8 +41,8 @@ import timm.utils  # noqa: E402
 import torch  # noqa: E402
 
 from trainable import checkpoint  # noqa: E402
-from trainable.checkpoint_policy import checkpoint_due  # noqa: E402
-from trainable.config import TrialConfig  # noqa: E402
+from core.checkpoint_policy import checkpoint_due  # noqa: E402
+from core.config import TrialConfig  # noqa: E402
 from trainable.model import build_model, count_parameters  # noqa: E402
 from trainable.trial import make_optimizer  # noqa: E402
 

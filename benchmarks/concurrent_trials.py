@@ -32,9 +32,9 @@ def one_trial(config: dict, out: str, cache: str) -> tuple[int, float]:
     os.environ["RESNET_SEARCH_CACHE"] = cache
     import torch
     torch.set_num_threads(1)
-    from trainable.reporting import LocalReporter
+    from trainable.local_sink import LocalSink
     from trainable.trial import train_trial
-    epochs = train_trial(config, LocalReporter(Path(out), printer=lambda _: None))["epoch"]
+    epochs = train_trial(config, LocalSink(Path(out), printer=lambda _: None))["epoch"]
     peak = torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else 0.0
     return epochs, round(peak, 2)
 

@@ -35,44 +35,19 @@ from collections import Counter, defaultdict
 
 
 def _wrapped_methods():
-    import ray
-    from ray.air.execution._internal.actor_manager import RayActorManager
-    from ray.tune.execution.tune_controller import TuneController
-    from ray.tune.experiment import trial as trial_module
-    from ray.tune.search import ConcurrencyLimiter
+    from compat.ray_internals import tune_loop_methods
+    from search.searcher import OptunaTPESearch
 
-    from search.searcher import PrunedAwareOptunaSearch
-
-    return [
-        (TuneController, "step", "loop"),
-        (RayActorManager, "next", ("dispatch", "scan")),  # True: it handled an event
-        (ray, "wait", "idle"),
-        (TuneController, "_maybe_update_trial_queue", "scan"),
-        (TuneController, "_update_trial_queue", ("create", "scan")),  # True: it added a trial
-        (ConcurrencyLimiter, "suggest", "suggest"),
-        (PrunedAwareOptunaSearch, "suggest", "suggest"),
-        (TuneController, "_maybe_add_actors", "scan"),
-        (TuneController, "_schedule_trial_actor", "start"),
-        (TuneController, "_maybe_reuse_cached_actor", "start"),
-        (TuneController, "_actor_started", "start"),
-        (trial_module, "validate_trainable", "registry"),  # Trial looks its trainable up in Ray's registry
-        (trial_module, "get_trainable_cls", "registry"),
-        (TuneController, "_schedule_trial_reset", "start"),
-        (TuneController, "_on_trial_reset", "start"),
-        (TuneController, "_on_training_result", "result"),
-        (TuneController, "_on_saving_result", "checkpoint"),
-        (TuneController, "stop_trial", "end"),
-        (TuneController, "_schedule_trial_stop", "end"),
-        (TuneController, "_actor_stopped", "end"),
-        (TuneController, "checkpoint", "snapshot"),
-    ]
+    return tune_loop_methods(OptunaTPESearch)
 
 
 class PhaseClock:
     """Use as a context manager around tuner.fit(); read `wall_s`, `cpu_s` and `calls` afterwards."""
 
-    def __init__(self, methods=None):
+    def __init__(self, methods=None, wall=time.perf_counter, cpu=time.thread_time):
+        """wall, cpu: the clocks (the test gives fake ones that advance when told)."""
         self._methods = methods  # [(class or module, attribute, phase)]; Tune's controller when None
+        self._wall, self._cpu = wall, cpu
         self.wall_s: dict[str, float] = defaultdict(float)
         self.cpu_s: dict[str, float] = defaultdict(float)
         self.calls: Counter = Counter()
@@ -104,13 +79,13 @@ class PhaseClock:
                 return original(*args, **kwargs)
             nested = [0.0, 0.0]
             clock._stack.append(nested)
-            w0, c0 = time.perf_counter(), time.thread_time()
+            w0, c0 = clock._wall(), clock._cpu()
             returned = None
             try:
                 returned = original(*args, **kwargs)
                 return returned
             finally:
-                wall, cpu = time.perf_counter() - w0, time.thread_time() - c0
+                wall, cpu = clock._wall() - w0, clock._cpu() - c0
                 clock._stack.pop()
                 spent_in = when[0] if returned else when[1]
                 clock.wall_s[spent_in] += wall - nested[0]

@@ -52,7 +52,9 @@ def tune_result(trial, metrics: dict, epoch: int, t0: float, checkpoint_dir: str
 
 
 def build_trials(space, n: int, storage, trainable_name: str, epochs: int, keep: int, seed: int) -> list:
-    from ray.train._internal.session import _TrainingResult
+    from compat.ray_internals import experiment_state_types
+
+    TrainingResult, _ = experiment_state_types()
     from ray.tune import Checkpoint, CheckpointConfig
     from ray.tune.experiment import Trial
     from ray.tune.search.variant_generator import format_vars
@@ -81,7 +83,7 @@ def build_trials(space, n: int, storage, trainable_name: str, epochs: int, keep:
             trial.update_last_result(result)
             if with_checkpoint:
                 path = f"{storage.experiment_fs_path}/{trial.storage.trial_dir_name}/{ckpt}"
-                trial.on_checkpoint(_TrainingResult(checkpoint=Checkpoint(path), metrics=result))
+                trial.on_checkpoint(TrainingResult(checkpoint=Checkpoint(path), metrics=result))
         trial.set_status(Trial.TERMINATED)
         trials.append(trial)
     return trials
@@ -105,7 +107,9 @@ def snapshot(trials: list, changed: int, cache: dict, path: Path) -> tuple[float
 
 
 def main(argv=None) -> list[dict]:
-    from ray.train._internal.storage import StorageContext
+    from compat.ray_internals import experiment_state_types
+
+    _, StorageContext = experiment_state_types()
     from ray.tune.registry import register_trainable
 
     from search.space_file import load_space

@@ -196,8 +196,8 @@ def delivered_images_per_s(loader, device, batches: int, workers: int) -> float:
 def part_loader(profile: dict, work: Path, rec: Recorder) -> None:
     from loader_throughput import DATA_CONFIG, cache_loader, pil_loader
     from trainable.cached_pipeline import on_device
-    from trainable.config import TrialConfig
-    from trainable.data import index_dataset
+    from core.config import TrialConfig
+    from core.data import index_dataset
     from trainable.decoded_cache import ensure_decoded
     from trainable.trial import pick_device
 
@@ -250,7 +250,7 @@ def part_checkpoint(profile: dict, work: Path, rec: Recorder) -> None:
     import torch
     from trial_vs_reference import SyntheticBatches
     from trainable import checkpoint
-    from trainable.config import TrialConfig
+    from core.config import TrialConfig
     from trainable.loop import train_one_epoch
     from trainable.trial import pick_device, setup_run
 

@@ -31,8 +31,8 @@ from torchvision import transforms as T
 
 from realistic_jpegs import make_jpeg_folder
 from trainable.cached_pipeline import CachedImageDataset, on_device, train_image_transform
-from trainable.config import TrialConfig
-from trainable.data import ImageListDataset, index_dataset
+from core.config import TrialConfig
+from core.data import ImageListDataset, index_dataset
 from trainable.decoded_cache import ensure_decoded
 from trainable.transforms import train_transform
 

@@ -5,8 +5,8 @@ trial asks for {"cpu": 1, "fake_gpu": 1}, so exactly N trials run at once. The t
 training: per epoch they sleep the epoch time of benchmarks/scale_simulation.py's trial model times
 `--time-scale` (0.07: 0.5 s for resnet50 up to 2.1 s for seresnextaa101d_32x8d), then report the model's
 val_acc for that epoch with a `tune.Checkpoint` (a directory holding one `--checkpoint-kb` file), as
-the real trial (search/tune_reporter.py) does every epoch. Searcher and scheduler are the project's:
-`make_searcher(space)` (PrunedAwareOptunaSearch, TPE, warm starts) and `make_scheduler(space)` (ASHA),
+the real trial (worker/tune_trial.py) does every epoch. Searcher and scheduler are the project's:
+`make_searcher(space)` (OptunaTPESearch, TPE, warm starts) and `make_scheduler(space)` (ASHA),
 from spaces/full.py (max 30 epochs, grace 3, reduction factor 3), with Tune's defaults otherwise (one
 actor per trial, default loggers, experiment checkpoints).
 
@@ -51,19 +51,20 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(REPO)] + [p for p in 
 
 def sleeping_trial(config: dict) -> None:
     """The function trainable: sleep each epoch, report the simulated val_acc with a checkpoint, through the
-    reporter the real trial uses (search/tune_reporter.py; report_in_background from the space's trial keys)."""
-    from search.tune_reporter import BackgroundTuneReporter, TuneReporter, run_reporting_to_tune
+    reporter the real trial uses (worker/tune_trial.py; report_in_background from the space's trial keys)."""
+    from worker.tune_sink import BackgroundTuneSink, TuneSink
+    from worker.tune_trial import run_reporting_to_tune
 
     t_enter = time.time()
-    reporter = BackgroundTuneReporter() if config.get("report_in_background") else TuneReporter()
+    reporter = BackgroundTuneSink() if config.get("report_in_background") else TuneSink()
     run_reporting_to_tune(lambda cfg, rep: sleep_and_report(cfg, rep, t_enter), config, reporter)
 
 
 def sleep_and_report(config: dict, reporter, t_enter: float) -> None:
     from ray import tune
     from scale_simulation import trial_model, trial_seed
-    from trainable.errors import TrialStopped
-    from trainable.report_policy import parse_report_epochs, report_due, with_epochs_between
+    from core.errors import TrialStopped
+    from core.report_policy import parse_report_epochs, report_due, with_epochs_between
 
     meta = config["_scale"]
     params = {k: v for k, v in config.items() if k != "_scale"}
@@ -87,12 +88,12 @@ def sleep_and_report(config: dict, reporter, t_enter: float) -> None:
             continue
         metrics, between, slept = with_epochs_between(metrics, between), [], 0.0
         if not checkpoint:  # metrics only, as the trial does
-            reporter.report({**metrics, "t_report": time.time()}, None)
+            reporter.send({**metrics, "t_report": time.time()}, None)
             continue
         ckpt = Path(tempfile.mkdtemp(prefix="trial-ckpt-"))
         try:
             (ckpt / "state.bin").write_bytes(payload)
-            reporter.report({**metrics, "t_report": time.time()}, ckpt)
+            reporter.send({**metrics, "t_report": time.time()}, ckpt)
         finally:
             shutil.rmtree(ckpt, ignore_errors=True)
 
@@ -195,10 +196,10 @@ def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, ch
     from ray import tune
 
     from benchmarks.driver_phases import PhaseClock
-    from search.tensorboard_hparams import HParamsLoggerCallback
+    from search.trial_tensorboard import TrialTensorBoard
     from search.tuner import fit, run_config, tune_config
 
-    class TensorBoardOpenedAtStart(HParamsLoggerCallback):
+    class TensorBoardOpenedAtStart(TrialTensorBoard):
         def log_trial_start(self, trial):
             super().log_trial_start(trial)
             self._open(trial)
@@ -222,7 +223,7 @@ def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, ch
     config = tune_config(space, max_concurrent=None if mode == "before" else n)
     config.reuse_actors = reuse_actors
     logger = {"before": tune.logger.TBXLoggerCallback, "tune-start": TensorBoardOpenedAtStart,
-              "after": HParamsLoggerCallback}[mode]()
+              "after": TrialTensorBoard}[mode]()
     run = run_config(space, f"scale-{n}-{mode}", storage, callbacks=[timeline, logger])
     run.verbose = 0
     tuner = tune.Tuner(tune.with_resources(sleeping_trial, {"cpu": 1, "fake_gpu": 1}), param_space=param_space,
@@ -354,7 +355,7 @@ def run_in_this_process(args, space, n: int, mode: str) -> dict | None:
         import timm  # noqa: F401  (the driver imported them before it was torch-free)
         import torch  # noqa: F401
     else:
-        from search.tensorboard_hparams import import_tensorboardx_without_torch
+        from core.torch_free import import_tensorboardx_without_torch
         import_tensorboardx_without_torch()  # as search/execute.py does
     rss_after_imports = psutil.Process().memory_info().rss / 2**20
     need_gb = n * 0.25  # Ray worker processes measured at 150-250 MB each
@@ -393,9 +394,9 @@ def main(argv=None):
     p.add_argument("--checkpoint-every", type=int, default=1,
                    help="report a checkpoint every k-th epoch and the last, metrics only otherwise (the full space: 3)")
     p.add_argument("--report-epochs", choices=["space", "every", "decisions"], default="space",
-                   help="override the space's report_epochs setting (trainable/report_policy.py)")
+                   help="override the space's report_epochs setting (core/report_policy.py)")
     p.add_argument("--report-in-background", choices=["space", "on", "off"], default="space",
-                   help="override the trial key report_in_background (search/tune_reporter.py)")
+                   help="override the trial key report_in_background (worker/tune_trial.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-free-gb", type=float, default=4.0, help="skip a run if less memory than this would be left")
     p.add_argument("--quick", action="store_true", help="8 trials on 4 fake GPUs, 6 epochs: under a minute")

@@ -1,6 +1,6 @@
 """Scale, by simulation: the project's TPE searcher and ASHA scheduler driving hundreds of GPUs in simulated time.
 
-No Ray actors and no training. The searcher is `search.tuner.make_searcher(space)` (PrunedAwareOptunaSearch,
+No Ray actors and no training. The searcher is `search.tuner.make_searcher(space)` (OptunaTPESearch,
 TPE) and the scheduler `search.tuner.make_scheduler(space)` (ASHA), built from a space file
 (default spaces/full.py, the mission's space) and called exactly as Ray Tune's controller calls them:
 `set_search_properties`, `suggest` / `on_trial_add`, then per reported epoch `scheduler.on_trial_result`
@@ -205,23 +205,24 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
     epoch (Tune's pending-trial limit; 0 = no limit), each taking `start_overhead_s` to start; and
     `checkpoint_s` during which a trial is blocked persisting a checkpoint, on every `checkpoint_every`-th
     epoch (and its last). `report_epochs="decisions"` models a trial that reports to Tune only on the
-    epochs the driver needs (ASHA's rungs, its checkpoint epochs, its last: trainable/report_policy.py);
+    epochs the driver needs (ASHA's rungs, its checkpoint epochs, its last: core/report_policy.py);
     its other epochs never reach the driver, so they neither cost it nor wait for it. `pace` runs the simulation
     in real time until the last trial has started (needed with a suggestion pool, search/suggestion_pool.py).
     Tune's experiment snapshots (benchmarks/experiment_state_cost.py measures one) cost the driver
     `snapshot_ms_per_changed` per trial started, reported or stopped since the last snapshot plus
     `snapshot_ms_per_trial` per trial in the experiment; they run as Tune runs them: at the end of a loop step once
     the period has passed (10 s, "auto" stretches it to 19x the last snapshot's time), and forced when a trial has
-    reported `keep_checkpoints` checkpoints since the last one. `checkpoint_after_decision` (trainable/report_policy.py):
+    reported `keep_checkpoints` checkpoints since the last one. `checkpoint_after_decision` (core/report_policy.py):
     on a rung epoch with a checkpoint due the trial reports its metrics first and persists the checkpoint only if
     ASHA lets it go on, then reports again (one more result through the driver).
-    `report_in_background` (trial key `report_in_background`, search/tune_reporter.py): a trial hands each report to
+    `report_in_background` (trial key `report_in_background`, worker/tune_trial.py): a trial hands each report to
     a thread of its own and trains its next epoch while the checkpoint persists and the driver decides; one report
     in flight at a time (a trial that finishes its next reported epoch first waits). A trial stopped by ASHA loses the
     epoch it had begun: not counted as busy (the same GPU time the synchronous trial spends waiting). With both,
     a rung epoch's metrics go first and the trial waits for the answer; the checkpoint of a trial that goes on
     persists in the background.
     """
+    from search.space_file import asha_rungs
     from search.tuner import make_scheduler, make_searcher
 
     s = space.settings
@@ -232,7 +233,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
     scheduler = make_scheduler(space)
     scheduler.set_search_properties(s.metric, s.mode)
     max_epochs = s.max_epochs
-    rungs = {m for bracket in scheduler._brackets for m, _ in bracket._rungs}
+    rungs = set(asha_rungs(s))  # where ASHA decides: grace_period * reduction_factor^k below max_epochs
     has_checkpoint = lambda e: e % checkpoint_every == 0 or e == max_epochs  # noqa: E731  (epochs count from 1)
     reported = (lambda e: True) if report_epochs == "every" else (
         lambda e: e in rungs or has_checkpoint(e))
@@ -528,10 +529,9 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
     makespan = max(end for _, end in busy)
     busy_s = sum(end - start for start, end in busy)
     steady_busy = sum(max(0.0, min(end, last_suggest_t) - start) for start, end in busy)
-    pool = searcher._pool
-    if pool is not None:
-        pool.close()
-    study = searcher._ot_study
+    pool = searcher._pool  # the benchmark's own view of the project's searcher
+    searcher.close_pool()
+    study = searcher.study
     states = {}
     for ot_trial in study.get_trials(deepcopy=False):
         states[ot_trial.state.name] = states.get(ot_trial.state.name, 0) + 1
@@ -560,8 +560,8 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
         "on_trial_complete_ms_by_finished": per_bucket(complete_ms),
         "on_trial_result_ms_mean": statistics.mean(result_ms) if result_ms else None,
         "suggest_ms_mean": statistics.mean(ms for _, ms in suggest_ms),
-        "optuna_states": states, "searcher_completed": len(searcher._completed_trials),
-        "asha_stopped": scheduler._num_stopped, "wall_s": time.perf_counter() - wall0,
+        "optuna_states": states, "searcher_completed": searcher.trials_finished,
+        "asha_stopped": stopped_early, "wall_s": time.perf_counter() - wall0,
         "base_epoch_s": base_epoch_s, "seed": seed, "start_overhead_s": start_overhead_s,
         "report_overhead_s": report_overhead_s, "decision_scale": decision_scale,
         "result_cost_ms": result_cost_ms, "start_cost_ms": start_cost_ms, "end_cost_ms": end_cost_ms, "max_pending": max_pending,
@@ -652,8 +652,13 @@ def main(argv=None):
     if args.quick:
         args.gpus, args.trials_per_gpu, args.max_trials = [16], 3.0, 48
     space = space.replace_settings(seed=args.seed)
-    space = space.replace_settings(suggestion_pool=args.suggestion_pool,
-                                   suggestion_pool_workers=args.suggestion_pool_workers)
+    large = bool(args.suggestion_pool or args.report_epochs != "every" or args.checkpoint_after_decision
+                 or args.report_in_background or any(args.tpe_history_window or [0]))
+    # The scale machinery is driver_profile "large"'s; the standard profile is the plain path.
+    space = space.replace_settings(driver_profile="large" if large else "standard",
+                                   **({"report_epochs": args.report_epochs} if large else {}),
+                                   suggestion_pool=args.suggestion_pool,
+                                   suggestion_pool_workers=args.suggestion_pool_workers if args.suggestion_pool else 1)
     rows = []
     windows = args.tpe_history_window or [space.settings.tpe_history_window]
     for gpus, window in [(g, w) for g in args.gpus for w in windows]:

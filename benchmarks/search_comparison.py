@@ -27,7 +27,7 @@ from ray.tune.schedulers import FIFOScheduler
 
 from search.space_file import load_space
 from search.tuner import make_scheduler, make_searcher, trainable_with_resources
-from trainable.data import resolve_data_root
+from core.data import resolve_data_root
 
 VARIANTS = ("random", "tpe_asha", "tpe_asha_ray")
 

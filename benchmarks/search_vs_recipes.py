@@ -49,13 +49,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.search_comparison import fit_search, stratified_subset  # noqa: E402
-from ensemble.candidates import Inference  # noqa: E402
-from ensemble.scoring import Member  # noqa: E402
-from ensemble.storage import Location  # noqa: E402
+from core.inference import Inference  # noqa: E402
+from worker.scoring import Member  # noqa: E402
+from core.storage import Location  # noqa: E402
 from ensemble.strategies import combine, select_ensemble  # noqa: E402
 from search.space_file import load_space  # noqa: E402
 from trainable.checkpoint import load_model_file  # noqa: E402
-from trainable.data import index_dataset  # noqa: E402
+from core.data import index_dataset  # noqa: E402
 
 SPACE = Path(__file__).with_name("space_finetune_tiny100.py")
 PRETRAIN_CLASSES, FINETUNE_CLASSES = range(0, 50), range(50, 100)

@@ -1,7 +1,7 @@
 """Time and bytes of the searcher's part of each Tune experiment snapshot, against the trials it has seen.
 
 Tune pickles the searcher (`Searcher.save`) with every experiment snapshot, in the driver's loop. The
-project's `PrunedAwareOptunaSearch.save` leaves finished trials out (they live in the study file); the
+project's `OptunaTPESearch.save` leaves finished trials out (they live in the study file); the
 baseline is Ray's `OptunaSearch.save` on the same searcher in the same run, which pickles every trial it asked.
 The searcher is built for spaces/full.py with random sampling (fast to fill), `--running` trials left unfinished.
 

@@ -64,7 +64,7 @@ def main(argv=None):
     import optuna
 
     from search.space_file import load_space
-    from search.windowed_tpe import make_tpe_sampler
+    from search.sampler import make_tpe_sampler
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

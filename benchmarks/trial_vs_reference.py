@@ -27,8 +27,8 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision import transforms as T
 
-from trainable.config import TrialConfig
-from trainable.data import index_dataset, resolve_data_root
+from core.config import TrialConfig
+from core.data import index_dataset, resolve_data_root
 from trainable.loop import train_one_epoch
 from trainable.model import build_model
 from trainable.transforms import data_config_for

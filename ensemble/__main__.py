@@ -15,9 +15,9 @@ from ensemble import strategies
 from ensemble.build import __doc__ as build_doc
 from ensemble.build import build_ensemble
 from ensemble.refit import RefitScheme
-from ensemble.storage import run_storage
+from core.storage import run_storage
 from ensemble.tasks import Resources
-from trainable.errors import UserError
+from core.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:

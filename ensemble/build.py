@@ -3,7 +3,7 @@
     python -m ensemble results/<name> [--top-k 5] [--budget-m 100] [--tta] [--tta-size 320] [--address auto]
 
 leaderboard.csv -> candidates (the top K trials that ran at least min_epochs) -> each candidate's val and
-test logits, computed once by a task next to its checkpoint (ensemble/tasks.py, ensemble/scoring.py) and
+test logits, computed once by a task next to its checkpoint (ensemble/tasks.py, worker/scoring.py) and
 cached in ensemble_cache/ -> the best combination within the parameter budget, chosen by
 cross-validation on val (ensemble/strategies.py) -> in results/<name>/:
 
@@ -26,17 +26,19 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from core.data import shown
+from core.errors import EnsembleError
+from core.files import ENSEMBLE_MANIFEST as MANIFEST
+from core.files import MODEL_FILE, PER_CLASS, PREDICTIONS, REFIT_PREDICTIONS
+from core.inference import Inference, data_values
+from core.run_format import check_run_folder
+from core.storage import Location, model_file_stamp
 from ensemble import strategies
-from ensemble.candidates import (Candidate, EnsembleError, Inference, cache_file, check_same_validation,
-                                 data_values, qualifying_trials, read_cache, read_leaderboard, write_cache)
-from ensemble.refit import REFIT_PREDICTIONS, RefitScheme, refit_ensemble
-from ensemble.report import (PER_CLASS, PREDICTIONS, per_class_table, plot_confusion, summary, worst_classes,
-                             write_predictions)
-from ensemble.storage import MODEL_FILE, Location, model_file_stamp
+from ensemble.candidates import (Candidate, cache_file, check_same_validation, qualifying_trials, read_cache,
+                                 read_leaderboard, write_cache)
+from ensemble.refit import RefitScheme, refit_ensemble
+from ensemble.report import per_class_table, plot_confusion, summary, worst_classes, write_predictions
 from ensemble.tasks import Resources, Runner
-from trainable.data import shown
-
-MANIFEST = "ensemble.json"
 
 
 # ------------------------------------------------------------------------------------ candidates
@@ -131,6 +133,7 @@ def build_ensemble(run_dir: Path, *, top_k: int = 5, min_epochs: int | None = No
     ensemble.json has been written, so `python -m ensemble.predict` can still be used on another folder).
     """
     run_dir = Path(run_dir)
+    check_run_folder(run_dir, "its ensemble")
     _check_arguments(top_k, budget_m, tta_size, strategy, metric, cv_folds, min_gain)
     scheme = RefitScheme.parse(refit) if refit is not None else None
     rows, need = qualifying_trials(read_leaderboard(run_dir), top_k, min_epochs)

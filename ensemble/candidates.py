@@ -1,5 +1,5 @@
 """Which trials are candidates, and what the driver knows of each: leaderboard.csv -> the qualifying rows ->
-Candidates (logits on val and test, computed by ensemble/scoring.py in a task), cached in ensemble_cache/.
+Candidates (logits on val and test, computed by worker/scoring.py in a task), cached in ensemble_cache/.
 
 Driver side: numpy, pandas, pyarrow; no torch (the logits cache is .npz + JSON, not torch.save).
 """
@@ -13,28 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ensemble.storage import Location
-from trainable.errors import UserError
-from trainable.trial_status import TrialStatus, from_legacy
+from core.errors import EnsembleError
+from core.files import ENSEMBLE_CACHE_DIR, LEADERBOARD_CSV
+from core.inference import Inference, data_settings
+from core.storage import Location
+from core.trial_status import TrialStatus
 
-CACHE_DIR = "ensemble_cache"
 _CACHE_VERSION = 2  # 2: .npz, written by the driver from a scoring task's payload
-
-
-class EnsembleError(UserError):
-    pass
-
-
-@dataclass(frozen=True)
-class Inference:
-    """How members see an image: the same for validation (where the ensemble is chosen) and test."""
-
-    flip: bool = False       # average the logits of the image and its mirror
-    size: int | None = None  # crop side; None = each member's own eval_size
-
-    @property
-    def tag(self) -> str:
-        return f"{'flip' if self.flip else 'plain'}-{self.size or 'eval'}"
 
 
 @dataclass
@@ -62,19 +47,13 @@ class Candidate:
 # ------------------------------------------------------------------------------------ leaderboard
 
 def read_leaderboard(run_dir: Path) -> pd.DataFrame:
-    path = run_dir / "leaderboard.csv"
+    path = run_dir / LEADERBOARD_CSV
     if not path.is_file():
         raise EnsembleError(f"No leaderboard at {path}. Give a search's results folder (results/<name>), "
                             "after the search has finished or been interrupted.")
     # Ids and paths stay text: a trial id like "12345678" must not become a number.
-    table = pd.read_csv(path, dtype={"trial_id": str, "best_checkpoint": str, "status": str, "reason": str,
-                                     "ended": str})
-    table = table.fillna({"best_checkpoint": "", "reason": ""})
-    if "status" not in table and "ended" in table:  # a leaderboard from before the status column
-        parsed = table["ended"].fillna("").map(from_legacy)
-        table["status"] = [status.value for status, _ in parsed]
-        table["reason"] = [reason for _, reason in parsed]
-    return table
+    table = pd.read_csv(path, dtype={"trial_id": str, "best_checkpoint": str, "status": str, "reason": str})
+    return table.fillna({"best_checkpoint": "", "reason": ""})
 
 
 def qualifying_trials(table: pd.DataFrame, top_k: int, min_epochs: int | None) -> tuple[pd.DataFrame, int]:
@@ -108,23 +87,10 @@ def check_same_validation(candidates: list[Candidate]) -> None:
                 f"{data_settings(other.config)}); an ensemble chosen on val needs one shared val set.")
 
 
-def data_settings(config: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in data_values(config).items())
-
-
-# What decides a trial's val and test lists: the dataset, its hold-out, and a refit model's fold or bag.
-DATA_KEYS = ("data", "val_fraction", "seed", "min_image_side", "subset", "subset_seed")
-_ADDED_LATER = {"subset": "", "subset_seed": 0}  # absent from checkpoints written before refit existed
-
-
-def data_values(config: dict) -> dict:
-    return {k: config[k] if k in config else _ADDED_LATER[k] for k in DATA_KEYS}
-
-
 # ------------------------------------------------------------------------------------ logits cache
 
 def cache_file(run_dir: Path, trial_id: str, location: Location, inference: Inference) -> Path:
-    return run_dir / CACHE_DIR / f"{trial_id}-{location.name}-{inference.tag}.npz"
+    return run_dir / ENSEMBLE_CACHE_DIR / f"{trial_id}-{location.name}-{inference.tag}.npz"
 
 
 def read_cache(path: Path, stamp: list[int]) -> Candidate | None:

@@ -17,20 +17,22 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.build import MANIFEST
-from ensemble.candidates import EnsembleError, Inference
+from core.data import OK, scan_images, shown
+from core.errors import EnsembleError, UserError
+from core.files import ENSEMBLE_MANIFEST as MANIFEST
+from core.inference import Inference
+from core.run_format import check_run_folder
+from core.storage import Location
 from ensemble.report import write_predictions
-from ensemble.scoring import Member
-from ensemble.storage import Location
 from ensemble.strategies import combine
-from trainable.data import OK, scan_images, shown
-from trainable.errors import UserError
+from ensemble.tasks import Runner
 
 
 def read_manifest(run_dir: Path) -> dict:
     if Path(run_dir).is_file():
         raise EnsembleError(f"{shown(run_dir)} is a file; give the results folder that holds {MANIFEST} "
                             f"(e.g. {shown(Path(run_dir).parent)}).")
+    check_run_folder(run_dir, "its ensemble")
     path = Path(run_dir) / MANIFEST
     if not path.is_file():
         raise EnsembleError(f"No ensemble at {path}. Build one first: python -m ensemble {run_dir}")
@@ -85,26 +87,15 @@ def predict_folder(run_dir: Path, images_dir: Path, out: Path | None = None, say
     files = list_images(images_dir, manifest["min_image_side"], say)
     inference = Inference(**manifest["inference"])
     storage = manifest.get("storage")
-    logits = [_member_logits(m, manifest["classes"], files, inference, storage) for m in manifest["members"]]
+    # In this process, one member after another (Runner without Ray): the members' own eval pipelines.
+    answers = Runner(use_ray=False).member_logits([(m["trial_id"], Location(m["checkpoint"], storage),
+                                                    manifest["classes"], files, inference) for m in manifest["members"]])
+    logits = [answer["logits"] for answer in answers]
     weights = np.array([m["weight"] for m in manifest["members"]])
     pred = combine(manifest["strategy"], np.stack(logits), weights).argmax(axis=1)
     write_predictions(out, files, pred, manifest["classes"], say)
     say(f"Predictions for {len(files)} images ({manifest['strategy']} of {len(logits)} member(s)): {shown(out)}")
     return out
-
-
-def _member_logits(entry: dict, classes: list[str], files: list[str], inference: Inference,
-                   storage: str | None) -> np.ndarray:
-    try:
-        member = Member.load(Location(entry["checkpoint"], storage))
-    except Exception as err:
-        raise EnsembleError(f"Ensemble member {entry['trial_id']}'s checkpoint {entry['checkpoint']} cannot be "
-                            f"loaded ({type(err).__name__}: {err}); rebuild the ensemble with "
-                            "python -m ensemble.") from err
-    if member.classes != classes:
-        raise EnsembleError(f"Ensemble member {entry['trial_id']}'s checkpoint has other classes than the ensemble; "
-                            "it was overwritten since. Rebuild the ensemble with python -m ensemble.")
-    return member.logits(files, inference)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@
 Each model runs the epochs its candidate's trial reached its best at (leaderboard best_epoch) as a full
 schedule of that length, and is used as trained (its last epoch: picking its best epoch on its own held-out
 fold would make the OOF scores optimistic). The models train as Ray Tune trials (ensemble/refit_trials.py),
-are scored like any member (ensemble/scoring.py, in tasks with the trials' resources), and then:
+are scored like any member (worker/scoring.py, in tasks with the trials' resources), and then:
 
   - a candidate's prediction is the mean softmax of its K (N) models, on OOF images and on DATA/test;
   - the ensemble's members and weights are chosen on the OOF predictions of all candidates with the same
@@ -30,13 +30,13 @@ import numpy as np
 import pandas as pd
 
 from ensemble import strategies
-from ensemble.candidates import Candidate, EnsembleError
+from core.errors import EnsembleError
+from core.files import REFIT_DIR, REFIT_PREDICTIONS
+from ensemble.candidates import Candidate
 from ensemble.report import write_predictions
-from ensemble.storage import join_uri
-from trainable.subsets import SCHEMES, SubsetError, parse_scheme_parts
+from core.storage import join_uri
+from core.subsets import SCHEMES, SubsetError, parse_scheme_parts
 
-REFIT_DIR = "refit"                 # in results/<name>/: each refit's plan and OOF arrays
-REFIT_PREDICTIONS = "prediction_refit.csv"
 _PROB_FLOOR = 1e-12                 # log of a mean softmax: a class no model gives any mass stays finite
 
 

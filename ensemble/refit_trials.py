@@ -12,17 +12,11 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from ensemble.candidates import EnsembleError
-from ensemble.storage import join_uri
+from core.storage import join_uri
+from core.torch_free import import_tensorboardx_without_torch
+from core.trial_status import FATAL_ERROR, error_reason
+from core.errors import EnsembleError
 from ensemble.tasks import Resources
-
-
-def refit_trial(config: dict) -> None:
-    """The function trainable: one fold or bag model, reporting every epoch like a search trial (and, like one,
-    a config or data error is reported once as fatal_error instead of being retried)."""
-    from search.tune_reporter import tune_trial
-
-    tune_trial(config["job"]["config"])
 
 
 def run_refit_trials(jobs: list[dict], *, storage_path: str, name: str, resources: Resources, plan_file: Path,
@@ -32,9 +26,10 @@ def run_refit_trials(jobs: list[dict], *, storage_path: str, name: str, resource
     path}. Raises EnsembleError when the recorded refit was planned differently, or when models are left
     unfinished (interrupted) or failed, naming them and how to continue (`continue_hint`: another command
     that does)."""
-    from ray import tune
+    from ray import tune  # here, not at the top: `python -m ensemble` without --refit never needs Ray
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-    from search.tensorboard_hparams import import_tensorboardx_without_torch
+    from worker.tune_trial import refit_trial
 
     import_tensorboardx_without_torch()  # Tune's TensorBoard logger would otherwise load torch in the driver
     experiment = join_uri(storage_path, name)
@@ -58,7 +53,8 @@ def run_refit_trials(jobs: list[dict], *, storage_path: str, name: str, resource
                 name=name, storage_path=storage_path,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the final epoch's model is the fold model
                 failure_config=tune.FailureConfig(max_failures=max_failures),
-                callbacks=list(callbacks), verbose=0),
+                # CSV and JSON loggers as a search has them (its TensorBoard logger may come in `callbacks`)
+                callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), *callbacks], verbose=0),
         )
     return _finished_checkpoints(tuner.fit(), jobs, experiment, continue_hint)
 
@@ -76,9 +72,6 @@ def _check_same_plan(plan_file: Path, jobs: list[dict], experiment: str) -> None
 
 
 def _finished_checkpoints(results, jobs: list[dict], experiment: str, continue_hint: str) -> dict[str, str]:
-    from search.leaderboard import error_reason
-    from trainable.trial_status import FATAL_ERROR
-
     wanted = {job["name"]: job for job in jobs}
     found, failed, unfinished, seen, fatal = {}, [], [], set(), False
     for result in results:

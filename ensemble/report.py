@@ -7,11 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trainable.data import shown
+from core.data import shown
+from core.files import CONFUSION_PNG
 
-PREDICTIONS = "prediction.csv"
-PER_CLASS = "per_class.csv"
-CONFUSION_PNG = "confusion_matrix.png"
 TENSORBOARD_DIR = "ensemble"
 WORST_SHOWN = 10
 
@@ -74,7 +72,7 @@ def _write_tensorboard(logdir: Path, image_tag: str, png: Path, scalars: dict[st
     """One event file with the PNG and the scalars (tensorboardX, loaded without torch in the driver)."""
     import matplotlib.image
 
-    from search.tensorboard_hparams import import_tensorboardx_without_torch
+    from core.torch_free import import_tensorboardx_without_torch
 
     import_tensorboardx_without_torch()
     from tensorboardX import SummaryWriter

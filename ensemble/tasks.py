@@ -1,37 +1,20 @@
 """Where the torch work of the ensemble runs: one Ray task per call, with the trials' resources (a GPU when
-the trials had GPUs), or in this process when no Ray is up. Torch-free: the task bodies import
-ensemble.scoring inside the worker, so the driver never loads torch.
+the trials had GPUs), or in this process when no Ray is up. Torch-free: the task bodies (worker/ensemble_tasks.py)
+import torch inside the worker, so the driver never loads it.
 
 A user error inside a task comes back as {"error": message} and is raised here as an EnsembleError, so
 it still ends in one clear message rather than a remote traceback.
 """
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ensemble.candidates import EnsembleError
-from trainable.errors import UserError
-
-
-def _score(*args) -> dict:
-    from ensemble.scoring import score_candidate
-
-    return _user_errors_as_values(score_candidate, *args)
-
-
-def _lists(*args) -> dict:
-    from ensemble.scoring import dataset_lists
-
-    return _user_errors_as_values(dataset_lists, *args)
-
-
-def _user_errors_as_values(fn, *args) -> dict:
-    try:
-        return fn(*args)
-    except UserError as err:
-        return {"error": str(err)}
+from core.errors import EnsembleError
+from core.files import PLAN_FILE
+from worker import ensemble_tasks
 
 
 @dataclass(frozen=True)
@@ -43,17 +26,12 @@ class Resources:
 
     @classmethod
     def of_run(cls, run_dir: Path) -> "Resources":
-        """The trials' resources, from the space file the run recorded (results/<name>/space.py)."""
-        space_file = Path(run_dir) / "space.py"
-        if not space_file.is_file():
-            return cls()
-        from search.space_file import load_space  # no torch: the driver's own module
-
+        """The trials' resources, from the plan the search recorded (results/<name>/plan.json)."""
         try:
-            settings = load_space(space_file).settings
-        except UserError:
+            settings = json.loads((Path(run_dir) / PLAN_FILE).read_text())["settings"]
+            return cls(float(settings["cpus_per_trial"]), float(settings["gpus_per_trial"]))
+        except (OSError, ValueError, KeyError, TypeError):
             return cls()
-        return cls(settings.cpus_per_trial, settings.gpus_per_trial)
 
 
 class Runner:
@@ -64,10 +42,13 @@ class Runner:
         self.use_ray = ray_is_up() if use_ray is None else use_ray
 
     def score(self, calls: list[tuple]) -> list[dict]:
-        return self._map(_score, calls)
+        return self._map(ensemble_tasks.score, calls)
 
     def lists(self, calls: list[tuple]) -> list[dict]:
-        return self._map(_lists, calls, num_gpus=0.0)  # indexing a dataset needs no GPU
+        return self._map(ensemble_tasks.lists, calls, num_gpus=0.0)  # indexing a dataset needs no GPU
+
+    def member_logits(self, calls: list[tuple]) -> list[dict]:
+        return self._map(ensemble_tasks.member_logits, calls)
 
     def _map(self, fn, calls: list[tuple], num_gpus: float | None = None) -> list[dict]:
         if not calls:

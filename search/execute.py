@@ -14,15 +14,20 @@ from collections import Counter
 import pandas as pd
 import ray
 
+from core.errors import UserError
+from core.files import LEADERBOARD_CSV
+from core.torch_free import import_tensorboardx_without_torch
+from core.trial_status import TrialStatus
+from ensemble.build import build_ensemble
+from ensemble.tasks import Resources
 from search.concurrency import resolve_concurrency
 from search.leaderboard import build_leaderboard
 from search.outputs import summary, write_leaderboard, write_run_files
 from search.saved_plan import write_saved_plan
+from search.space_file import searched_parameters
 from search.study import dashboard_command, study_file
-from search.tensorboard_hparams import HParamsLoggerCallback, import_tensorboardx_without_torch
+from search.trial_tensorboard import TrialTensorBoard
 from search.tuner import build_tuner, fit, restore_tuner
-from trainable.errors import UserError
-from trainable.trial_status import TrialStatus
 
 EXIT_ALL_FAILED, EXIT_INTERRUPTED = 1, 130
 
@@ -64,10 +69,13 @@ def _run(plan) -> int:
         else:
             concurrency = resolve_concurrency(plan.space.settings, nodes=ray.nodes())
             print(f"Concurrency: {concurrency.describe()}")
+            s = plan.space.settings
+            tensorboard = TrialTensorBoard(metric=s.metric, max_epochs=s.max_epochs,
+                                           parameters=searched_parameters(plan.space))
             tuner = build_tuner(plan.space, name=plan.name, storage=plan.storage, data=plan.data,
-                                max_concurrent=concurrency.trials, callbacks=[HParamsLoggerCallback()],
+                                max_concurrent=concurrency.trials, callbacks=[tensorboard],
                                 study_path=study_file(plan.out_dir))
-        results = fit(tuner)
+        results = fit(tuner, plan.space)
     except KeyboardInterrupt:  # a second Ctrl-C: Tune saved its state at the first
         print(f"\nInterrupted. Trials and searcher state are saved. To continue: {plan.resume_command}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -104,12 +112,10 @@ def unfinished_trials(table: pd.DataFrame, num_samples: int) -> int:
 
 def finished_leaderboard(plan) -> pd.DataFrame | None:
     """The leaderboard of a search whose every trial had ended when it was written, else None."""
-    path = plan.out_dir / "leaderboard.csv"
+    path = plan.out_dir / LEADERBOARD_CSV
     if not path.is_file():
         return None
     table = pd.read_csv(path, dtype={"trial_id": str, "status": str, "reason": str})
-    if "status" not in table or not table["status"].isin([s.value for s in TrialStatus]).all():
-        return None  # a leaderboard from before the status column: let Tune decide
     return None if unfinished_trials(table, plan.space.settings.num_samples) else table
 
 
@@ -141,10 +147,6 @@ def all_failed_message(table: pd.DataFrame, out_dir) -> str:
 
 def _ensemble(plan) -> None:
     """The search's last stage; its problems (e.g. no DATA/test) are reported, never fail the search."""
-    from ensemble.build import build_ensemble
-    from ensemble.tasks import Resources
-    from trainable.errors import UserError
-
     s = plan.space.settings
     print("\nEnsemble of the top trials:")
     try:

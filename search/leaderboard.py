@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ray import tune
+
+from core.trial_status import FATAL_ERROR, TrialStatus, error_reason
 from search.space_file import Space
-from trainable.trial_status import FATAL_ERROR, TrialStatus
 
 TRIAL_COLUMNS = ["rank", "trial_id", "status", "reason", "epochs", "best_epoch"]
 COST_COLUMNS = ["param_count", "trial_hours", "accelerator_hours", "best_checkpoint"]
@@ -83,21 +85,16 @@ def trial_outcome(result, epochs: int, max_epochs: int, tune_status: str | None)
 
 
 def _tune_statuses(results) -> dict[str, str]:
-    """Tune's own status per trial id (PENDING, RUNNING, TERMINATED, ...). The ResultGrid has no public
-    accessor for it; without it, a trial with no result yet counts as not started."""
-    analysis = getattr(results, "_experiment_analysis", None)
-    return {trial.trial_id: trial.status for trial in getattr(analysis, "trials", None) or []}
-
-
-def error_reason(error: BaseException) -> str:
-    """The root cause in one line: 'NonFiniteLossError: loss is nan at epoch 2' rather than Ray's wrapper."""
-    cause = error
-    while getattr(cause, "cause", None) is not None:  # RayTaskError -> the user's exception
-        cause = cause.cause
-    text = str(cause).strip().splitlines()
-    last = next((line for line in reversed(text) if line.strip()), type(cause).__name__)
-    name = type(cause).__name__
-    return last if last.startswith(name) or ":" in last.split(" ")[0] else f"{name}: {last}"
+    """Tune's own status per trial id (PENDING, RUNNING, TERMINATED, ...), from the experiment's saved state
+    (tune.ExperimentAnalysis; the ResultGrid has no public accessor). A trial with no result and no status
+    counts as not started."""
+    if not len(results):
+        return {}
+    try:
+        analysis = tune.ExperimentAnalysis(results.experiment_path, storage_filesystem=results.filesystem)
+    except Exception:  # no saved state yet (a search stopped before Tune's first snapshot)
+        return {}
+    return {trial.trial_id: trial.status for trial in analysis.trials}
 
 
 def _best_checkpoint(result, settings) -> str:

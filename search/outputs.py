@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
-import shutil
+import shlex
 import subprocess
 import sys
 import time
@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.atomic import write_text
+from core.files import BEST_CONFIG, LEADERBOARD_CSV, LEADERBOARD_MD, PROVENANCE_FILE, SPACE_COPY
+from core.trial_status import TrialStatus
 from search.leaderboard import to_markdown
-from trainable.trial_status import TrialStatus
 
 PACKAGES = ("torch", "torchvision", "timm", "ray", "optuna", "pandas", "numpy", "pillow", "scikit-learn",
             "tensorboard", "tensorboardX")
@@ -31,9 +33,9 @@ def write_run_files(out_dir: Path, space_path: Path) -> None:
     """At the start of a run: the space file and provenance, so even an interrupted run is reproducible.
     A resumed run keeps the original command and appends its own (command, time, git commit)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not (out_dir / "space.py").exists():
-        shutil.copyfile(space_path, out_dir / "space.py")
-    path = out_dir / "provenance.json"
+    if not (out_dir / SPACE_COPY).exists():
+        write_text(out_dir / SPACE_COPY, Path(space_path).read_text(encoding="utf-8-sig"))
+    path = out_dir / PROVENANCE_FILE
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):  # a new run (or an unreadable record: start a fresh one)
@@ -41,10 +43,10 @@ def write_run_files(out_dir: Path, space_path: Path) -> None:
     if record is None:
         record = provenance()
     else:
-        resume = {"command": " ".join(sys.argv), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        resume = {"command": shlex.join(sys.argv), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                   "git_commit": _git("rev-parse", "HEAD")}
         record["resumes"] = [*record.get("resumes", []), resume]
-    path.write_text(json.dumps(record, indent=2))
+    write_text(path, json.dumps(record, indent=2))
 
 
 def provenance() -> dict:
@@ -54,7 +56,7 @@ def provenance() -> dict:
         "packages": {name: _version(name) for name in PACKAGES},
         "python": platform.python_version(),
         "host": platform.node(),
-        "command": " ".join(sys.argv),
+        "command": shlex.join(sys.argv),
     }
 
 
@@ -74,10 +76,11 @@ def _version(name: str) -> str:
 
 
 def write_leaderboard(out_dir: Path, table: pd.DataFrame, best_config: dict | None) -> None:
-    table.to_csv(out_dir / "leaderboard.csv", index=False)
-    (out_dir / "leaderboard.md").write_text(to_markdown(table) + "\n")
+    """Each file whole or not at all (core/atomic.py): a full disk leaves the previous leaderboard in place."""
+    write_text(out_dir / LEADERBOARD_CSV, table.to_csv(index=False))
+    write_text(out_dir / LEADERBOARD_MD, to_markdown(table) + "\n")
     if best_config is not None:
-        (out_dir / "best_config.json").write_text(json.dumps(best_config, indent=2, sort_keys=True))
+        write_text(out_dir / BEST_CONFIG, json.dumps(best_config, indent=2, sort_keys=True))
 
 
 def summary(table: pd.DataFrame, *, metric: str, max_epochs: int, out_dir: Path, storage_dir: str) -> str:

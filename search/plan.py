@@ -6,16 +6,20 @@ ends here as a UserError, before anything is written or any trial starts.
 from __future__ import annotations
 
 import os
+import shlex
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ensemble.storage import join_uri
+from core.data import DatasetIndex, index_dataset, resolve_data_root
+from core.errors import UserError
+from core.files import SPACE_COPY
+from core.run_format import check_format
+from core.storage import StorageURI
 from search import preflight
-from search.saved_plan import PLAN_FILE, read_saved_plan
+from search.saved_plan import read_saved_plan
 from search.space_file import Space, SpaceError, check_space, load_space
-from trainable.data import DatasetIndex, index_dataset, resolve_data_root
-from trainable.errors import UserError
 
 OVERRIDE_FLAGS = {"num_samples": "--num-samples", "max_concurrent": "--max-concurrent", "seed": "--seed",
                   "cpus_per_trial": "--cpus-per-trial", "gpus_per_trial": "--gpus-per-trial"}
@@ -27,7 +31,7 @@ class Plan:
     data: str            # what every trial receives: an absolute path, or builtin:digits
     index: DatasetIndex
     name: str
-    storage: str         # absolute local dir or a cloud URI
+    storage_uri: StorageURI  # --storage, parsed: a local folder or a cloud URI
     out_dir: Path        # our files (leaderboard, best_config, ...) on the driver's disk
     resume: bool
     address: str | None
@@ -36,12 +40,17 @@ class Plan:
     refit: str | None = None  # ensemble/refit.py: "kfold:K" or "bag:N" after the ensemble
 
     @property
+    def storage(self) -> str:
+        """What Tune's storage_path gets: an absolute local folder or a cloud URI."""
+        return self.storage_uri.value
+
+    @property
     def experiment_path(self) -> str:
-        return experiment_uri(self.storage, self.name)
+        return self.storage_uri.join(self.name)
 
     @property
     def resume_command(self) -> str:
-        storage = "" if self.storage == str(Path("results").resolve()) else f" --storage {self.storage}"
+        storage = "" if self.storage == str(Path("results").resolve()) else f" --storage {shlex.quote(self.storage)}"
         address = f" --address {self.address}" if self.address else ""
         return f"python search/run.py --name {self.name} --resume{storage}{address}"
 
@@ -51,20 +60,22 @@ class Plan:
             from ensemble.refit import RefitScheme  # no torch
 
             RefitScheme.parse(args.refit)
-        storage = local_or_cloud(args.storage)
+        storage = StorageURI.parse(args.storage)
         if args.resume and not args.name:
             raise UserError("--resume needs --name: the name of the search to continue (see results/).")
         name = args.name or f"{(args.space.stem if args.space else 'search')}-{time.strftime('%Y%m%d-%H%M%S')}"
         _check_name(name)
-        out_dir = outputs_dir(args.storage, storage, name, args.resume)
-        experiment = experiment_uri(storage, name)
+        out_dir = outputs_dir(storage, name)
+        experiment = storage.join(name)
         # A resumed search is the one that was started: its saved plan, never the space file's defaults.
         saved = read_saved_plan(out_dir) if args.resume else None
         if args.resume:
             _refuse_changes(args, saved)
         # Before anything reads the storage or joins Ray: a bad URI or a dead address is one message, not a hang.
         preflight.check_destination(storage, args.name, args.address or (saved or {}).get("address"))
-        if args.resume and not _can_restore(experiment):
+        if args.resume and (saved is None or not _can_restore(experiment)):
+            if saved is None and _can_restore(experiment):  # Tune's state, but no plan: an older version's run
+                check_format({}, out_dir, "this search")
             raise UserError(f"No search named {name!r} in {storage} to resume. "
                             f"Start it without --resume: python search/run.py --space SPACE --name {name}")
         space = _load(args, out_dir, saved)
@@ -87,6 +98,11 @@ class Plan:
         plan = cls(space, data, index, name, storage, out_dir, args.resume, address, top_k,
                    smoke_test=bool(saved["smoke_test"] if saved else args.smoke_test), refit=refit)
         plan._check_existing()
+        if space.settings.large:  # its machinery reaches into Ray and Optuna internals: tested versions only
+            from compat import optuna_internals, ray_internals
+
+            ray_internals.check("driver_profile 'large'")
+            optuna_internals.check("driver_profile 'large'")
         if not address:
             _check_local_resources(space)
         preflight.check_trials(space, index, data)  # batch size, metric, pretrained weights: would fail every trial
@@ -107,7 +123,8 @@ class Plan:
             f"  data       {self.data}: {len(idx.classes)} classes, {len(idx.train)} train, {len(idx.val)} val"
             f"{' (hold-out)' if idx.val_is_holdout else ''}, {len(idx.test)} test"
             + (f", {skipped} files skipped" if skipped else ""),
-            f"  searcher   Optuna TPE (seed {s.seed}), {s.num_samples} trials, metric {s.metric} ({s.mode})",
+            f"  searcher   Optuna TPE (seed {s.seed}), {s.num_samples} trials, metric {s.metric} ({s.mode}); "
+            f"driver profile {s.driver_profile}",
             f"  scheduler  ASHA over epochs: max {s.max_epochs}, grace {s.grace_period}, reduction {s.reduction_factor}",
             f"  resources  {s.cpus_per_trial:g} CPU{gpu} per trial; max concurrent "
             f"{s.max_concurrent or 'as resources allow'}; {self._capacity()}",
@@ -142,16 +159,17 @@ class Plan:
 
 def _refuse_changes(args, saved: dict | None) -> None:
     """Flags that would change the search being resumed are refused; the same values as at the start are
-    accepted (a repeated command line). Searches from before plan.json kept only their space file, so
-    there --data is still taken."""
+    accepted (a repeated command line)."""
+    if saved is None:
+        return  # nothing to resume: from_args says so
     changed = {}  # flag -> what was given, and what the search started with
     for key, flag in OVERRIDE_FLAGS.items():
         given = getattr(args, key)
-        if given is not None and (saved is None or given != saved["settings"][key]):
-            changed[flag] = f"{flag} {given}" + (f", it started with {saved['settings'][key]}" if saved else "")
-    if args.smoke_test and not (saved or {}).get("smoke_test"):
-        changed["--smoke-test"] = "--smoke-test" + (", it started without" if saved else "")
-    if saved and args.data and _data_spec(args.data) != saved["data"]:
+        if given is not None and given != saved["settings"][key]:
+            changed[flag] = f"{flag} {given}, it started with {saved['settings'][key]}"
+    if args.smoke_test and not saved.get("smoke_test"):
+        changed["--smoke-test"] = "--smoke-test, it started without"
+    if args.data and _data_spec(args.data) != saved["data"]:
         changed["--data"] = f"--data {args.data}, it started with {saved['data']}"
     if changed:
         raise UserError(f"{', '.join(changed)} cannot change a search being resumed ({'; '.join(changed.values())}). "
@@ -165,14 +183,13 @@ def _data_spec(spec: str) -> str:
 
 def _load(args, out_dir: Path, saved: dict | None) -> Space:
     if args.resume:
-        copy = out_dir / "space.py"
-        space = load_space(copy if copy.exists() else args.space)
-        if saved:
-            try:
-                space = space.replace_settings(**saved["settings"])
-            except (UserError, TypeError) as err:
-                raise UserError(f"{out_dir / 'plan.json'}: its settings do not fit {copy}: {err}. "
-                                "Start a new search under another --name.") from None
+        copy = out_dir / SPACE_COPY
+        space = load_space(copy)
+        try:
+            space = space.replace_settings(**saved["settings"])
+        except (UserError, TypeError) as err:
+            raise UserError(f"{out_dir / 'plan.json'}: its settings do not fit {copy}: {err}. "
+                            "Start a new search under another --name.") from None
     else:
         if not args.space:
             raise UserError("--space is required: a space file such as spaces/quick.py or spaces/full.py.")
@@ -190,33 +207,12 @@ def _load(args, out_dir: Path, saved: dict | None) -> Space:
     return space
 
 
-def local_or_cloud(storage: str) -> str:
-    """--storage as the plan keeps it: a local folder (a file:// URI is one) as an absolute path, so the
-    search's own files go next to Tune's there; a cloud URI as given."""
-    if storage.startswith("file://"):
-        storage = storage[len("file://"):]
-    elif "://" in storage:
-        return storage
-    return str(Path(storage).resolve())
-
-
-def outputs_dir(given: str, storage: str, name: str, resume: bool) -> Path:
+def outputs_dir(storage: StorageURI, name: str) -> Path:
     """Where the leaderboard, plan and ensemble go: inside the experiment for local storage, results/<name>
-    on the driver for cloud storage. A file:// search started before file:// meant local kept them in
-    results/<name>; resuming it finds them there."""
-    if "://" in storage:
+    on the driver for cloud storage."""
+    if storage.is_cloud:
         return Path("results").resolve() / name
-    out_dir = Path(storage) / name
-    legacy = Path("results").resolve() / name
-    if resume and given.startswith("file://") and not (out_dir / PLAN_FILE).exists() \
-            and (legacy / PLAN_FILE).exists():
-        return legacy
-    return out_dir
-
-
-def experiment_uri(storage: str, name: str) -> str:
-    """storage/name, keeping a URI's query (s3://b/tune?endpoint_override=...) after the path, where pyarrow reads it."""
-    return join_uri(storage, name)
+    return storage.local_path / name
 
 
 def _can_restore(experiment_path: str) -> bool:
@@ -231,13 +227,18 @@ def _check_name(name: str) -> None:
 
 
 def _local_gpus() -> int:
-    """The GPUs Ray will see on this machine, found the way Ray finds them (NVML, CUDA_VISIBLE_DEVICES): no torch."""
-    from ray._private.accelerators import get_accelerator_manager_for_resource
-
-    manager = get_accelerator_manager_for_resource("GPU")
-    found = manager.get_current_node_num_accelerators()
-    visible = manager.get_current_process_visible_accelerator_ids()
-    return found if visible is None else min(found, len(visible))
+    """The NVIDIA GPUs Ray will see on this machine: those nvidia-smi lists, within CUDA_VISIBLE_DEVICES (no torch,
+    no Ray internals). 0 without the NVIDIA driver."""
+    try:
+        proc = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=20)
+        found = len(proc.stdout.split()) if proc.returncode == 0 else 0
+    except (OSError, subprocess.SubprocessError):
+        found = 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return found
+    return min(found, len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"]))
 
 
 def _check_local_resources(space: Space) -> None:

@@ -18,11 +18,14 @@ from pathlib import Path
 
 import optuna
 
+from compat import ray_internals
+from core.config import TrialConfig
+from core.data import DatasetIndex
+from core.errors import UserError
+from core.metrics import TOP5_MIN_CLASSES
+from core.storage import StorageURI
+from search.child_checks import check_weights
 from search.space_file import Space, extremes, sample_params
-from trainable.config import TrialConfig
-from trainable.data import DatasetIndex
-from trainable.errors import UserError
-from trainable.weights_check import check_in_child
 
 STORAGE_TIMEOUT_S = 30   # resolving an S3 bucket's region alone can take seconds when DNS is slow
 ADDRESS_TIMEOUT_S = 5
@@ -31,7 +34,6 @@ CREDENTIALS = {"s3": "e.g. AWS_ACCESS_KEY_ID, or the node's IAM role",
                "gcs": "e.g. GOOGLE_APPLICATION_CREDENTIALS, or the node's service account"}
 NAME_MAX_BYTES = 200     # a path component is at most 255 bytes; Ray adds suffixes to some names
 SAMPLES = 64             # as check_space: seeded random configs, plus every categorical choice and range end
-TOP5_MIN_CLASSES = 6     # trainable/loop.py reports val_top5_acc only with more than 5 classes
 
 
 class PreflightError(UserError):
@@ -40,12 +42,12 @@ class PreflightError(UserError):
 
 # ----------------------------------------------------------------------------- where the run goes
 
-def check_destination(storage: str, name: str | None, address: str | None) -> None:
+def check_destination(storage: StorageURI, name: str | None, address: str | None) -> None:
     _check_name(name)
-    if "://" in storage and not storage.startswith("file://"):
-        _check_cloud_storage(storage)
+    if storage.is_cloud:
+        _check_cloud_storage(storage.value)
     else:
-        _check_local_storage(storage)
+        _check_local_storage(storage.local_path)
     _check_address(address)
 
 
@@ -59,11 +61,7 @@ def _check_name(name: str | None) -> None:
                              f"{NAME_MAX_BYTES}; pick a shorter --name.")
 
 
-def _check_local_storage(storage: str) -> None:
-    given = storage[len("file://"):] if storage.startswith("file://") else storage
-    if "\x00" in given:
-        raise PreflightError(f"--storage {given!r} holds a NUL character; give a folder path.")
-    path = Path(given)
+def _check_local_storage(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise PreflightError(f"--storage {path} is a file, not a folder. Give a folder (it is created if missing), "
                              "e.g. --storage results.")
@@ -114,10 +112,10 @@ def _check_address(address: str | None) -> None:
         return
     target = given
     if given == "auto":
-        from ray._private.services import get_ray_address_from_environment
-
         try:
-            target = get_ray_address_from_environment("auto", None)
+            target = ray_internals.running_cluster_address()
+        except ray_internals.CompatError as err:
+            raise PreflightError(f"{flag}: {err} Give the head's HOST:PORT instead of auto.") from None
         except ConnectionError:
             raise PreflightError(f"{flag}: no Ray cluster is running on this machine. Start one (`ray start --head` "
                                  "or `ray up cluster.yaml`), pass its head's HOST:PORT, or leave --address out to "
@@ -212,7 +210,7 @@ def _check_metric(space: Space, index: DatasetIndex) -> None:
 
 
 def train_images(index: DatasetIndex, val_fraction: float) -> int:
-    """How many training images a trial with this val_fraction gets (trainable/data.py's per-class hold-out)."""
+    """How many training images a trial with this val_fraction gets (core/data.py's per-class hold-out)."""
     if not index.val_is_holdout:
         return len(index.train)
     per_class = [0] * len(index.classes)
@@ -249,7 +247,7 @@ def _check_weights(space: Space, index: DatasetIndex, configs: list) -> None:
         return
     keys = list(first_use)
     try:
-        answers = check_in_child([{"backbone": b, "weights_file": w, "num_classes": len(index.classes)}
+        answers = check_weights([{"backbone": b, "weights_file": w, "num_classes": len(index.classes)}
                                   for b, w in keys])
     except (RuntimeError, subprocess.TimeoutExpired) as err:
         raise PreflightError(f"{space.path}: could not check the pretrained weights ({str(err).splitlines()[0]}). "

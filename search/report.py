@@ -43,11 +43,13 @@ from matplotlib.ticker import MaxNLocator
 from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator, get_param_importances
 from optuna.trial import TrialState
 
+from core.files import ENSEMBLE_MANIFEST, REPORT_DIR
+from core.errors import UserError
+from core.run_format import check_run_folder
 from search.study import StudyError, load_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" line per in-memory copy
 
-REPORT_DIR = "report"
 PICTURES = ("importance", "importance_fanova", "parallel_coordinate", "learning_curves", "intermediate_values",
             "best_vs_epochs", "optimization_history")
 TENSORBOARD_PICTURES = ("importance", "parallel_coordinate", "learning_curves", "best_vs_epochs")
@@ -71,6 +73,7 @@ class Report:
 def write_report(run_dir: Path, say=print) -> Report:
     """Raises StudyError when the run has no study; everything else that cannot be drawn is listed."""
     run_dir = Path(run_dir)
+    check_run_folder(run_dir, "its report")
     study = load_study(run_dir)
     report = Report(run_dir)
     report.out_dir.mkdir(parents=True, exist_ok=True)
@@ -152,7 +155,7 @@ def importance_table(rung_study: optuna.Study, report: Report) -> pd.DataFrame:
 
 
 def _ensemble_members(run_dir: Path) -> list[str]:
-    path = run_dir / "ensemble.json"
+    path = run_dir / ENSEMBLE_MANIFEST
     try:
         return [m["trial_id"] for m in json.loads(path.read_text())["members"]]
     except (OSError, ValueError, KeyError, TypeError):
@@ -240,7 +243,7 @@ def _close(fig) -> None:
 def _to_tensorboard(report: Report) -> None:
     import matplotlib.image
 
-    from search.tensorboard_hparams import import_tensorboardx_without_torch
+    from core.torch_free import import_tensorboardx_without_torch
 
     import_tensorboardx_without_torch()  # also when run on demand: the driver never loads torch
     from tensorboardX import SummaryWriter
@@ -288,6 +291,9 @@ def main(argv=None) -> int:
     except StudyError as err:
         print(err, file=sys.stderr)
         return 1
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from trainable.errors import UserError
+from core.errors import UserError
 
 USAGE_EXAMPLES = """examples:
   python search/run.py --space spaces/quick.py                      # CPU demo on builtin:digits

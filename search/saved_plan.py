@@ -11,15 +11,15 @@ import dataclasses
 import json
 from pathlib import Path
 
-from trainable.errors import UserError
-
-PLAN_FILE = "plan.json"
-VERSION = 1
+from core.atomic import write_text
+from core.errors import UserError
+from core.files import PLAN_FILE
+from core.run_format import FORMAT, KEY, check_format
 
 
 def write_saved_plan(plan, *, smoke_test: bool) -> Path:
     record = {
-        "version": VERSION,
+        KEY: FORMAT,
         "name": plan.name,
         "space_file": str(plan.space.path),  # where it came from; the run's copy is space.py beside this file
         "settings": dataclasses.asdict(plan.space.settings),
@@ -32,14 +32,11 @@ def write_saved_plan(plan, *, smoke_test: bool) -> Path:
     }
     path = plan.out_dir / PLAN_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-    tmp.replace(path)  # never half a plan: --resume reads it
-    return path
+    return write_text(path, json.dumps(record, indent=2, sort_keys=True))  # never half a plan: --resume reads it
 
 
 def read_saved_plan(out_dir: Path) -> dict | None:
-    """The saved plan, or None for a search started before plans were saved."""
+    """The saved plan, or None when there is none; refuses one written in another results format."""
     path = out_dir / PLAN_FILE
     if not path.exists():
         return None
@@ -48,7 +45,7 @@ def read_saved_plan(out_dir: Path) -> dict | None:
     except (OSError, ValueError) as err:
         raise UserError(f"{path} cannot be read ({err}); it records how this search was started. "
                         f"Restore it from a backup, or start a new search under another --name.") from None
-    if not isinstance(record, dict) or record.get("version") != VERSION or "settings" not in record:
-        raise UserError(f"{path} is not a plan this version can resume (expected version {VERSION}). "
-                        "Start a new search under another --name.")
+    check_format(record, path.parent, "this search")
+    if not isinstance(record, dict) or "settings" not in record:
+        raise UserError(f"{path} is not a search plan (no settings). Start a new search under another --name.")
     return record

@@ -17,18 +17,28 @@ from typing import Any, Callable
 
 import optuna
 
-from trainable.budget import ModelError, check_budget
-from trainable.config import ConfigError, TrialConfig, build_validated, in_range, one_of
-from trainable.errors import UserError
-from trainable.param_counts import count_in_child
-from trainable.report_policy import EVERY
+from core import metrics as metric_names
+from core.budget import ModelError, check_budget
+from core.config import ConfigError, TrialConfig, build_validated, in_range, one_of
+from core.errors import UserError
+from core.report_policy import EVERY
+from search.child_checks import count_parameters
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-# Keys the search owns: a space may not suggest them.
-# Trial keys the search sets from its settings (Space.trial_config), for every trial alike.
-RESERVED_KEYS = ("data", "epochs", "seed", "keep_checkpoints", "checkpoint_metric", "report_epochs")
-SETTING_FOR = {"epochs": "max_epochs", "checkpoint_metric": "metric"}
+# Trial keys the search sets from its settings (Space.trial_config), for every trial alike: a space may not
+# suggest them, nor fix them under SETTINGS['trial'].
+RESERVED_KEYS = ("data", "epochs", "seed", "keep_checkpoints", "metric", "report_epochs")
+SETTING_FOR = {"epochs": "max_epochs"}
+
+PROFILES = ("standard", "large")
+# driver_profile "large": what keeps one driver loop ahead of hundreds of GPUs (docs/scale.md measures each).
+# Missing keys take these values; under "standard" each must keep its standard value.
+LARGE_SETTINGS = {"report_epochs": "decisions", "suggestion_pool": 16, "suggestion_pool_workers": 2,
+                  "tpe_history_window": 500, "reuse_actors": True}
+LARGE_TRIAL = {"report_in_background": True, "checkpoint_after_decision": True}
+STANDARD_VALUES = {"report_epochs": "every", "suggestion_pool": 0, "suggestion_pool_workers": 1,
+                   "tpe_history_window": 0, "report_in_background": False, "checkpoint_after_decision": False}
 
 
 class SpaceError(UserError):
@@ -37,8 +47,8 @@ class SpaceError(UserError):
 
 @dataclass(frozen=True)
 class SearchSettings:
-    metric: str = field(default="val_acc", metadata=one_of("val_acc", "val_macro_f1", "val_top5_acc", "val_loss"))
-    mode: str = field(default="max", metadata=one_of("max", "min"))
+    metric: str = field(default="val_acc", metadata=one_of(*metric_names.NAMES))
+    mode: str = field(default="max", metadata=one_of("max", "min", doc="the metric's own direction (core/metrics.py)"))
     num_samples: int = field(default=20, metadata=in_range(1, 1_000_000, doc="trials, warm starts included"))
     max_epochs: int = field(default=10, metadata=in_range(1, 10_000, doc="epochs of a trial ASHA never stops"))
     grace_period: int = field(default=1, metadata=in_range(1, 10_000, doc="epochs before ASHA may stop a trial"))
@@ -50,17 +60,19 @@ class SearchSettings:
     eval_size: int = field(default=224, metadata=in_range(16, 1024, doc="px"))
     seed: int = field(default=0, metadata=in_range(0, 2**31 - 1, doc="sampler and trial seed"))
     tpe_startup_trials: int = field(default=10, metadata=in_range(1, 100_000, doc="random trials before TPE models (Optuna's default 10)"))
-    tpe_startup_counts_warm_starts: bool = field(default=False, metadata={"doc": "warm starts count towards tpe_startup_trials (Optuna's behaviour); False: TPE first samples tpe_startup_trials random trials of its own, so the recipes do not anchor it"})
-    tpe_history_window: int = field(default=500, metadata=in_range(0, 10_000_000, doc="finished trials TPE models at most: the best 50 + a uniform sample (0 = all; search/windowed_tpe.py)"))
-    # TPE's model of the space; defaults decided by benchmarks/sampler_settings.py (BENCHMARKS.md section 6).
+    tpe_startup_counts_warm_starts: bool = field(default=False, metadata={"doc": "warm starts count towards tpe_startup_trials (Optuna's behaviour); False: TPE first samples tpe_startup_trials random trials of its own, so the recipes do not anchor it (Optuna's n_startup_trials is then tpe_startup_trials + the number of warm starts)"})
+    # TPE's model of the space; defaults decided by benchmarks/experiments/sampler_settings.py (docs/benchmarks-history.md).
     tpe_multivariate: bool = field(default=True, metadata={"doc": "one joint density over the parameters (Optuna 5's default)"})
     tpe_group: bool = field(default=True, metadata={"doc": "model each conditional branch's parameters together (needs tpe_multivariate)"})
     tpe_constant_liar: bool = field(default=True, metadata={"doc": "running trials count as bad, so parallel suggestions spread out"})
-    reuse_actors: bool = field(default=False, metadata={"doc": "Tune runs the next trial in a finished trial's worker process (same resources) instead of a new one: about half the driver's work per trial, and no new process, torch import or CUDA start per trial (BENCHMARKS.md, The driver at scale)"})
-    suggestion_pool: int = field(default=0, metadata=in_range(0, 10_000, doc="TPE suggestions prepared ahead by a helper process against the study file, so the driver's loop does not sample (search/suggestion_pool.py); 0 = the driver samples each one"))
-    suggestion_pool_workers: int = field(default=1, metadata=in_range(1, 64, doc="helper processes filling the suggestion pool, each with its own random stream; each wants a free core on the head node"))
+    reuse_actors: bool = field(default=False, metadata={"doc": "Tune runs the next trial in a finished trial's worker process (same resources) instead of a new one: no new process, torch import or CUDA start per trial (Tune's TuneConfig.reuse_actors)"})
+    driver_profile: str = field(default="standard", metadata=one_of(*PROFILES, doc="standard: Ray Tune and Optuna as shipped; large: the settings below for searches of hundreds of GPUs (docs/scale.md), which need the Ray and Optuna versions compat/ was tested with"))
+    # --- driver_profile "large" only ---
+    report_epochs: str = field(default="every", metadata=one_of("every", "decisions", doc="large: decisions = a trial reports to Tune only on ASHA's rung epochs, its checkpoint epochs and its last; the epochs between travel with the next report (core/report_policy.py)"))
+    suggestion_pool: int = field(default=0, metadata=in_range(0, 10_000, doc="large: TPE suggestions prepared ahead by helper processes against the study file (search/suggestion_pool.py); 0 = the driver samples each one"))
+    suggestion_pool_workers: int = field(default=1, metadata=in_range(1, 64, doc="large: helper processes filling the suggestion pool, each with its own random stream"))
+    tpe_history_window: int = field(default=0, metadata=in_range(0, 10_000_000, doc="large: finished trials TPE models at most, the best 50 + a seeded uniform sample of the rest (search/windowed_tpe.py); 0 = all, plain TPE"))
     data: str = field(default="builtin:digits", metadata={"doc": "dataset path or builtin:digits"})
-    report_epochs: str = field(default="every", metadata=one_of("every", "decisions", doc="decisions: a trial reports to Tune only on ASHA's rung epochs, its checkpoint epochs and its last; the epochs between travel with the next report (trainable/report_policy.py): about 3x fewer results through the driver's one loop at the full space's checkpoint cadence"))
     keep_checkpoints: int = field(default=2, metadata=in_range(1, 1000, doc="best checkpoints kept per trial"))
     max_failures: int = field(default=2, metadata=in_range(0, 1000, doc="retries of a failed trial from its last checkpoint"))
     trial: dict = field(default_factory=dict, metadata={"doc": "trial config keys fixed for every trial"})
@@ -68,7 +80,7 @@ class SearchSettings:
     def __post_init__(self):
         if self.grace_period > self.max_epochs:
             raise ConfigError(f"grace_period is {self.grace_period}, but must be <= max_epochs ({self.max_epochs}).")
-        expected = "min" if self.metric == "val_loss" else "max"
+        expected = metric_names.direction(self.metric)
         if self.mode != expected:
             raise ConfigError(f"metric {self.metric!r} with mode {self.mode!r}: {self.metric} must be {expected}imised.")
         owned = sorted(set(self.trial) & set(RESERVED_KEYS))
@@ -78,6 +90,28 @@ class SearchSettings:
         if self.tpe_group and not self.tpe_multivariate:
             raise ConfigError("tpe_group is True, but needs tpe_multivariate=True (Optuna models groups jointly); "
                               "set tpe_group=False or tpe_multivariate=True.")
+        if self.driver_profile == "standard":
+            values = {**{k: getattr(self, k) for k in LARGE_SETTINGS if k in STANDARD_VALUES},
+                      **{k: self.trial[k] for k in LARGE_TRIAL if k in self.trial}}
+            off = [(k, v) for k, v in values.items() if v != STANDARD_VALUES[k]]
+            if off:
+                where = "trial " if off[0][0] in LARGE_TRIAL else ""
+                raise ConfigError(f"{where}{off[0][0]} is {off[0][1]!r}, which only driver_profile 'large' allows "
+                                  "(the machinery for hundreds of GPUs: docs/scale.md). Set driver_profile: 'large', "
+                                  f"or drop {off[0][0]}.")
+
+    @property
+    def large(self) -> bool:
+        return self.driver_profile == "large"
+
+
+def with_profile(settings: dict) -> dict:
+    """SETTINGS as written, with driver_profile "large" filling in its values where the space left them out."""
+    if not isinstance(settings, dict) or settings.get("driver_profile") != "large":
+        return settings
+    trial = settings.get("trial", {})
+    trial = {**LARGE_TRIAL, **trial} if isinstance(trial, dict) else trial
+    return {**LARGE_SETTINGS, **settings, "trial": trial}
 
 
 @dataclass(frozen=True)
@@ -91,10 +125,10 @@ class Space:
         """Sampled params on top of the fixed settings: the flat dict a trial receives."""
         s = self.settings
         # The trial ranks its own epochs for checkpoints the way Tune's CheckpointConfig keeps them
-        # (trainable/checkpoint_policy.py).
+        # (core/checkpoint_policy.py).
         base = {**s.trial, "data": data or s.data, "epochs": s.max_epochs, "seed": s.seed,
                 "train_size": s.train_size, "eval_size": s.eval_size,
-                "keep_checkpoints": s.keep_checkpoints, "checkpoint_metric": s.metric,
+                "keep_checkpoints": s.keep_checkpoints, "metric": s.metric,
                 "report_epochs": EVERY if s.report_epochs == "every" else ",".join(map(str, asha_rungs(s)))}
         return {**base, **params}
 
@@ -120,7 +154,7 @@ def load_space(path: str | Path) -> Space:
                          "using trial.suggest_* (see spaces/quick.py).")
     settings_dict = getattr(module, "SETTINGS", {})
     try:
-        settings = build_validated(SearchSettings, settings_dict, what="search setting")
+        settings = build_validated(SearchSettings, with_profile(settings_dict), what="search setting")
     except ConfigError as err:
         raise SpaceError(f"{path}: SETTINGS: {err}") from None
     warm = getattr(module, "WARM_STARTS", [])
@@ -194,11 +228,8 @@ def sample_params(space: Space, trial) -> dict:
     return {**trial.params, **(extra or {})}
 
 
-def check_space(space: Space, *, num_classes: int = 100, samples: int = 64, data: str | None = None) -> list[dict]:
-    """Sample configs with a seeded study and validate every one, every categorical choice and every range end.
-
-    Returns the sampled trial configs. Raises SpaceError naming the file and the problem.
-    """
+def sample_space(space: Space, samples: int = 64, data: str | None = None) -> tuple[list[dict], dict]:
+    """Seeded random samples of the space: (their trial configs, every parameter's distribution seen)."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=space.settings.seed))
     sampled, distributions = [], {}
     for _ in range(samples):
@@ -211,6 +242,20 @@ def check_space(space: Space, *, num_classes: int = 100, samples: int = 64, data
         sampled.append(space.trial_config(params, data))
         distributions.update(trial.distributions)
         study.tell(trial, 0.0)
+    return sampled, distributions
+
+
+def searched_parameters(space: Space, samples: int = 64) -> dict:
+    """name -> Optuna distribution of every parameter define() suggests on some branch (TensorBoard's HParams)."""
+    return sample_space(space, samples)[1]
+
+
+def check_space(space: Space, *, num_classes: int = 100, samples: int = 64, data: str | None = None) -> list[dict]:
+    """Sample configs with a seeded study and validate every one, every categorical choice and every range end.
+
+    Returns the sampled trial configs. Raises SpaceError naming the file and the problem.
+    """
+    sampled, distributions = sample_space(space, samples, data)
     # Each parameter alone first, so a message names the parameter rather than a whole config.
     base = space.trial_config({}, data)
     to_check = [(f"parameter {name!r} = {value!r}", {**base, name: value})
@@ -277,7 +322,7 @@ def _check_budgets(space: Space, checked: list[tuple[str, TrialConfig]], num_cla
     each config against its own budget, in order, so the first message names the first offender."""
     key = lambda cfg: (cfg.backbone, cfg.head, cfg.head_hidden if cfg.head == "mlp" else 0)
     distinct = sorted({key(cfg) for _, cfg in checked})
-    counts = count_in_child([{"backbone": b, "head": h, "head_hidden": w or 512, "num_classes": num_classes}
+    counts = count_parameters([{"backbone": b, "head": h, "head_hidden": w or 512, "num_classes": num_classes}
                              for b, h, w in distinct])
     by_key = dict(zip(distinct, counts))
     for where, cfg in checked:

@@ -14,7 +14,7 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-STUDY_FILE = "optuna_study.log"
+from core.files import STUDY_FILE
 
 
 class StudyError(Exception):

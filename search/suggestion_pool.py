@@ -1,4 +1,4 @@
-"""TPE's suggestions prepared ahead in a helper process, so that the driver's one loop does not sample.
+"""driver_profile "large": TPE's suggestions prepared ahead in a helper process, so that the driver's one loop does not sample.
 
 At 1,024 GPUs a search starts ~20 trials a second, and a TPE suggestion costs ~30 ms of the same serial loop
 that also takes every result (BENCHMARKS.md, "The driver at scale"): together more than a core, and GPUs
@@ -141,9 +141,10 @@ def main() -> None:
     """The helper: one prepared trial per token line on stdin, its storage id on stdout; EOF ends it."""
     import optuna
 
+    from compat.optuna_internals import trial_storage_id
+    from search.sampler import make_tpe_sampler
     from search.space_file import load_space, sample_params
     from search.study import journal_storage
-    from search.windowed_tpe import make_tpe_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = PoolSpec(**json.loads(sys.stdin.readline()))
@@ -153,12 +154,11 @@ def main() -> None:
     # Its own random stream, apart from the driver's (which samples what the pool does not), the other helpers' and
     # an earlier helper's (a resumed search starts new ones): seeded by the search's seed, its index, the trials so far.
     seed = (space.settings.seed + 1 + spec.index * 1_000_003 + len(study.get_trials(deepcopy=False))) % 2**31
-    study = optuna.load_study(study_name=spec.study_name, storage=storage,
-                              sampler=make_tpe_sampler(space.replace_settings(seed=seed)))
+    study = optuna.load_study(study_name=spec.study_name, storage=storage, sampler=make_tpe_sampler(space, seed=seed))
     for _ in sys.stdin:
         trial = study.ask()
         sample_params(space, trial)  # define-by-run: each parameter sampled and written to the study
-        print(trial._trial_id, flush=True)
+        print(trial_storage_id(trial), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,43 +1,39 @@
 """The one place that wires Ray Tune + Optuna (TPE) + ASHA.
 
 What to search is the Space; how to search is TuneConfig (searcher, scheduler, samples, concurrency);
-how to run is RunConfig (name, storage, checkpoints, retries).
+how to run is RunConfig (name, storage, checkpoints, retries, loggers).
 """
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 
-from search.searcher import PrunedAwareOptunaSearch
+from search.sampler import make_tpe_sampler
+from search.searcher import OptunaTPESearch
 from search.space_file import Space
 from search.study import journal_storage
 from search.suggestion_pool import PoolSpec
-from search.trainable_lookups import trainable_lookups_cached
-from search.tune_reporter import tune_trial
-from search.windowed_tpe import make_tpe_sampler
+from worker.tune_trial import tune_trial
 
 
 def make_searcher(space: Space, *, truthful: bool = True, sampler=None, study_path: Path | None = None,
-                  study_name: str = "optuna") -> PrunedAwareOptunaSearch:
+                  study_name: str = "optuna") -> OptunaTPESearch:
     """study_path: the JournalStorage file the study lives in (search/study.py); None keeps it in memory."""
     s = space.settings
-    return PrunedAwareOptunaSearch(
-        space=space.define,
-        metric=s.metric,  # a define-by-run space needs metric and mode on the searcher itself
-        mode=s.mode,
-        sampler=sampler or make_tpe_sampler(space),
-        points_to_evaluate=[dict(p) for p in space.warm_starts] or None,
-        storage=journal_storage(study_path) if study_path else None,
-        study_name=study_name,
-        max_epochs=s.max_epochs,
-        truthful=truthful,
-        pool=PoolSpec(str(Path(space.path).resolve()), space.settings_dict(), str(study_path), study_name,
-                      s.suggestion_pool, workers=s.suggestion_pool_workers)
-        if study_path and s.suggestion_pool else None,
-        num_samples=s.num_samples,
-    )
+    pool = None
+    if study_path and s.large and s.suggestion_pool:
+        pool = PoolSpec(str(Path(space.path).resolve()), space.settings_dict(), str(study_path), study_name,
+                        s.suggestion_pool, workers=s.suggestion_pool_workers)
+    return OptunaTPESearch(
+        define=space.define, metric=s.metric, mode=s.mode, max_epochs=s.max_epochs,
+        sampler=sampler or make_tpe_sampler(space), warm_starts=space.warm_starts,
+        storage=journal_storage(study_path) if study_path else None, study_name=study_name,
+        truthful=truthful, pool=pool, num_samples=s.num_samples)
 
 
 def make_scheduler(space: Space) -> ASHAScheduler:
@@ -54,6 +50,9 @@ def trainable_with_resources(space: Space):
 
 
 def run_config(space: Space, name: str, storage: str, callbacks=()) -> tune.RunConfig:
+    """callbacks: the project's TensorBoard logger (search/trial_tensorboard.py) and progress line, next to Tune's
+    CSV and JSON loggers (progress.csv, result.json: what the ResultGrid reads back). Tune's own TensorBoard
+    logger is not added (fit() sets Tune's documented TUNE_DISABLE_AUTO_CALLBACK_LOGGERS)."""
     s = space.settings
     return tune.RunConfig(
         name=name,
@@ -62,7 +61,7 @@ def run_config(space: Space, name: str, storage: str, callbacks=()) -> tune.RunC
             num_to_keep=s.keep_checkpoints, checkpoint_score_attribute=s.metric, checkpoint_score_order=s.mode
         ),
         failure_config=tune.FailureConfig(max_failures=s.max_failures),  # retried from the last checkpoint
-        callbacks=list(callbacks),
+        callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), *callbacks],
         verbose=1,
     )
 
@@ -100,10 +99,33 @@ def build_tuner(space: Space, *, name: str, storage: str, data: str, max_concurr
     )
 
 
-def fit(tuner: tune.Tuner) -> tune.ResultGrid:
-    """tuner.fit(), with the trainable looked up in Ray's registry once per search, not at every trial start."""
-    with trainable_lookups_cached():
+def fit(tuner: tune.Tuner, space: Space) -> tune.ResultGrid:
+    """tuner.fit(); with driver_profile "large", the trainable is looked up in Ray's registry once per search,
+    not five times per trial start (compat/ray_internals.py)."""
+    if space.settings.large:
+        from compat.ray_internals import trainable_lookups_cached
+
+        context = trainable_lookups_cached()
+    else:
+        context = nullcontext()
+    with context, own_loggers_only():
         return tuner.fit()
+
+
+@contextmanager
+def own_loggers_only():
+    """While a search fits, Tune adds no loggers of its own: the run config holds them (also when restored).
+    TUNE_DISABLE_AUTO_CALLBACK_LOGGERS is Tune's documented switch; put back afterwards, so another Tuner in
+    this process (a notebook, the refit) gets Tune's defaults."""
+    key, before = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 def restore_tuner(space: Space, path: str) -> tune.Tuner:

@@ -32,11 +32,7 @@ SETTINGS = {
     "cpus_per_trial": 8,     # data loading workers
     "gpus_per_trial": 1,
     "max_concurrent": 0,     # as many as the cluster holds; an autoscaler grows it up to num_samples
-    # The driver's one loop at hundreds of GPUs (README: A light driver; BENCHMARKS.md, The driver at scale):
-    "report_epochs": "decisions",  # trials report at ASHA's rungs, checkpoints and the last epoch only
-    "suggestion_pool": 16,         # TPE samples ahead in helper processes, not in the driver's loop
-    "suggestion_pool_workers": 2,  # two helpers: one falls behind at ~15 trial starts a second (1,024 GPUs)
-    "reuse_actors": True,          # a finished trial's worker runs the next trial: half the driver's work per trial
+    # Ray Tune and Optuna as shipped. For hundreds of GPUs add "driver_profile": "large" (docs/scale.md).
     "train_size": 224,
     "eval_size": 224,        # searched below too: report 003 inferred at 320
     "seed": 0,
@@ -54,8 +50,6 @@ SETTINGS = {
         # a best kept checkpoint at most 2 epochs from the best epoch (BENCHMARKS.md, Checkpoint cost).
         "checkpoint_new_bests": False,
         "resume_state_every": 3,     # divides grace_period, so every ASHA rung (3, 9, 27) has a checkpoint
-        # Train the next epoch while Tune uploads the checkpoint and the driver decides (README: A light driver).
-        "report_in_background": True,
         "optimizer": "adamw",
         "min_lr": 1e-6,
         "hflip": 0.5,

@@ -3,6 +3,15 @@ from pathlib import Path
 import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+# The fast tier (`make test-fast`: pytest -m "not slow") leaves out every test that starts Ray, a search, a
+# cluster or an S3 server: they are marked slow here by the fixtures they use, the rest by `pytestmark`.
+SLOW_FIXTURES = {"ray_session", "s3_endpoint", "cluster"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 TINY100 = SHARED / "datasets" / "tiny100"
 
 

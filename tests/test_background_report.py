@@ -1,4 +1,4 @@
-"""report_in_background (search/tune_reporter.py, BackgroundTuneReporter): the trial trains on while Tune persists
+"""report_in_background (worker/tune_trial.py, BackgroundTuneSink): the trial trains on while Tune persists
 its checkpoint and the driver answers; results, ASHA's decisions, checkpoints and exact resume are as with
 synchronous reports."""
 import json
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import fit_with_one_retry, reported_rows
-from trainable.errors import TrialStopped
+from core.errors import TrialStopped
 
 TINY = {"backbone": "resnet10t", "train_size": 32, "eval_size": 32, "batch_size": 8, "num_workers": 0,
         "lr": 0.01, "seed": 1}
@@ -21,23 +21,28 @@ def fake_tune(monkeypatch):
     """tune.report replaced by one that blocks until the test answers (as the driver does), recording what came."""
     import ray
 
-    from search import tune_reporter
+    from worker import tune_sink
 
-    calls, answers = [], []
+    calls, answers, given, entered = [], [], [], threading.Event()
 
     def report(metrics, checkpoint=None):
         files = sorted(p.name for p in Path(checkpoint.path).iterdir()) if checkpoint is not None else None
+        # Whether every earlier report had been answered when this one reached Tune: one in flight at a time.
         calls.append((metrics["epoch"], files))
+        answered.append(all(a.is_set() for a in given))
         answer = answers.pop(0) if answers else threading.Event()
-        answer.wait(5)
+        given.append(answer)
+        entered.set()
+        answer.wait(60)  # the test answers; a bound only so that a broken test fails instead of hanging
         if getattr(answer, "stop", False):
             raise SystemExit(0)  # what Tune's session does to the report of a trial it stops
         if getattr(answer, "error", None):
             raise answer.error
 
-    monkeypatch.setattr(tune_reporter.tune, "report", report)
+    monkeypatch.setattr(tune_sink.tune, "report", report)
     monkeypatch.setattr(ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "node"))
-    return SimpleNamespace(calls=calls, answers=answers)
+    answered = []
+    return SimpleNamespace(calls=calls, answers=answers, entered=entered, answered=answered)
 
 
 def answer(stop=False, error=None, now=True):
@@ -49,58 +54,57 @@ def answer(stop=False, error=None, now=True):
 
 
 def test_report_returns_at_once_and_the_next_waits_for_the_answer(fake_tune, tmp_path):
-    from search.tune_reporter import BackgroundTuneReporter
+    from worker.tune_sink import BackgroundTuneSink
 
     first = answer(now=False)
     fake_tune.answers[:] = [first, answer()]
-    reporter = BackgroundTuneReporter()
+    reporter = BackgroundTuneSink()
     ckpt = tmp_path / "trial-ckpt-1"
     ckpt.mkdir()
     (ckpt / "model.pt").write_bytes(b"w")
 
-    started = time.perf_counter()
-    reporter.report({"epoch": 1}, ckpt)
-    assert time.perf_counter() - started < 1.0 and not ckpt.exists()  # taken over: the trial may delete its path
-    wait_until(lambda: fake_tune.calls == [(1, ["model.pt"])])         # Tune got the checkpoint's files
+    reporter.send({"epoch": 1}, ckpt)
+    assert not ckpt.exists()  # taken over: the trial may delete its path
+    assert fake_tune.entered.wait(60) and not first.is_set()  # send() returned while Tune still holds the report
+    assert fake_tune.calls == [(1, ["model.pt"])]               # Tune got the checkpoint's files
 
-    second = threading.Thread(target=reporter.report, args=({"epoch": 2}, None))
+    second = threading.Thread(target=reporter.send, args=({"epoch": 2}, None))
     second.start()
-    time.sleep(0.3)
-    assert fake_tune.calls == [(1, ["model.pt"])] and second.is_alive()  # one report in flight at a time
     first.set()
-    second.join(5)
+    second.join(60)
     reporter.flush()
     assert fake_tune.calls == [(1, ["model.pt"]), (2, None)] and not reporter.stopped()
+    assert fake_tune.answered == [True, True]  # the second reached Tune only once the first was answered
     staging = reporter._staging
     reporter.close()
     assert not staging.exists()
 
 
 def test_a_stop_is_seen_between_batches_and_ends_the_trial(fake_tune):
-    from search.tune_reporter import BackgroundTuneReporter
+    from worker.tune_sink import BackgroundTuneSink
 
     fake_tune.answers[:] = [answer(stop=True)]
-    reporter = BackgroundTuneReporter()
-    reporter.report({"epoch": 1}, None)
+    reporter = BackgroundTuneSink()
+    reporter.send({"epoch": 1}, None)
     wait_until(reporter.stopped)
     with pytest.raises(TrialStopped):
-        reporter.report({"epoch": 2}, None)
+        reporter.send({"epoch": 2}, None)
     assert [epoch for epoch, _ in fake_tune.calls] == [1]                # nothing reaches Tune after the stop
     reporter.close()
 
 
 def test_a_failed_report_is_raised_by_the_next_call(fake_tune):
-    from search.tune_reporter import BackgroundTuneReporter
+    from worker.tune_sink import BackgroundTuneSink
 
     fake_tune.answers[:] = [answer(error=OSError("bucket refused the upload"))]
-    reporter = BackgroundTuneReporter()
-    reporter.report({"epoch": 1}, None)
+    reporter = BackgroundTuneSink()
+    reporter.send({"epoch": 1}, None)
     with pytest.raises(OSError, match="bucket refused"):
         reporter.flush()
     reporter.close()
 
 
-def wait_until(condition, timeout=5.0):
+def wait_until(condition, timeout=60.0):  # a bound only: the condition is an event the test waits for
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out"
@@ -112,7 +116,7 @@ def run_asha(toy_data, tmp_path, name, background: bool, lrs=(0.05, 1e-5, 0.02, 
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from search.tune_reporter import tune_trial
+    from worker.tune_trial import tune_trial
 
     config = {**TINY, "epochs": 4, "resume_state_every": 2, "checkpoint_new_bests": False, "keep_checkpoints": 2,
               "data": str(toy_data), "report_in_background": background,
@@ -154,7 +158,7 @@ def test_with_checkpoint_after_decision_a_stopped_trial_writes_no_checkpoint(toy
     """Both keys: on the rung the trial waits for ASHA's answer (flush) before it writes the checkpoint, which
     then persists in the background. The trial that went on reported epoch 2 twice (metrics, then the marked
     checkpoint) and kept epochs 2 and 4; the one stopped at the rung reported once and wrote no checkpoint."""
-    from trainable.report_policy import CHECKPOINT_OF_REPORTED_EPOCH
+    from core.report_policy import CHECKPOINT_OF_REPORTED_EPOCH
 
     results = run_asha(toy_data, tmp_path, "background-decide", background=True, lrs=(0.05, 1e-5),
                        report_epochs="2", checkpoint_after_decision=True)
@@ -170,7 +174,8 @@ def test_with_checkpoint_after_decision_a_stopped_trial_writes_no_checkpoint(toy
 def test_a_trial_failing_while_its_checkpoint_is_in_flight_resumes_from_it_exactly(toy_data, tmp_path, ray_session):
     """The trial raises right after handing over epoch 2's report (with its checkpoint): the report in flight
     still reaches Tune, so the retry resumes from epoch 2 and its epochs 3 and 4 equal a run that never failed."""
-    from search.tune_reporter import BackgroundTuneReporter, run_reporting_to_tune
+    from worker.tune_sink import BackgroundTuneSink
+    from worker.tune_trial import run_reporting_to_tune
     from trainable.trial import train_trial
 
     marker, trained = tmp_path / "failed-once", tmp_path / "trained"
@@ -180,9 +185,9 @@ def test_a_trial_failing_while_its_checkpoint_is_in_flight_resumes_from_it_exact
         fail_at = config["fail_at"]
         config = {k: v for k, v in config.items() if k != "fail_at"}
 
-        class FailingOnce(BackgroundTuneReporter):
-            def report(self, metrics, checkpoint_dir):
-                super().report(metrics, checkpoint_dir)  # handed over; Tune has not answered yet
+        class FailingOnce(BackgroundTuneSink):
+            def send(self, metrics, checkpoint_dir):
+                super().send(metrics, checkpoint_dir)  # handed over; Tune has not answered yet
                 with open(trained / f"{fail_at}.jsonl", "a") as f:
                     f.write(json.dumps(metrics) + "\n")
                 if metrics["epoch"] == fail_at and not marker.exists():
@@ -212,15 +217,15 @@ def test_a_stop_between_reports_is_seen_without_a_report(fake_tune, monkeypatch)
     stop event: the trial sees it at its next batch, not at its next report."""
     from ray.train._internal import session
 
-    from search.tune_reporter import BackgroundTuneReporter
+    from worker.tune_sink import BackgroundTuneSink
 
     stop = threading.Event()
     monkeypatch.setattr(session, "get_session", lambda: SimpleNamespace(stop_event=stop))
-    reporter = BackgroundTuneReporter()
+    reporter = BackgroundTuneSink()
     assert not reporter.stopped()
     stop.set()
     assert reporter.stopped()
     with pytest.raises(TrialStopped):
-        reporter.report({"epoch": 1}, None)
+        reporter.send({"epoch": 1}, None)
     assert fake_tune.calls == []
     reporter.close()

@@ -24,9 +24,9 @@ from conftest import make_image_folder
 from ensemble.predict import main as predict_main
 from trainable import checkpoint
 from trainable.__main__ import main as trainable_main, read_json_object
-from trainable.config import TrialConfig
-from trainable.data import BROKEN_LINK, DUPLICATE, FOLDER_LINK, TOO_LARGE, index_dataset, load_rgb
-from trainable.reporting import LocalReporter
+from core.config import TrialConfig
+from core.data import BROKEN_LINK, DUPLICATE, FOLDER_LINK, TOO_LARGE, index_dataset, load_rgb
+from trainable.local_sink import LocalSink
 from trainable.trial import setup_run, train_trial
 
 TINY = {"backbone": "resnet10t", "train_size": 16, "eval_size": 16, "batch_size": 4, "num_workers": 0,
@@ -76,7 +76,7 @@ def trained(tmp_path_factory):
     data = toy(root / "data", seed=3)
     torch.set_num_threads(1)
     config = TrialConfig.from_dict({**TINY, "data": str(data)}).to_dict()  # as python -m trainable saves it
-    train_trial(config, LocalReporter(root / "run", printer=lambda _: None, config=config))
+    train_trial(config, LocalSink(root / "run", printer=lambda _: None, config=config))
     return root / "run", data
 
 
@@ -388,7 +388,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_epochs_state(train
     truncate(copy / "checkpoints/epoch_0002" / checkpoint.MODEL_FILE)
     warnings = []
     epoch, history = checkpoint.restore_latest_good(
-        LocalReporter(copy, resume=True).checkpoints_to_resume(), warnings.append, **objects)
+        LocalSink(copy, resume=True).checkpoints_to_resume(), warnings.append, **objects)
     assert epoch == 1 and len(history) == 1
     saved = checkpoint.load_model_file(run / "checkpoints/epoch_0001")["model"]
     restored = objects["model"].state_dict()
@@ -405,7 +405,7 @@ def test_no_good_checkpoint_starts_fresh_with_a_warning(trained, objects, tmp_pa
     for d in (copy / "checkpoints").iterdir():
         (d / checkpoint.MODEL_FILE).write_bytes(b"")
     warnings = []
-    assert checkpoint.restore_latest_good(LocalReporter(copy, resume=True).checkpoints_to_resume(),
+    assert checkpoint.restore_latest_good(LocalSink(copy, resume=True).checkpoints_to_resume(),
                                           warnings.append, **objects) == (0, [])
     assert len(warnings) == 3 and "starts again from epoch 1" in warnings[-1]
 
@@ -425,7 +425,7 @@ def test_cli_resume_with_a_damaged_latest_checkpoint_retrains_the_lost_epoch(tra
 def test_tune_trial_finds_the_older_checkpoints_tune_kept(tmp_path):
     from ray import tune
 
-    from search.tune_reporter import older_checkpoints
+    from worker.tune_sink import older_checkpoints
 
     trial_dir = tmp_path / "trial"
     for name in ("checkpoint_000000", "checkpoint_000001", "checkpoint_000002", "checkpoint_000003", "checkpoint_tmp1"):

@@ -208,8 +208,8 @@ def children_once(world, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
         mp.setenv("HF_HUB_CACHE", str(tmp_path_factory.mktemp("empty-hub-cache")))
-        mp.setattr(space_file, "count_in_child", each_item_once(space_file.count_in_child, counts))
-        mp.setattr(preflight, "check_in_child", each_item_once(preflight.check_in_child, weights))
+        mp.setattr(space_file, "count_parameters", each_item_once(space_file.count_parameters, counts))
+        mp.setattr(preflight, "check_weights", each_item_once(preflight.check_weights, weights))
         yield
 
 
@@ -230,6 +230,8 @@ def arrange(case_files: dict, argv: list, world: dict, tmp_path: Path, monkeypat
     existing.mkdir(parents=True)
     (existing / "space.py").write_text(GOOD)
     (existing / "leaderboard.csv").write_text("rank,trial_id\n1,abc\n")
+    (existing / "plan.json").write_text(json.dumps({"results_format": 2, "settings": {"num_samples": 2},
+                                                    "smoke_test": False, "data": "builtin:digits"}))
     paths = {"SPACE": tmp_path / "space.py", "STORAGE": storage}
     for key, text in case_files.items():
         if isinstance(text, bytes):

@@ -1,12 +1,12 @@
-"""Which epochs report a checkpoint, and that Tune resumes exactly from the latest one (trainable/checkpoint_policy.py)."""
+"""Which epochs report a checkpoint, and that Tune resumes exactly from the latest one (core/checkpoint_policy.py)."""
 import json
 from pathlib import Path
 
 import pytest
 
 from conftest import fit_with_one_retry, reported_rows
-from trainable.checkpoint_policy import checkpoint_due, enters_top
-from trainable.config import ConfigError, TrialConfig
+from core.checkpoint_policy import checkpoint_due, enters_top
+from core.config import ConfigError, TrialConfig
 
 
 @pytest.mark.parametrize("history, value, keep, metric, expected", [
@@ -50,7 +50,7 @@ def test_a_metric_the_trial_does_not_report_checkpoints_every_epoch():
 @pytest.mark.parametrize("key, value, message", [
     ("resume_state_every", 0, "'resume_state_every' has value 0, but must be int in [1, 10000]"),
     ("keep_checkpoints", 0, "'keep_checkpoints' has value 0, but must be int in [1, 1000]"),
-    ("checkpoint_metric", "acc", "'checkpoint_metric' has value 'acc', but must be one of"),
+    ("metric", "acc", "'metric' has value 'acc', but must be one of"),
 ])
 def test_bad_checkpoint_keys_are_one_clear_message(key, value, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -63,7 +63,7 @@ def test_tune_resumes_a_failed_trial_from_its_latest_checkpoint_exactly(toy_data
     those of the same config that never failed. Tune's kept checkpoints all hold model.pt + train state."""
     from ray import tune
 
-    from search.tune_reporter import TuneReporter
+    from worker.tune_sink import TuneSink
     from trainable import checkpoint
     from trainable.trial import train_trial
 
@@ -74,9 +74,9 @@ def test_tune_resumes_a_failed_trial_from_its_latest_checkpoint_exactly(toy_data
         fail_at = config["fail_at"]
         config = {k: v for k, v in config.items() if k != "fail_at"}
 
-        class FailingOnce(TuneReporter):
-            def report(self, metrics, checkpoint_dir):
-                super().report(metrics, checkpoint_dir)
+        class FailingOnce(TuneSink):
+            def send(self, metrics, checkpoint_dir):
+                super().send(metrics, checkpoint_dir)
                 with open(trained / f"{fail_at}.jsonl", "a") as f:
                     f.write(json.dumps(metrics) + "\n")
                 if metrics["epoch"] == fail_at and not marker.exists():
@@ -114,21 +114,21 @@ def test_tune_resumes_a_failed_trial_from_its_latest_checkpoint_exactly(toy_data
 def test_tune_falls_back_past_a_damaged_latest_checkpoint(toy_data, tmp_path, ray_session):
     """Under Tune, a retried trial whose latest checkpoint in storage is damaged (truncated model.pt) resumes
     from the previous checkpoint Tune kept: epoch 2 is trained again, exactly as it first ran."""
-    from search.tune_reporter import TuneReporter
+    from worker.tune_sink import TuneSink
     from trainable import checkpoint
     from trainable.trial import train_trial
 
     marker, storage = tmp_path / "damaged-once", tmp_path / "runs"
 
     def damaging_trial(config):
-        class DamagingOnce(TuneReporter):
-            def report(self, metrics, checkpoint_dir):
+        class DamagingOnce(TuneSink):
+            def send(self, metrics, checkpoint_dir):
                 if metrics["epoch"] == 3 and not marker.exists():  # epoch 2's checkpoint is Tune's latest
                     marker.touch()
                     latest = max(storage.glob("damaged/*/checkpoint_*")) / checkpoint.MODEL_FILE
                     latest.write_bytes(latest.read_bytes()[:1000])
                     raise RuntimeError("node lost")
-                super().report(metrics, checkpoint_dir)
+                super().send(metrics, checkpoint_dir)
 
         train_trial(config, DamagingOnce())
 

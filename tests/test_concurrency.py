@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from ray import tune
 
+from core.files import STUDY_FILE
 from search.concurrency import autoscaler_capacity, resolve_concurrency
 from search.space_file import SearchSettings, Space
 from search.tuner import tune_config
@@ -94,15 +95,34 @@ def test_the_concurrency_reaches_tunes_controller_as_pending_trials(ray_session,
     assert _max_pending(4, tmp_path) == 4
 
 
-def test_the_full_spaces_driver_settings_reach_tune(tmp_path):
-    """spaces/full.py's settings for hundreds of GPUs: reused actors, reports at ASHA's rungs (3, 9, 27) and
-    checkpoints, TPE in a suggestion pool of two helpers over the run's study file."""
+def test_the_full_space_runs_tune_and_optuna_as_shipped(tmp_path):
+    """spaces/full.py as it ships: the standard profile, a report every epoch, plain TPE, no suggestion pool."""
+    import optuna
+
     from search.space_file import load_space
-    from search.study import STUDY_FILE
 
     space = load_space(Path(__file__).parent.parent / "spaces" / "full.py")
     config = tune_config(space, max_concurrent=8, study_path=tmp_path / STUDY_FILE)
-    assert config.reuse_actors is True and config.max_concurrent_trials == 8
-    assert space.trial_config({})["report_epochs"] == "3,9,27"
+    assert space.settings.driver_profile == "standard" and config.max_concurrent_trials == 8
+    assert config.reuse_actors is False and space.trial_config({})["report_epochs"] == "every"
+    assert config.search_alg._pool_spec is None and type(config.search_alg.study.sampler) is optuna.samplers.TPESampler
+
+
+def test_the_large_profile_turns_on_the_scale_machinery(tmp_path):
+    """driver_profile "large": reused actors, reports at ASHA's rungs (3, 9, 27) and checkpoints, background
+    reports, checkpoints after decisions, windowed TPE in a suggestion pool of two helpers over the study file."""
+    from search.space_file import load_space
+    from search.windowed_tpe import WindowedTPESampler
+
+    text = (Path(__file__).parent.parent / "spaces" / "full.py").read_text()
+    large = tmp_path / "large.py"
+    large.write_text(text.replace('"max_concurrent": 0,', '"max_concurrent": 0, "driver_profile": "large",'))
+    space = load_space(large)
+    config = tune_config(space, max_concurrent=8, study_path=tmp_path / STUDY_FILE)
+    assert config.reuse_actors is True and space.trial_config({})["report_epochs"] == "3,9,27"
+    trial = space.trial_config({})
+    assert trial["report_in_background"] is True and trial["checkpoint_after_decision"] is True
     spec = config.search_alg._pool_spec
     assert (spec.size, spec.workers, spec.study_path) == (16, 2, str(tmp_path / STUDY_FILE))
+    assert isinstance(config.search_alg.study.sampler, WindowedTPESampler)
+    assert config.search_alg.study.sampler.history_window == 500

@@ -1,6 +1,6 @@
 import pytest
 
-from trainable.config import ConfigError, TrialConfig, describe_fields
+from core.config import ConfigError, TrialConfig, describe_fields
 
 
 def test_defaults_round_trip():

@@ -1,4 +1,4 @@
-"""trainable.data: layout discovery, the bad-data policy (message text included), conversions, caches."""
+"""core.data: layout discovery, the bad-data policy (message text included), conversions, caches."""
 import csv
 import os
 import zlib
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from trainable import data
-from trainable.data import DataError, ImageListDataset, index_dataset, load_rgb, resolve_data_root
+from core import data
+from core.data import DataError, ImageListDataset, index_dataset, load_rgb, resolve_data_root
 
 TINY100 = Path(__file__).resolve().parents[2] / "shared/datasets/tiny100"
 

@@ -11,8 +11,8 @@ from PIL import Image
 
 from trainable import decoded_cache
 from trainable.cached_pipeline import RandomResizedCropFlipU8, eval_image_transform, on_device
-from trainable.config import ConfigError, TrialConfig
-from trainable.data import load_rgb
+from core.config import ConfigError, TrialConfig
+from core.data import load_rgb
 from trainable.decoded_cache import DecodedImages, ensure_decoded
 from trainable.transforms import eval_transform
 
@@ -82,7 +82,7 @@ def test_a_failed_build_leaves_nothing_half_written(tmp_path, monkeypatch):
 
 def test_a_full_disk_is_a_clear_message_not_a_traceback(tmp_path, monkeypatch):
     import errno
-    from trainable.data import DataError
+    from core.data import DataError
     paths = write_images(tmp_path / "img", [(40, 40)] * 2)
     def full(path, side):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -93,7 +93,7 @@ def test_a_full_disk_is_a_clear_message_not_a_traceback(tmp_path, monkeypatch):
 
 
 def test_an_unwritable_cache_folder_is_a_clear_message(tmp_path, monkeypatch):
-    from trainable.data import DataError
+    from core.data import DataError
     paths = write_images(tmp_path / "img", [(40, 40)])
     (tmp_path / "a-file").write_text("not a folder")
     monkeypatch.setenv("RESNET_SEARCH_CACHE", str(tmp_path / "a-file"))

@@ -17,9 +17,9 @@ from ensemble.build import build_ensemble
 from ensemble.candidates import EnsembleError
 from ensemble.predict import main as predict_main
 from ensemble.report import write_predictions
-from ensemble.scoring import Member
+from worker.scoring import Member
 from trainable.checkpoint import MODEL_FILE, load_model_file
-from trainable.reporting import LocalReporter
+from trainable.local_sink import LocalSink
 from trainable.trial import train_trial
 
 
@@ -220,8 +220,8 @@ def trained(tmp_path_factory):
                                  noise=20.0)
         out = {"data": data}
         for trial_id, params in TRIALS.items():
-            train_trial({**TINY, **params, "data": str(data)}, LocalReporter(root / trial_id, printer=lambda _: None))
-            out[trial_id] = LocalReporter(root / trial_id).latest()
+            train_trial({**TINY, **params, "data": str(data)}, LocalSink(root / trial_id, printer=lambda _: None))
+            out[trial_id] = LocalSink(root / trial_id).latest()
         yield out
     torch.set_num_threads(threads)
 
@@ -234,9 +234,17 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
+def status_and_reason(ended: str) -> tuple[str, str]:
+    """'completed', 'stopped by ASHA at epoch k' or 'error: <reason>' as the leaderboard's status and reason."""
+    if ended.startswith("error"):
+        return "failed", ended.partition(":")[2].strip()
+    return ("stopped_early", ended) if ended.startswith("stopped") else ("completed", "")
+
+
 def write_leaderboard(run_dir, rows):
     run_dir.mkdir(parents=True, exist_ok=True)
-    table = pd.DataFrame([{"rank": i + 1, "trial_id": trial_id, "ended": ended, "epochs": epochs,
+    table = pd.DataFrame([{"rank": i + 1, "trial_id": trial_id, "status": status_and_reason(ended)[0],
+                           "reason": status_and_reason(ended)[1], "epochs": epochs,
                            "best_val_acc": 0.5, "param_count": 4_900_000, "best_checkpoint": str(ckpt)}
                           for i, (trial_id, ended, epochs, ckpt) in enumerate(rows)])
     table.to_csv(run_dir / "leaderboard.csv", index=False)
@@ -461,8 +469,8 @@ def trained_cache(trained, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RESNET_SEARCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
         train_trial({**TINY, "lr": 0.01, "seed": 1, "loader": "cache", "data": str(trained["data"])},
-                    LocalReporter(root / "fff666", printer=lambda _: None))
-    return LocalReporter(root / "fff666").latest()
+                    LocalSink(root / "fff666", printer=lambda _: None))
+    return LocalSink(root / "fff666").latest()
 
 
 def test_member_scores_equal_their_trials_reported_val_metrics_for_both_loaders(trained, trained_cache, tmp_path):
@@ -490,7 +498,7 @@ def test_the_cache_member_scored_through_the_pil_pipeline_would_differ(trained, 
     import dataclasses
 
     from ensemble.candidates import Inference
-    from ensemble.storage import Location
+    from core.storage import Location
 
     member = Member.load(Location(str(trained_cache)))
     samples = manifest_val_samples(trained)
@@ -509,7 +517,7 @@ def test_tta_works_with_the_cache_loader(trained_cache, tmp_path):
 
 
 def manifest_val_samples(trained):
-    from ensemble.scoring import dataset_lists
+    from worker.scoring import dataset_lists
 
     return [tuple(s) for s in dataset_lists(load_model_file(trained["aaa111"])["config"])["val_samples"]]
 

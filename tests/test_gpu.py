@@ -13,9 +13,9 @@ import torch
 
 from conftest import make_image_folder
 from trainable.cached_pipeline import on_device
-from trainable.config import TrialConfig
+from core.config import TrialConfig
 from trainable.loop import train_one_epoch
-from trainable.reporting import LocalReporter
+from trainable.local_sink import LocalSink
 from trainable.trial import setup_run, train_trial
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -112,14 +112,14 @@ LOSS_RTOL, ACC_ATOL = 0.05, 1 / 12 + 1e-6
 def test_resume_on_cuda_continues_from_the_checkpoint(toy_data, tmp_path):
     config = {**TINY, "data": str(toy_data)}
     straight = tmp_path / "straight"
-    train_trial(config, LocalReporter(straight, printer=lambda _: None))
+    train_trial(config, LocalSink(straight, printer=lambda _: None))
     interrupted = tmp_path / "interrupted"
-    train_trial(config, LocalReporter(interrupted, printer=lambda _: None, keep=3))
+    train_trial(config, LocalSink(interrupted, printer=lambda _: None, keep=3))
     # Roll back to the end of epoch 2, as if the run had been killed during epoch 3.
     shutil.rmtree(interrupted / "checkpoints" / "epoch_0003")
     lines = (interrupted / "metrics.jsonl").read_text().splitlines()[:2]
     (interrupted / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    resumed = train_trial(config, LocalReporter(interrupted, resume=True, printer=lambda _: None))
+    resumed = train_trial(config, LocalSink(interrupted, resume=True, printer=lambda _: None))
 
     a, b = read_jsonl(straight / "metrics.jsonl"), read_jsonl(interrupted / "metrics.jsonl")
     assert [r["epoch"] for r in b] == [1, 2, 3] and resumed["epoch"] == 3
@@ -177,10 +177,10 @@ def test_ensemble_scores_members_on_the_gpu(toy_data, tmp_path):
     rows = []
     for rank, (trial_id, seed) in enumerate((("gpu111", 1), ("gpu222", 2)), start=1):
         train_trial({**TINY, "epochs": 2, "seed": seed, "data": str(toy_data)},
-                    LocalReporter(tmp_path / trial_id, printer=lambda _: None))
+                    LocalSink(tmp_path / trial_id, printer=lambda _: None))
         rows.append({"rank": rank, "trial_id": trial_id, "status": "completed", "reason": "", "epochs": 2,
                      "best_val_acc": 0.5, "param_count": 4_900_000,
-                     "best_checkpoint": str(LocalReporter(tmp_path / trial_id).latest())})
+                     "best_checkpoint": str(LocalSink(tmp_path / trial_id).latest())})
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     pd.DataFrame(rows).to_csv(run_dir / "leaderboard.csv", index=False)

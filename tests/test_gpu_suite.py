@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "benchmarks" / "gpu_suite.py"
 SWITCHES = ("fp32 (no bf16 autocast)", "channels_last off", "foreach AdamW (not fused)", "cudnn.benchmark off")

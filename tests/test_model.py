@@ -2,7 +2,7 @@ import pytest
 import timm
 import torch
 
-from trainable.config import TrialConfig
+from core.config import TrialConfig
 from trainable.model import ModelError, build_model, check_backbone, count_parameters_for
 
 SEED_REPORT_BACKBONES = {  # parameter counts the seed reports printed, with a 100-class head

@@ -25,6 +25,8 @@ import pytest
 from conftest import S3_BUCKET, S3_CREDENTIALS, make_image_folder
 from local_cluster import LocalCluster
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 # Ray's GCS client retries a refused connection once a second, 20 times by default; 3 tries show the refusal.
 QUICK_REFUSAL = {"RAY_NUM_REDIS_GET_RETRIES": "3"}

@@ -20,9 +20,11 @@ from ensemble.build import build_ensemble
 from ensemble.candidates import EnsembleError
 from ensemble.refit import REFIT_DIR, REFIT_PREDICTIONS
 from search.run import main as search_main
-from trainable.config import ConfigError, TrialConfig
-from trainable.data import index_dataset
-from trainable.subsets import apply_subset, parse_subset, pooled, split
+from core.config import ConfigError, TrialConfig
+from core.data import index_dataset
+from core.subsets import apply_subset, parse_subset, pooled, split
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = '''
@@ -144,8 +146,8 @@ def test_test_predictions_average_the_fold_models_softmax(run_dir, manifest, oof
     import torch
 
     from ensemble.candidates import Inference
-    from ensemble.scoring import Member
-    from ensemble.storage import Location
+    from worker.scoring import Member
+    from core.storage import Location
 
     refit = manifest["refit"]
     test_files = list(oof["test_files"])

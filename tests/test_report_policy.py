@@ -1,4 +1,4 @@
-"""report_epochs (trainable/report_policy.py): a trial reports to the search only on the epochs it must, and
+"""report_epochs (core/report_policy.py): a trial reports to the search only on the epochs it must, and
 every epoch still reaches metrics.jsonl, the Optuna study and an exact resume under Tune (TensorBoard's steps:
 tests/test_tensorboard_logger.py)."""
 import json
@@ -11,8 +11,8 @@ from conftest import fit_with_one_retry, reported_rows
 from search.space_file import SpaceError, load_space
 from search.study import STUDY_FILE, load_study
 from search.tuner import make_searcher
-from trainable.config import ConfigError, TrialConfig
-from trainable.report_policy import (CHECKPOINT_OF_REPORTED_EPOCH, EPOCHS_BETWEEN, checkpoint_of_reported_epoch,
+from core.config import ConfigError, TrialConfig
+from core.report_policy import (CHECKPOINT_OF_REPORTED_EPOCH, EPOCHS_BETWEEN, checkpoint_of_reported_epoch,
                                      decide_before_checkpoint, expand, parse_report_epochs, report_due)
 
 TINY = {"backbone": "resnet10t", "train_size": 32, "eval_size": 32, "batch_size": 8, "num_workers": 0,
@@ -46,10 +46,14 @@ def test_expand_puts_the_epochs_between_first():
 def test_the_search_fills_in_ashas_rungs_and_owns_the_key(tmp_path):
     path = tmp_path / "space.py"
     settings = '"max_epochs": 30, "grace_period": 3, "reduction_factor": 3'
+    path.write_text(f"SETTINGS = {{{settings}, 'driver_profile': 'large'}}\n"
+                    "def define(trial):\n    trial.suggest_float('lr', 1e-3, 1e-1)\n")
+    assert load_space(path).trial_config({})["report_epochs"] == "3,9,27"  # the large profile's default
+    assert load_space(path).replace_settings(report_epochs="every").trial_config({})["report_epochs"] == "every"
     path.write_text(f"SETTINGS = {{{settings}, 'report_epochs': 'decisions'}}\n"
                     "def define(trial):\n    trial.suggest_float('lr', 1e-3, 1e-1)\n")
-    assert load_space(path).trial_config({})["report_epochs"] == "3,9,27"
-    assert load_space(path).replace_settings(report_epochs="every").trial_config({})["report_epochs"] == "every"
+    with pytest.raises(SpaceError, match="report_epochs is 'decisions', which only driver_profile 'large' allows"):
+        load_space(path)
     path.write_text(f"SETTINGS = {{{settings}, 'trial': {{'report_epochs': '2'}}}}\n"
                     "def define(trial):\n    trial.suggest_float('lr', 1e-3, 1e-1)\n")
     with pytest.raises(SpaceError, match="trial sets 'report_epochs', which the search sets for every trial"):
@@ -57,16 +61,16 @@ def test_the_search_fills_in_ashas_rungs_and_owns_the_key(tmp_path):
 
 
 def test_a_trial_reports_only_rungs_checkpoints_and_last_yet_writes_every_epoch(toy_data, tmp_path):
-    from trainable.reporting import LocalReporter
+    from trainable.local_sink import LocalSink
     from trainable.trial import train_trial
 
-    class Recording(LocalReporter):
+    class Recording(LocalSink):
         calls = []
 
-        def report(self, metrics, checkpoint_dir):
+        def send(self, metrics, checkpoint_dir):
             self.calls.append((metrics["epoch"], [r["epoch"] for r in metrics.get(EPOCHS_BETWEEN, [])],
                                checkpoint_dir is not None))
-            super().report(metrics, checkpoint_dir)
+            super().send(metrics, checkpoint_dir)
 
     out = tmp_path / "run"
     config = {**TINY, "epochs": 5, "resume_state_every": 4, "checkpoint_new_bests": False, "report_epochs": "2",
@@ -100,7 +104,7 @@ def test_under_tune_a_failed_trial_resumes_exactly_and_reports_only_what_it_must
     those of the same config that never failed."""
     from ray import tune
 
-    from search.tune_reporter import TuneReporter
+    from worker.tune_sink import TuneSink
     from trainable.trial import train_trial
 
     marker = tmp_path / "failed-once"
@@ -108,12 +112,12 @@ def test_under_tune_a_failed_trial_resumes_exactly_and_reports_only_what_it_must
     def flaky_trial(config):
         fail, config = config["fail"], {k: v for k, v in config.items() if k != "fail"}
 
-        class FailingOnce(TuneReporter):
-            def report(self, metrics, checkpoint_dir):
+        class FailingOnce(TuneSink):
+            def send(self, metrics, checkpoint_dir):
                 if fail and metrics["epoch"] == 4 and not marker.exists():
                     marker.touch()
                     raise RuntimeError("node lost")
-                super().report(metrics, checkpoint_dir)
+                super().send(metrics, checkpoint_dir)
 
         train_trial(config, FailingOnce())
 
@@ -146,23 +150,23 @@ def test_checkpoint_after_decision_only_on_decided_epochs_before_the_last():
 
 
 def test_a_trial_saves_a_decided_epochs_checkpoint_only_after_it_goes_on(toy_data, tmp_path):
-    from trainable.reporting import LocalReporter
+    from trainable.local_sink import LocalSink
     from trainable.trial import train_trial
 
     class Stopped(Exception):
         pass
 
-    class Recording(LocalReporter):
+    class Recording(LocalSink):
         def __init__(self, *args, stop_at=None, **kwargs):
             super().__init__(*args, **kwargs)
             self.calls, self.stop_at = [], stop_at
 
-        def report(self, metrics, checkpoint_dir):
+        def send(self, metrics, checkpoint_dir):
             self.calls.append((metrics["epoch"], bool(metrics.get(CHECKPOINT_OF_REPORTED_EPOCH)),
                                checkpoint_dir is not None))
             if metrics["epoch"] == self.stop_at:
                 raise Stopped  # as Tune ends a trial its scheduler stops, inside report()
-            super().report(metrics, checkpoint_dir)
+            super().send(metrics, checkpoint_dir)
 
     config = {**TINY, "epochs": 5, "resume_state_every": 2, "checkpoint_new_bests": False, "report_epochs": "2",
               "checkpoint_after_decision": True, "data": str(toy_data)}
@@ -189,7 +193,7 @@ def test_under_tune_asha_stopped_trials_write_no_checkpoint_at_their_rung(toy_da
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from search.tune_reporter import tune_trial
+    from worker.tune_trial import tune_trial
 
     config = {**TINY, "epochs": 4, "resume_state_every": 2, "checkpoint_new_bests": False, "report_epochs": "2",
               "checkpoint_after_decision": True, "keep_checkpoints": 2, "data": str(toy_data),
@@ -226,25 +230,25 @@ def test_under_tune_asha_stopped_trials_write_no_checkpoint_at_their_rung(toy_da
 def test_a_trial_lost_between_a_decision_and_its_checkpoint_resumes_exactly(toy_data, tmp_path):
     """checkpoint_after_decision, rungs at 2 and 4: the run dies after epoch 4's metrics went out but before its
     checkpoint did. Resumed, it continues from epoch 2's checkpoint and its epochs 3-5 equal a run never lost."""
-    from trainable.reporting import LocalReporter
+    from trainable.local_sink import LocalSink
     from trainable.trial import train_trial
 
     class Lost(Exception):
         pass
 
-    class LostBeforeCheckpoint(LocalReporter):
-        def report(self, metrics, checkpoint_dir):
+    class LostBeforeCheckpoint(LocalSink):
+        def send(self, metrics, checkpoint_dir):
             if metrics["epoch"] == 4 and metrics.get(CHECKPOINT_OF_REPORTED_EPOCH):
                 raise Lost
-            super().report(metrics, checkpoint_dir)
+            super().send(metrics, checkpoint_dir)
 
     config = {**TINY, "epochs": 5, "resume_state_every": 2, "checkpoint_new_bests": False, "report_epochs": "2,4",
               "checkpoint_after_decision": True, "data": str(toy_data)}
-    train_trial(config, LocalReporter(tmp_path / "straight", printer=lambda _: None, keep=10))
+    train_trial(config, LocalSink(tmp_path / "straight", printer=lambda _: None, keep=10))
     with pytest.raises(Lost):
         train_trial(config, LostBeforeCheckpoint(tmp_path / "lost", printer=lambda _: None, keep=10))
     assert sorted(d.name for d in (tmp_path / "lost" / "checkpoints").iterdir()) == ["epoch_0002"]
-    train_trial(config, LocalReporter(tmp_path / "lost", resume=True, printer=lambda _: None, keep=10))
+    train_trial(config, LocalSink(tmp_path / "lost", resume=True, printer=lambda _: None, keep=10))
 
     read = lambda run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
     straight, resumed = read("straight"), read("lost")

@@ -17,6 +17,8 @@ from conftest import make_image_folder
 from optuna.trial import TrialState
 from search.study import load_study
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 NUM_SAMPLES, MAX_EPOCHS = 5, 3
 # 64 px: epochs of about a second. The killed-driver case needs a moment when a trial is mid-way with its latest
@@ -38,7 +40,7 @@ def trial_dirs(experiment: Path) -> list[Path]:
 
 def study_params(experiment: Path) -> list[dict]:
     state = max(experiment.glob("searcher-state-*.pkl"))  # one per session; Ray restores the newest name
-    study = pickle.loads(state.read_bytes())["_ot_study"]
+    study = pickle.loads(state.read_bytes())["_study"]
     return [t.params for t in sorted(study.trials, key=lambda t: t.number)]
 
 
@@ -268,7 +270,8 @@ def test_ctrl_c_in_the_last_trial_then_resume_with_the_printed_command(tmp_path)
     (["--data", "builtin:digits"], None, "--data cannot change a search being resumed (--data builtin:digits, it "
                                          "started with /data/hw1)"),
     ([], "{not json", "plan.json cannot be read"),
-    ([], '{"version": 99, "settings": {}}', "plan.json is not a plan this version can resume (expected version 1)"),
+    ([], '{"results_format": 99, "settings": {}}', "was written by another version of resnet-search (results format 99; "
+                                                    "this version reads format 2)"),
 ], ids=["seed", "two-flags", "smoke-test", "data", "damaged", "other-version"])
 def test_resume_refuses_what_would_change_the_saved_plan(tmp_path, capsys, flags, plan_text, message):
     """Checked before Ray or the data is touched: one message, exit 2, and the run's files unchanged."""
@@ -278,7 +281,7 @@ def test_resume_refuses_what_would_change_the_saved_plan(tmp_path, capsys, flags
     run.mkdir(parents=True)
     settings = {"num_samples": 2, "max_concurrent": 1, "seed": 5, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0}
     (run / "plan.json").write_text(plan_text or json.dumps(
-        {"version": 1, "settings": settings, "smoke_test": False, "data": "/data/hw1"}))
+        {"results_format": 2, "settings": settings, "smoke_test": False, "data": "/data/hw1"}))
     before = (run / "plan.json").read_bytes()
     code = search_main(["--name", "saved", "--resume", "--storage", str(tmp_path / "results"), *flags])
     err = capsys.readouterr().err

@@ -18,6 +18,8 @@ from conftest import S3_BUCKET as BUCKET
 from conftest import S3_CREDENTIALS as CREDENTIALS
 from conftest import make_image_folder
 
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("moto.server", reason="moto[server] is in the test extra")
 
 ROOT = Path(__file__).resolve().parents[1]

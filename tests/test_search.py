@@ -27,7 +27,7 @@ SPACE = f'''
 SETTINGS = {{
     "num_samples": {NUM_SAMPLES}, "max_epochs": {MAX_EPOCHS}, "grace_period": 1, "reduction_factor": 2,
     "cpus_per_trial": 1, "max_concurrent": 2, "train_size": 32, "eval_size": 32, "max_failures": 0,
-    "suggestion_pool": 2, "report_epochs": "decisions", "reuse_actors": True,  # full.py's settings for scale
+    "reuse_actors": True,  # Tune's own option: no new worker process per trial (this module tests outcomes)
     "trial": {{"num_workers": 0}},
 }}
 
@@ -69,7 +69,7 @@ def leaderboard(search_dir):
 @pytest.fixture(scope="module")
 def study(search_dir):
     (state,) = search_dir.glob("searcher-state-*.pkl")
-    return pickle.loads(state.read_bytes())["_ot_study"]
+    return pickle.loads(state.read_bytes())["_study"]
 
 
 def test_leaderboard_has_one_row_per_trial_with_outcomes(leaderboard):
@@ -140,9 +140,9 @@ def test_tensorboard_event_files_hold_curves_and_hparams(search_dir, leaderboard
         acc.Reload()
         tags = acc.Tags()
         if row["status"] != "failed":
-            steps = [e.step for e in acc.Scalars("ray/tune/val_acc")]
+            steps = [e.step for e in acc.Scalars("val_acc")]
             assert steps == list(range(1, row["epochs"] + 1))
-            assert max(e.value for e in acc.Scalars("ray/tune/val_acc")) == pytest.approx(row["best_val_acc"])
+            assert max(e.value for e in acc.Scalars("val_acc")) == pytest.approx(row["best_val_acc"])
         assert "_hparams_/session_start_info" in tags["tensors"] + tags.get("scalars", []) or \
             any("session_start" in t for t in acc.summary_metadata)
 
@@ -183,7 +183,9 @@ def test_tensorboard_hparams_tab_shows_every_trial(search_dir, leaderboard):
         tb.terminate()
         tb.wait(10)
     assert {"lr", "batch_size", "head", "head_hidden"} <= {h["name"] for h in experiment["hparamInfos"]}
-    assert "ray/tune/val_acc" in {m["name"]["tag"] for m in experiment["metricInfos"]}
+    metrics = [m["name"]["tag"] for m in experiment["metricInfos"]]
+    assert metrics[0] == "best_val_acc" and not any(m.startswith("ray/") or m == "done" for m in metrics)
+    assert "status" in {h["name"] for h in experiment["hparamInfos"]}
     sessions = {g["name"]: g for g in groups["sessionGroups"]}
     assert set(sessions) == set(leaderboard["trial_id"])
     for _, row in leaderboard.iterrows():
@@ -191,13 +193,14 @@ def test_tensorboard_hparams_tab_shows_every_trial(search_dir, leaderboard):
         assert group["hparams"]["lr"] == pytest.approx(row["lr"])
         assert ("head_hidden" in group["hparams"]) == (row["head"] == "mlp")
         status = group["sessions"][0]["status"]
+        assert group["hparams"]["status"] == row["status"]  # completed, stopped_early or failed, as the leaderboard
         if row["status"] == "failed":
             assert status == "STATUS_FAILURE"
         else:
             assert status == "STATUS_SUCCESS"
             values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
-            assert values["ray/tune/val_acc"] == pytest.approx(
-                _last_val_acc(search_dir / row["trial_id"]), abs=1e-6)
+            assert values["best_val_acc"] == pytest.approx(row["best_val_acc"], abs=1e-6)
+            assert values["val_acc"] == pytest.approx(_last_val_acc(search_dir / row["trial_id"]), abs=1e-6)
 
 
 def _last_val_acc(trial_dir: Path) -> float:
@@ -292,8 +295,9 @@ def test_deterministic_errors_are_not_retried_but_crashes_are(ray_session, tmp_p
     happen again is still retried by Tune."""
     from ray import tune
 
-    from search.tune_reporter import TuneReporter, run_without_retrying_user_errors
-    from trainable.config import ConfigError
+    from worker.tune_sink import TuneSink
+    from worker.tune_trial import run_without_retrying_user_errors
+    from core.config import ConfigError
 
     def trial(config):
         def train(cfg, reporter):
@@ -304,7 +308,7 @@ def test_deterministic_errors_are_not_retried_but_crashes_are(ray_session, tmp_p
             if len(attempts.read_text()) == 1:
                 raise RuntimeError("node lost")  # the first attempt only
             tune.report({"val_acc": 0.5})
-        run_without_retrying_user_errors(train, config, TuneReporter())
+        run_without_retrying_user_errors(train, config, TuneSink())
 
     tuner = tune.Tuner(trial, param_space={"kind": tune.grid_search(["config", "crash"])},
                        tune_config=tune.TuneConfig(metric="val_acc", mode="max"),
@@ -383,18 +387,23 @@ def test_how_a_trial_ended_is_a_typed_status_with_a_reason(metrics, error, tune_
     assert (status.value, reason.splitlines()[0] if reason else "") == expected
 
 
-def test_leaderboards_from_before_the_status_column_are_still_read(tmp_path):
-    from ensemble.candidates import qualifying_trials, read_leaderboard
+def test_a_run_in_an_older_results_format_is_refused_with_one_message(tmp_path, capsys):
+    """One format version per run (core/run_format.py) instead of shims for every older layout."""
+    import json
 
-    pd.DataFrame({"rank": [1, 2, 3, 4], "trial_id": ["00000001", "b", "c", "d"],
-                  "ended": ["completed", "stopped by ASHA at epoch 1", "error: DataError: gone", "not started"],
-                  "epochs": [4, 1, 0, 0], "best_checkpoint": ["/ck/a", "/ck/b", "", ""]}).to_csv(
-        tmp_path / "leaderboard.csv", index=False)
-    table = read_leaderboard(tmp_path)
-    assert list(table["status"]) == ["completed", "stopped_early", "failed", "not_started"]
-    assert list(table["reason"]) == ["", "stopped by ASHA at epoch 1", "DataError: gone", ""]
-    chosen, min_epochs = qualifying_trials(table, top_k=5, min_epochs=None)
-    assert list(chosen["trial_id"]) == ["00000001"] and min_epochs == 4  # ids stay text
+    from ensemble.__main__ import main as ensemble_main
+
+    run = tmp_path / "results" / "old"
+    run.mkdir(parents=True)
+    (run / "plan.json").write_text(json.dumps({"version": 1, "settings": {}}))  # what format 1 wrote
+    (run / "leaderboard.csv").write_text("rank,trial_id,ended,epochs\n1,a,completed,4\n")
+    before = sorted(p.name for p in run.iterdir())
+    assert ensemble_main([str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "written by an older version of resnet-search (results format 1; this version reads format 2)" in err
+    assert "Traceback" not in err and sorted(p.name for p in run.iterdir()) == before
+    code = search_main(["--name", "old", "--resume", "--storage", str(tmp_path / "results")])
+    assert code == 2 and "results format 1" in capsys.readouterr().err
 
 
 def test_an_interrupted_search_summary_claims_no_savings(tmp_path):

@@ -61,20 +61,37 @@ def test_file_uri_storage_is_a_local_folder_that_holds_the_outputs_too(tmp_path,
     assert not (tmp_path / "results").exists() and not store.exists()
 
 
-def test_resuming_a_file_uri_search_finds_outputs_an_older_version_put_in_results(tmp_path, monkeypatch):
-    from search.plan import local_or_cloud, outputs_dir
+@pytest.mark.parametrize("given, expected", [
+    ("results", "CWD/results"), ("~/runs", "HOME/runs"), ("file:///abs/store", "/abs/store"),
+    ("file://localhost/abs/store", "/abs/store"), ("file:///with%20space", "/with space"),
+    ("s3://b/t?endpoint_override=127.0.0.1:9000&scheme=http", "s3://b/t?endpoint_override=127.0.0.1:9000&scheme=http"),
+    ("gs://bucket/tune", "gs://bucket/tune"),
+])
+def test_storage_strings_are_read_in_one_place(given, expected, tmp_path, monkeypatch):
+    from core.storage import StorageURI
 
     monkeypatch.chdir(tmp_path)
-    store = tmp_path / "store"
-    given = f"file://{store}"
-    assert local_or_cloud(given) == str(store) and local_or_cloud("s3://b/t?x=1") == "s3://b/t?x=1"
-    assert outputs_dir(given, str(store), "old", resume=True) == store / "old"  # nothing anywhere: the new place
-    (tmp_path / "results" / "old").mkdir(parents=True)
-    (tmp_path / "results" / "old" / "plan.json").write_text("{}")
-    assert outputs_dir(given, str(store), "old", resume=True) == tmp_path / "results" / "old"
-    assert outputs_dir(given, str(store), "old", resume=False) == store / "old"  # a new search: never there
-    assert outputs_dir(str(store), str(store), "old", resume=True) == store / "old"  # a plain path never was
-    assert outputs_dir("s3://b/t", "s3://b/t", "x", resume=False) == tmp_path / "results" / "x"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    parsed = StorageURI.parse(given)
+    assert parsed.value == expected.replace("CWD", str(tmp_path)).replace("HOME", str(tmp_path / "home"))
+    path, _, query = parsed.value.partition("?")
+    assert parsed.join("run") == f"{path}/run" + (f"?{query}" if query else "")  # options stay after the path
+    assert parsed.is_cloud == ("://" in expected)
+
+
+@pytest.mark.parametrize("given, message", [
+    ("", "--storage is empty"),
+    ("file:relative/dir", "is not a file URI (file:///absolute/folder). Give the folder itself (relative/dir)"),
+    ("file:///path?opt=1", "has options after '?' or '#', which a local folder does not take"),
+    ("file://otherhost/path", "names the host 'otherhost'"),
+    ("://bucket", "has no usable scheme"),
+])
+def test_storage_strings_that_land_where_nobody_looks_are_refused(given, message):
+    from core.errors import UserError
+    from core.storage import StorageURI
+
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
+        StorageURI.parse(given)
 
 
 def test_smoke_test_shrinks_the_run(tmp_path, data, capsys, monkeypatch):
@@ -99,7 +116,7 @@ def test_smoke_test_shrinks_the_run(tmp_path, data, capsys, monkeypatch):
      "Command-line override: Search setting key 'num_samples' has value 0, but must be int in [1, 1000000]"),
     (["--resume"], "--resume needs --name"),
     (["--name", "ghost", "--resume", "--storage", "STORAGE"], "No search named 'ghost'"),
-    (["--name", "x", "--resume", "--num-samples", "3"], "--num-samples cannot change a search being resumed"),
+    (["--name", "x", "--resume", "--num-samples", "3"], "No search named 'x'"),
     (["--space", "spaces/quick.py", "--name", "a/b"], "must be a plain folder name"),
     ([], "--space is required"),
 ])

@@ -5,7 +5,7 @@ import optuna
 import pytest
 
 from search.space_file import SpaceError, check_space, load_space, sample_params
-from trainable.config import TrialConfig
+from core.config import TrialConfig
 
 SPACES = sorted((Path(__file__).resolve().parents[1] / "spaces").glob("[!_]*.py"))
 

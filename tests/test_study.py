@@ -5,7 +5,7 @@ import pytest
 from search.space_file import SpaceError, load_space
 from search.study import STUDY_FILE, StudyError, journal_storage, load_study
 from search.tuner import make_searcher
-from search.windowed_tpe import make_tpe_sampler
+from search.sampler import make_tpe_sampler
 
 SPACE = '''
 SETTINGS = {{"seed": 4, "tpe_startup_trials": 3, {extra}}}
@@ -85,8 +85,8 @@ def test_the_searchers_snapshot_holds_only_unfinished_trials(tmp_path):
     searcher.on_trial_result("t4", {"val_acc": 0.4, "epoch": 1, "training_iteration": 1})
     saved = tmp_path / "searcher.pkl"
     searcher.save(str(saved))
-    assert set(searcher._ot_trials) == {"t0", "t1", "t2", "t3", "t4"}  # the live searcher keeps them all
-    assert set(pickle.loads(saved.read_bytes())["_ot_trials"]) == {"t4"}
+    assert set(searcher._trials) == {"t0", "t1", "t2", "t3", "t4"}  # the live searcher keeps them all
+    assert set(pickle.loads(saved.read_bytes())["_trials"]) == {"t4"}
 
     resumed = make_searcher(space, study_path=tmp_path / "run" / STUDY_FILE)
     resumed.restore(str(saved))
@@ -102,17 +102,17 @@ def test_the_searchers_snapshot_holds_only_unfinished_trials(tmp_path):
 def test_an_outcome_optuna_refuses_leaves_the_trial_failed_not_running(tmp_path, monkeypatch):
     searcher = make_searcher(space_with(tmp_path, '"max_epochs": 3'), study_path=tmp_path / "run" / STUDY_FILE)
     searcher.suggest("t")
-    tell = searcher._ot_study.tell
+    tell = searcher._study.tell
 
     def refuse_values(trial, values=None, state=None):
         if values is not None:
             raise ValueError("refused")
         return tell(trial, values, state=state)
 
-    monkeypatch.setattr(searcher._ot_study, "tell", refuse_values)
+    monkeypatch.setattr(searcher._study, "tell", refuse_values)
     searcher.on_trial_complete("t", {"val_acc": 0.7, "epoch": 3, "training_iteration": 3})
     (trial,) = load_study(tmp_path / "run").trials
-    assert trial.state == optuna.trial.TrialState.FAIL and "t" in searcher._completed_trials
+    assert trial.state == optuna.trial.TrialState.FAIL and "t" in searcher._finished
 
 
 def test_loading_a_run_without_a_study_names_the_file(tmp_path):

@@ -7,11 +7,13 @@ import optuna
 from optuna.trial import TrialState
 
 from search.space_file import load_space
-from search.study import STUDY_FILE, load_study
+from core.files import STUDY_FILE
+from search.study import load_study
 from search.tuner import make_searcher
 
 SPACE = """
-SETTINGS = {"seed": 2, "num_samples": 7, "max_epochs": 3, "tpe_startup_trials": 2, "suggestion_pool": 2}
+SETTINGS = {"seed": 2, "num_samples": 7, "max_epochs": 3, "tpe_startup_trials": 2, "driver_profile": "large",
+            "suggestion_pool": 2}
 
 def define(trial):
     trial.suggest_float("lr", 1e-3, 1e-1, log=True)
@@ -51,19 +53,24 @@ def test_the_driver_adopts_prepared_trials_and_leaves_none_unused(tmp_path):
     searcher._pool.close()  # the driver stops (Ctrl-C) with 2 trials prepared and not started
 
     restored = pickle.loads(as_created)
-    restored.restore(str(saved))  # --resume: the 2 prepared trials are adopted first
-    assert restored._pool is None and len(restored._orphans) == 2
+    restored.restore(str(saved))  # --resume: the 2 prepared trials are FAIL, their parameters enqueued again
+    assert restored._pool is None
+    orphans = [t for t in load_study(run).trials if t.state == TrialState.FAIL]
+    assert len(orphans) == 2
     for i in range(4, 7):
         configs[f"t{i}"] = restored.suggest(f"t{i}")
         finish(restored, f"t{i}", 0.2)
-    assert restored._pool.adopted + restored._pool.sampled_by_driver == 1  # a new helper for the last one
+    assert restored._pool.adopted + restored._pool.sampled_by_driver == 3  # new helpers for the last three
 
     study = load_study(run)
-    trials = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
-    assert len(study.trials) == 7 and set(trials) == set(configs)  # none prepared and left unused
-    assert {t.state for t in study.trials} == {TrialState.COMPLETE}
+    ran = {t.user_attrs["ray_trial_id"]: t for t in study.trials if t.state != TrialState.FAIL}
+    assert len(ran) == 7 and set(ran) == set(configs)  # every Tune trial has its study trial
+    assert {t.state for t in ran.values()} == {TrialState.COMPLETE}
+    reasked = {t.user_attrs["reasked_from"]: t for t in ran.values() if "reasked_from" in t.user_attrs}
+    assert sorted(reasked) == sorted(o.number for o in orphans)  # none prepared and left unused: each ran again
+    assert all(reasked[o.number].params == o.params for o in orphans)
     for trial_id, config in configs.items():  # each trial ran what the study holds
-        assert trials[trial_id].params == {k: config[k] for k in trials[trial_id].params}
+        assert ran[trial_id].params == {k: config[k] for k in ran[trial_id].params}
     assert configs["t0"] == {"lr": 0.01, "head": "linear"}  # the warm start first, whoever asked it
     assert len({round(c["lr"], 12) for c in configs.values()}) == 7
 
@@ -73,7 +80,7 @@ def test_without_a_study_file_there_is_no_pool(tmp_path):
     path.write_text(SPACE)
     searcher = make_searcher(load_space(path))  # in memory: the helper could not share the study
     searcher.suggest("a")
-    assert searcher._pool is None and isinstance(searcher._ot_study, optuna.Study)
+    assert searcher._pool is None and isinstance(searcher.study, optuna.Study)
 
 
 def test_a_helper_that_cannot_start_leaves_the_driver_sampling(tmp_path, capfd):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from trainable.config import TrialConfig
+from core.config import TrialConfig
 from trainable.transforms import eval_transform, mixup_for, train_transform
 
 DATA_CONFIG = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "interpolation": "bilinear"}

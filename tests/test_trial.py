@@ -8,7 +8,7 @@ import torch
 from trainable import checkpoint
 from trainable.__main__ import main as trainable_main
 from trainable.loop import NonFiniteLossError
-from trainable.reporting import LocalReporter
+from trainable.local_sink import LocalSink
 from trainable.trial import train_trial
 
 TINY = {"backbone": "resnet10t", "train_size": 32, "eval_size": 32, "batch_size": 8, "num_workers": 0,
@@ -23,14 +23,14 @@ def read_jsonl(path):
 
 def test_trial_reports_every_epoch_and_checkpoints(toy_data, tmp_path):
     out = tmp_path / "run"
-    final = train_trial({**TINY, "data": str(toy_data)}, LocalReporter(out, printer=lambda _: None))
+    final = train_trial({**TINY, "data": str(toy_data)}, LocalSink(out, printer=lambda _: None))
     rows = read_jsonl(out / "metrics.jsonl")
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert all(METRICS <= set(r) for r in rows)
     assert "val_top5_acc" not in rows[0]  # only with more than 5 classes
     assert final == rows[-1]
     assert 0.0 <= final["val_acc"] <= 1.0 and final["param_count"] > 1e6
-    latest = LocalReporter(out).latest()
+    latest = LocalSink(out).latest()
     assert latest.name == "epoch_0003"
     saved = checkpoint.load_model_file(latest)
     assert saved["classes"] == ["cat", "dog", "fox"]  # the class mapping travels with the weights
@@ -50,16 +50,16 @@ def test_trial_reports_every_epoch_and_checkpoints(toy_data, tmp_path):
 def test_resume_continues_exactly(toy_data, tmp_path, extra):
     config = {**TINY, **extra, "data": str(toy_data)}
     straight = tmp_path / "straight"
-    train_trial(config, LocalReporter(straight, printer=lambda _: None))
+    train_trial(config, LocalSink(straight, printer=lambda _: None))
 
     interrupted = tmp_path / "interrupted"
-    train_trial({**config, "epochs": 3}, LocalReporter(interrupted, printer=lambda _: None, keep=3))
+    train_trial({**config, "epochs": 3}, LocalSink(interrupted, printer=lambda _: None, keep=3))
     # Roll back to the end of epoch 2, as if the run had been killed during epoch 3.
     import shutil
     shutil.rmtree(interrupted / "checkpoints" / "epoch_0003")
     lines = (interrupted / "metrics.jsonl").read_text().splitlines()[:2]
     (interrupted / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    train_trial(config, LocalReporter(interrupted, resume=True, printer=lambda _: None))
+    train_trial(config, LocalSink(interrupted, resume=True, printer=lambda _: None))
 
     a, b = read_jsonl(straight / "metrics.jsonl"), read_jsonl(interrupted / "metrics.jsonl")
     assert [r["epoch"] for r in b] == [1, 2, 3]
@@ -71,7 +71,7 @@ def test_resume_continues_exactly(toy_data, tmp_path, extra):
 def test_val_accuracy_rises_on_learnable_data(toy_data, tmp_path, loader):
     out = tmp_path / "run"
     train_trial({**TINY, "epochs": 4, "lr": 0.02, "loader": loader, "data": str(toy_data)},
-                LocalReporter(out, printer=lambda _: None))
+                LocalSink(out, printer=lambda _: None))
     rows = read_jsonl(out / "metrics.jsonl")
     assert rows[-1]["val_acc"] > 1 / 3 + 0.2  # well above chance (3 classes)
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
@@ -82,13 +82,13 @@ def test_nan_loss_fails_the_trial_with_its_reason(toy_data, tmp_path, monkeypatc
     real_loss = trainable.loop.soft_target_loss
     monkeypatch.setattr(trainable.loop, "soft_target_loss", lambda *a, **k: real_loss(*a, **k) * float("nan"))
     with pytest.raises(NonFiniteLossError, match=r"train loss is nan in epoch 0; lower the lr"):
-        train_trial({**TINY, "data": str(toy_data)}, LocalReporter(tmp_path / "run", printer=lambda _: None))
+        train_trial({**TINY, "data": str(toy_data)}, LocalSink(tmp_path / "run", printer=lambda _: None))
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing written from a broken epoch
 
 
 def test_sgd_optimizer_trains(toy_data, tmp_path):
     final = train_trial({**TINY, "epochs": 1, "optimizer": "sgd", "momentum": 0.0, "data": str(toy_data)},
-                        LocalReporter(tmp_path / "run", printer=lambda _: None))
+                        LocalSink(tmp_path / "run", printer=lambda _: None))
     assert math.isfinite(final["train_loss"])
 
 
@@ -132,15 +132,15 @@ def test_cli_user_errors_are_one_line_messages(args, message, capsys, tmp_path, 
 def test_head_and_backbone_learning_rates(toy_data, tmp_path):
     out = tmp_path / "run"
     final = train_trial({**TINY, "epochs": 1, "lr": 1e-3, "head_lr_mult": 10.0, "scheduler": "step",
-                         "decay_epochs": 100, "data": str(toy_data)}, LocalReporter(out, printer=lambda _: None))
+                         "decay_epochs": 100, "data": str(toy_data)}, LocalSink(out, printer=lambda _: None))
     assert final["lr"] == pytest.approx(1e-3) and final["head_lr"] == pytest.approx(1e-2)
     frozen = train_trial({**TINY, "epochs": 1, "frozen_stages": 4, "scheduler": "step", "decay_epochs": 100,
-                          "data": str(toy_data)}, LocalReporter(tmp_path / "frozen", printer=lambda _: None))
+                          "data": str(toy_data)}, LocalSink(tmp_path / "frozen", printer=lambda _: None))
     assert frozen["lr"] == 0.0 and frozen["head_lr"] == pytest.approx(TINY["lr"])
 
 
 def test_gpu_step_switches_reach_the_objects(toy_data):
-    from trainable.config import TrialConfig
+    from core.config import TrialConfig
     from trainable.trial import make_optimizer, setup_run
 
     cfg = TrialConfig.from_dict({**TINY, "data": str(toy_data), "compile": True})
@@ -165,7 +165,7 @@ def test_resume_after_metrics_only_epochs_is_exact(toy_data, tmp_path):
     config = {**TINY, "epochs": 4, "ema": True, "ema_decay": 0.9, "resume_state_every": 2,
               "checkpoint_new_bests": False, "data": str(toy_data)}
     straight = tmp_path / "straight"
-    train_trial(config, LocalReporter(straight, printer=lambda _: None, keep=10))
+    train_trial(config, LocalSink(straight, printer=lambda _: None, keep=10))
     assert checkpointed_epochs(straight) == [2, 4]  # epochs 1 and 3 reported metrics only
 
     import shutil
@@ -174,7 +174,7 @@ def test_resume_after_metrics_only_epochs_is_exact(toy_data, tmp_path):
     shutil.rmtree(interrupted / "checkpoints" / "epoch_0004")
     lines = (interrupted / "metrics.jsonl").read_text().splitlines()[:3]
     (interrupted / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    train_trial(config, LocalReporter(interrupted, resume=True, printer=lambda _: None, keep=10))
+    train_trial(config, LocalSink(interrupted, resume=True, printer=lambda _: None, keep=10))
 
     a, b = read_jsonl(straight / "metrics.jsonl"), read_jsonl(interrupted / "metrics.jsonl")
     assert [r["epoch"] for r in b] == [1, 2, 3, 4]  # epoch 3's first row was dropped, then trained again
@@ -185,12 +185,12 @@ def test_resume_after_metrics_only_epochs_is_exact(toy_data, tmp_path):
 
 
 def test_epochs_entering_the_top_keep_their_checkpoints(toy_data, tmp_path):
-    from trainable.checkpoint_policy import checkpoint_due
+    from core.checkpoint_policy import checkpoint_due
 
     config = {**TINY, "epochs": 4, "lr": 0.02, "resume_state_every": 100, "keep_checkpoints": 1,
               "data": str(toy_data)}
     out = tmp_path / "run"
-    train_trial(config, LocalReporter(out, printer=lambda _: None, keep=10))
+    train_trial(config, LocalSink(out, printer=lambda _: None, keep=10))
     rows = read_jsonl(out / "metrics.jsonl")
     accs = [r["val_acc"] for r in rows]
     expected = [e for e in range(1, 5) if checkpoint_due(e, rows[e - 1], accs[:e - 1], epochs=4, every=100,
@@ -207,10 +207,10 @@ def test_epochs_entering_the_top_keep_their_checkpoints(toy_data, tmp_path):
 
 def test_a_checkpoint_without_train_state_is_never_resumed(toy_data, tmp_path):
     out = tmp_path / "run"
-    train_trial({**TINY, "epochs": 2, "data": str(toy_data)}, LocalReporter(out, printer=lambda _: None))
+    train_trial({**TINY, "epochs": 2, "data": str(toy_data)}, LocalSink(out, printer=lambda _: None))
     (out / "checkpoints" / "epoch_0002" / checkpoint.TRAIN_STATE_FILE).unlink()
-    assert LocalReporter(out).latest().name == "epoch_0001"
-    from trainable.config import TrialConfig
+    assert LocalSink(out).latest().name == "epoch_0001"
+    from core.config import TrialConfig
     from trainable.trial import setup_run
     run = setup_run(TrialConfig.from_dict({**TINY, "data": str(toy_data)}), torch.device("cpu"))
     with pytest.raises(checkpoint.CheckpointDamaged, match="train_state.pt is missing"):

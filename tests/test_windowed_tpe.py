@@ -100,25 +100,29 @@ def test_constant_liar_sees_only_the_newest_running_trials_beyond_the_window():
 
 
 @pytest.mark.parametrize("counts_warm_starts", [True, False])
-def test_warm_starts_count_towards_startup_only_when_asked(counts_warm_starts):
+def test_warm_starts_count_towards_startup_only_when_asked(counts_warm_starts, tmp_path):
     """Five enqueued recipes, the best at x = 0.1, and 3 start-up trials: counted (Optuna's behaviour), TPE models
-    from its first own trial and goes next to the best recipe; not counted, its first 3 own trials are the
-    random sampler's."""
-    def objective(trial):
-        return -abs(trial.suggest_float("x", 0.0, 100.0) - 0.1)
+    from its first own trial and goes next to the best recipe; not counted (the default: Optuna's n_startup_trials
+    is then 3 + 5, through its public argument), its first 3 own trials are the random sampler's."""
+    from search.sampler import make_tpe_sampler, startup_trials
+    from search.space_file import load_space
 
-    def own_draws(sampler_seed: int) -> list[float]:
-        sampler = WindowedTPESampler(seed=sampler_seed, n_startup_trials=3, multivariate=True,
-                                     startup_counts_warm_starts=counts_warm_starts)
-        study = optuna.create_study(direction="maximize", sampler=sampler)
-        for x in (0.1, 30.0, 50.0, 70.0, 90.0):
-            study.enqueue_trial({"x": x})
-        study.optimize(objective, n_trials=8)
-        return [t.params["x"] for t in study.trials[5:]]
+    space_file = tmp_path / "space.py"
+    space_file.write_text(
+        "SETTINGS = {'tpe_startup_trials': 3, 'tpe_group': False, "
+        f"'tpe_startup_counts_warm_starts': {counts_warm_starts}, 'seed': 0}}\n"
+        "def define(trial):\n    trial.suggest_float('x', 0.0, 100.0)\n"
+        "WARM_STARTS = [{'x': x} for x in (0.1, 30.0, 50.0, 70.0, 90.0)]\n")
+    space = load_space(space_file)
+    assert startup_trials(space) == (3 if counts_warm_starts else 8)
 
+    study = optuna.create_study(direction="maximize", sampler=make_tpe_sampler(space))
+    for point in space.warm_starts:
+        study.enqueue_trial(point)
+    study.optimize(lambda trial: -abs(trial.suggest_float("x", 0.0, 100.0) - 0.1), n_trials=8)
+    draws = [t.params["x"] for t in study.trials[5:]]
     random = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     random.optimize(lambda t: t.suggest_float("x", 0.0, 100.0), n_trials=3)
-    draws = own_draws(0)
     if counts_warm_starts:
         assert sum(x < 10.0 for x in draws) >= 2, draws  # anchored at the best recipe
     else:

@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from trainable.config import TrialConfig, describe_fields
-from trainable.errors import UserError
+from core.config import TrialConfig, describe_fields
+from core.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,11 +102,11 @@ def main(argv=None) -> int:
         if args.resume and not args.config and (out / "config.json").exists():
             config = {**read_json_object(out / "config.json", "The run's config"), **config}
         resolved = TrialConfig.from_dict(config).to_dict()
-        from trainable.reporting import LocalReporter
+        from trainable.local_sink import LocalSink
         from trainable.trial import train_trial
         print(f"Trial output: {out}")
         # OUT and OUT/config.json appear with the first epoch: data or setup errors leave nothing behind.
-        final = train_trial(config, LocalReporter(out, resume=args.resume, config=resolved))
+        final = train_trial(config, LocalSink(out, resume=args.resume, config=resolved))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ from timm.data.loader import PrefetchLoader
 from timm.data.transforms import str_to_interp_mode
 from torchvision import transforms as T
 
-from trainable.config import TrialConfig
+from core.config import TrialConfig
 from trainable.decoded_cache import DecodedImages
 from trainable.transforms import augment_policy
 

@@ -5,7 +5,7 @@
     train_state.pt  optimizer, scheduler, scaler, RNG states, epoch, the per-epoch history of the
                     checkpoint metric (and the raw weights when EMA is on): what an exact resume needs on
                     top of model.pt.
-Which epochs write one is trainable/checkpoint_policy.py's decision.
+Which epochs write one is core/checkpoint_policy.py's decision.
 """
 from __future__ import annotations
 
@@ -17,12 +17,11 @@ from typing import Callable, ContextManager, Iterable
 import numpy as np
 import torch
 
-from trainable.data import shown
-from trainable.errors import UserError
+from core.data import shown
+from core.errors import UserError
+from core.files import MODEL_FILE, TRAIN_STATE_FILE
 from trainable.scheduler_state import load_scheduler_state, scheduler_state
 
-MODEL_FILE = "model.pt"
-TRAIN_STATE_FILE = "train_state.pt"
 
 
 def rng_state(loader_generator: torch.Generator) -> dict:

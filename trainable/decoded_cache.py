@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from trainable.data import DataError, cache_dir, to_rgb, upright
+from core.data import DataError, cache_dir, to_rgb, upright
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from trainable.cached_pipeline import CachedImageDataset, eval_image_transform, on_device
-from trainable.config import TrialConfig
-from trainable.data import ImageListDataset
+from core.config import TrialConfig
+from core.data import ImageListDataset
 from trainable.decoded_cache import DecodedImages, ensure_decoded
 from trainable.transforms import eval_transform
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
-from trainable.errors import TrialStopped
+from core.errors import TrialStopped
 from trainable.losses import smooth_one_hot, soft_target_loss
 
 
@@ -42,7 +42,7 @@ class StepSettings:
 
 
 def stop_if_asked(should_stop) -> None:
-    """should_stop: None, or a function saying the search has stopped this trial (report_in_background)."""
+    """should_stop: None, or a function saying the search has stopped this trial since its last report."""
     if should_stop is not None and should_stop():
         raise TrialStopped("the search stopped this trial")
 

@@ -11,9 +11,9 @@ import timm
 import torch
 from torch import nn
 
-from trainable.budget import ModelError, check_budget
-from trainable.config import TrialConfig
-from trainable.errors import close_matches
+from core.budget import ModelError, check_budget
+from core.config import TrialConfig
+from core.errors import close_matches
 
 # timm modules whose models are ResNet-family (resnet*, resnext*, seresnext*, seresnextaa*, *d, resnest*, ...).
 RESNET_FAMILY_MODULES = ("resnet", "resnest", "resnetv2", "res2net", "sknet")
@@ -59,14 +59,15 @@ def build_head(in_features: int, num_classes: int, cfg: TrialConfig) -> nn.Modul
 def build_model(cfg: TrialConfig, num_classes: int) -> Classifier:
     """Build, load pretrained weights, freeze, and enforce the parameter budget — before any training."""
     check_backbone(cfg.backbone)
-    model = _create(cfg, num_classes, pretrained=cfg.pretrained or bool(cfg.weights_file))
+    model = create_classifier(cfg, num_classes, pretrained=cfg.pretrained or bool(cfg.weights_file))
     check_budget(cfg, count_parameters(model))
     if cfg.frozen_stages:
         freeze_stages(model.backbone, cfg.frozen_stages)
     return model
 
 
-def _create(cfg: TrialConfig, num_classes: int, pretrained: bool) -> Classifier:
+def create_classifier(cfg: TrialConfig, num_classes: int, pretrained: bool) -> Classifier:
+    """The backbone (with timm's pretrained weights, or a weights_file through the same mechanism) and our head."""
     kwargs = {}
     if cfg.weights_file and not os.path.isfile(cfg.weights_file):
         # timm would only log "No checkpoint found" and raise an empty error.
@@ -99,7 +100,7 @@ def count_parameters_for(cfg: TrialConfig, num_classes: int) -> int:
     """Parameter count without allocating weights (meta device): cheap enough to check a whole space."""
     check_backbone(cfg.backbone)
     with torch.device("meta"):
-        return count_parameters(_create(cfg, num_classes, pretrained=False))
+        return count_parameters(create_classifier(cfg, num_classes, pretrained=False))
 
 
 def freeze_stages(backbone: nn.Module, n: int) -> None:

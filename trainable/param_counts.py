@@ -1,4 +1,5 @@
-"""Parameter counts of many (backbone, head) models, in a child process: the search driver stays torch-free.
+"""Parameter counts of many (backbone, head) models, in a child process: the search driver stays torch-free
+(search/child_checks.py starts it).
 
     python -m trainable.param_counts < models.json > counts.json
 
@@ -11,20 +12,11 @@ from __future__ import annotations
 import json
 import sys
 
-from trainable.child_process import ask_child
-
-TIMEOUT_S = 600  # importing torch + timm and building a dozen meta models takes seconds; never hang a plan
-
-
-def count_in_child(models: list[dict]) -> list[dict]:
-    """Run this module in a fresh interpreter; the caller's process never imports torch or timm."""
-    return ask_child("trainable.param_counts", models, "counting parameters", TIMEOUT_S)
+from core.config import TrialConfig
+from trainable.model import ModelError, count_parameters_for
 
 
 def count(models: list[dict]) -> list[dict]:
-    from trainable.config import TrialConfig
-    from trainable.model import ModelError, count_parameters_for
-
     out = []
     for m in models:
         cfg = TrialConfig(backbone=m["backbone"], head=m["head"], head_hidden=m["head_hidden"])

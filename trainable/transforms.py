@@ -8,7 +8,7 @@ from __future__ import annotations
 import timm.data
 from torchvision import transforms as T
 
-from trainable.config import TrialConfig
+from core.config import TrialConfig
 
 # timm auto_augment strings for the policies timm implements. Not "inc1": its increasing posterize
 # reaches 0 bits at high magnitude, which Pillow >= 13 rejects (ValueError mid-epoch).

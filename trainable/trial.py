@@ -1,17 +1,14 @@
 """train_trial(config, reporter): one fine-tuning run, reading top to bottom in the order it runs.
 
-config → seed → data → model → optimisation → resume → per epoch: train, evaluate, checkpoint (when
-checkpoint_policy says so), report (every epoch, or when report_policy says so).
+config → seed → data → model → optimisation → resume → per epoch: train, evaluate, and one call to the
+reporter (core/epoch_reporter.py), which decides what is reported and which epochs checkpoint.
 """
 from __future__ import annotations
 
 import random
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import timm.optim
@@ -20,22 +17,20 @@ import timm.utils
 import torch
 from torch.utils.data import DataLoader
 
+from core import metrics as metric_registry
+from core.config import TrialConfig
+from core.data import DatasetIndex, ImageListDataset, index_dataset, resolve_data_root
+from core.epoch_reporter import EpochReporter, Sink
+from core.errors import UserError
+from core.subsets import apply_subset
 from trainable import checkpoint
-from trainable.checkpoint_policy import checkpoint_due
 from trainable.cached_pipeline import CachedImageDataset, on_device, train_image_transform
-from trainable.config import TrialConfig
 from trainable.decoded_cache import ensure_decoded
-from trainable.data import DatasetIndex, ImageListDataset, index_dataset, resolve_data_root
-from trainable.errors import UserError
 from trainable.eval_pipeline import cache_side, eval_loader
+from trainable.loop import StepSettings, evaluate, train_one_epoch
 from trainable.losses import class_weights
-from trainable.loop import StepSettings, evaluate, stop_if_asked, train_one_epoch
 from trainable.model import build_model, count_parameters, uses_channels_last
-from trainable.report_policy import (checkpoint_of_reported_epoch, decide_before_checkpoint, parse_report_epochs,
-                                     report_due, with_epochs_between)
-from trainable.subsets import apply_subset
 from trainable.transforms import data_config_for, mixup_for, train_transform
-
 
 @dataclass
 class TrialRun:
@@ -80,7 +75,7 @@ def setup_run(cfg: TrialConfig, device: torch.device) -> TrialRun:
         scheduler, _ = timm.scheduler.create_scheduler_v2(
             optimizer, sched=cfg.scheduler, num_epochs=cfg.epochs, decay_epochs=cfg.decay_epochs,
             decay_rate=cfg.decay_rate, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr, warmup_epochs=cfg.warmup_epochs,
-            patience_epochs=cfg.patience_epochs, plateau_mode="max",
+            patience_epochs=cfg.patience_epochs, plateau_mode=metric_registry.direction(cfg.metric),
             step_on_epochs=cfg.scheduler != "cosine", updates_per_epoch=len(train_loader),
         )
     step = StepSettings(
@@ -98,68 +93,41 @@ def setup_run(cfg: TrialConfig, device: torch.device) -> TrialRun:
     )
 
 
-def train_trial(config: dict, reporter) -> dict:
-    """Run (or resume) one trial; returns the last epoch's metrics."""
+def train_trial(config: dict, sink: Sink) -> dict:
+    """Run (or resume) one trial, reporting to `sink`; returns the last epoch's metrics."""
     cfg = TrialConfig.from_dict(config)
     seed_everything(cfg.seed)
     run = setup_run(cfg, pick_device())
-    model, ema, optimizer, scheduler, scaler = run.model, run.ema, run.optimizer, run.scheduler, run.scaler
-    index, step = run.index, run.step
-
-    # history: the checkpoint metric of every finished epoch. A damaged newest checkpoint falls back to an
-    # older one; none readable means a fresh start (both with a warning).
+    # history: the trial's metric at every finished epoch. A damaged newest checkpoint falls back to an older
+    # one; none readable means a fresh start (both with a warning).
     start_epoch, history = checkpoint.restore_latest_good(
-        reporter.checkpoints_to_resume(), reporter.warn, model=model, ema=ema, optimizer=optimizer,
-        scheduler=scheduler, scaler=scaler, classes=index.classes, loader_generator=run.loader_generator)
-
+        sink.checkpoints_to_resume(), sink.warn, model=run.model, ema=run.ema, optimizer=run.optimizer,
+        scheduler=run.scheduler, scaler=run.scaler, classes=run.index.classes, loader_generator=run.loader_generator)
+    reporter = EpochReporter(sink, cfg, history)
     metrics = {}
-    report_epochs = parse_report_epochs(cfg.report_epochs)
-    between: list[dict] = []  # epochs not reported yet: they travel with the next report
-    # Reporting in the background, the trial trains on while its last report is answered: a stop comes between
-    # batches (the reporter's stopped()), and a rung epoch's checkpoint waits for the answer (flush()).
-    should_stop = reporter.stopped if cfg.report_in_background else None
     for epoch in range(start_epoch, cfg.epochs):
-        started = time.perf_counter()
-        train = train_one_epoch(run.step_model, run.train_loader, optimizer, scheduler, step, epoch=epoch,
-                                mixup=run.mixup, scaler=scaler, ema=ema, should_stop=should_stop)
-        val = evaluate(ema.module if ema is not None else run.step_model, run.val_loader, step, should_stop)
-        scheduler.step(epoch + 1, metric=val["val_acc"])
-        metrics = {
-            "epoch": epoch + 1, "train_loss": train["train_loss"], **val,
-            "lr": current_lr(optimizer, "backbone"), "head_lr": current_lr(optimizer, "head"),
-            "epoch_seconds": time.perf_counter() - started, "train_images_per_s": train["train_images_per_s"],
-            "param_count": run.n_params, "device": step.device.type, "peak_gpu_mem_gb": peak_gpu_mem_gb(step.device),
-        }
-        due = checkpoint_due(epoch + 1, metrics, history, epochs=cfg.epochs, every=cfg.resume_state_every,
-                             keep=cfg.keep_checkpoints, metric=cfg.checkpoint_metric,
-                             new_bests=cfg.checkpoint_new_bests)
-        history.append(metrics.get(cfg.checkpoint_metric, float("nan")))
-        if not report_due(epoch + 1, epochs=cfg.epochs, report_epochs=report_epochs, checkpoint=due):
-            between.append(metrics)
-            continue
-        reported, between = with_epochs_between(metrics, between), []
-        if not due:
-            reporter.report(reported, None)  # metrics only: no bytes written, nothing to upload
-            continue
-        if decide_before_checkpoint(epoch + 1, epochs=cfg.epochs, report_epochs=report_epochs,
-                                    after_decision=cfg.checkpoint_after_decision):
-            # The scheduler decides on the metrics alone: a trial it stops here ends inside this report
-            # (Tune stops it) and never writes this checkpoint; one it keeps goes on to save it.
-            reporter.report(reported, None)
-            if cfg.report_in_background:
-                reporter.flush()  # the scheduler's answer; raises TrialStopped if it stopped the trial
-            reported = checkpoint_of_reported_epoch(metrics)
-        stop_if_asked(should_stop)  # a stopped trial does not spend seconds writing a checkpoint no one takes
-        ckpt_dir = Path(tempfile.mkdtemp(prefix="trial-ckpt-"))
-        try:
-            checkpoint.save(ckpt_dir, model=model, ema=ema, optimizer=optimizer, scheduler=scheduler,
-                            scaler=scaler, epoch=epoch + 1, classes=index.classes, config=cfg.to_dict(),
-                            data_config=run.data_config, metrics=metrics, loader_generator=run.loader_generator,
-                            history=history)
-            reporter.report(reported, ckpt_dir)
-        finally:
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        metrics = run_epoch(run, epoch, should_stop=reporter.stopped)
+        reporter.end_of_epoch(metrics, save=lambda folder: checkpoint.save(
+            folder, model=run.model, ema=run.ema, optimizer=run.optimizer, scheduler=run.scheduler, scaler=run.scaler,
+            epoch=metrics["epoch"], classes=run.index.classes, config=cfg.to_dict(), data_config=run.data_config,
+            metrics=metrics, loader_generator=run.loader_generator, history=reporter.history))
     return metrics
+
+
+def run_epoch(run: TrialRun, epoch: int, should_stop=None) -> dict:
+    """Train one epoch, evaluate, step the epoch-wise lr schedule on the trial's metric; the epoch's metrics.
+    should_stop() is asked between batches (a trial the search stopped frees its device within a batch)."""
+    started = time.perf_counter()
+    train = train_one_epoch(run.step_model, run.train_loader, run.optimizer, run.scheduler, run.step, epoch=epoch,
+                            mixup=run.mixup, scaler=run.scaler, ema=run.ema, should_stop=should_stop)
+    val = evaluate(run.ema.module if run.ema is not None else run.step_model, run.val_loader, run.step, should_stop)
+    run.scheduler.step(epoch + 1, metric=val[run.cfg.metric])  # plateau: in the metric's direction (setup_run)
+    return {
+        "epoch": epoch + 1, "train_loss": train["train_loss"], **val,
+        "lr": current_lr(run.optimizer, "backbone"), "head_lr": current_lr(run.optimizer, "head"),
+        "epoch_seconds": time.perf_counter() - started, "train_images_per_s": train["train_images_per_s"],
+        "param_count": run.n_params, "device": run.step.device.type, "peak_gpu_mem_gb": peak_gpu_mem_gb(run.step.device),
+    }
 
 
 def seed_everything(seed: int) -> None:

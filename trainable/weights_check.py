@@ -16,15 +16,7 @@ import json
 import os
 import sys
 
-from trainable.child_process import ask_child
-
-TIMEOUT_S = 600  # building one model per distinct weights file; never hang a plan
 HUB_TIMEOUT_S = 5.0
-
-
-def check_in_child(checks: list[dict]) -> list[dict]:
-    """Run this module in a fresh interpreter; the caller's process never imports torch or timm."""
-    return ask_child("trainable.weights_check", checks, "checking pretrained weights", TIMEOUT_S)
 
 
 def check(checks: list[dict]) -> list[dict]:
@@ -34,8 +26,8 @@ def check(checks: list[dict]) -> list[dict]:
 def _check_file(c: dict) -> dict:
     from timm.models import load_state_dict
 
-    from trainable.config import TrialConfig
-    from trainable.model import _create
+    from core.config import TrialConfig
+    from trainable.model import create_classifier
 
     path, backbone = c["weights_file"], c["backbone"]
     try:
@@ -46,7 +38,7 @@ def _check_file(c: dict) -> dict:
         return {"error": f"weights_file {path} is not a state dict that torch or safetensors can read ({_why(err)}). "
                          "Save one with torch.save(model.state_dict(), path), or drop weights_file."}
     try:  # exactly what a trial does: timm's pretrained loading pointed at the file (shapes must match)
-        model = _create(TrialConfig(backbone=backbone, weights_file=path, pretrained=True), c["num_classes"],
+        model = create_classifier(TrialConfig(backbone=backbone, weights_file=path, pretrained=True), c["num_classes"],
                         pretrained=True)
     except Exception as err:
         return {"error": f"weights_file {path} does not fit backbone {backbone!r} ({_why(err.__cause__ or err)}). "
@@ -68,16 +60,30 @@ def _why(err: BaseException, limit: int = 300) -> str:
     return f"{type(err).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
 
 
-def _check_hub(backbone: str) -> dict:
+def weights_source(backbone: str) -> tuple[str, object]:
+    """Where timm fetches the backbone's pretrained weights, from its public PretrainedCfg: ("hf-hub", (repo id,
+    file name or None)) as timm prefers when huggingface_hub is installed (it is: timm needs it), ("url", URL),
+    or ("", "") when it has none."""
     import timm
-    from huggingface_hub import constants
-    from timm.models._builder import _resolve_pretrained_source
 
-    pretrained_cfg = timm.models.get_pretrained_cfg(backbone)
-    source, location = _resolve_pretrained_source(pretrained_cfg.to_dict()) if pretrained_cfg else ("", "")
+    cfg = timm.models.get_pretrained_cfg(backbone)
+    if cfg is None:
+        return "", ""
+    if cfg.hf_hub_id:
+        return "hf-hub", (cfg.hf_hub_id, cfg.hf_hub_filename)
+    if cfg.url:
+        return "url", cfg.url
+    return "", ""
+
+
+def _check_hub(backbone: str) -> dict:
+    from huggingface_hub import constants
+
+    source, location = weights_source(backbone)
+    filenames = []
     if source == "hf-hub":
-        repo, filenames = (location[0], [location[1]]) if isinstance(location, tuple) else \
-            (location, ["model.safetensors", "pytorch_model.bin"])
+        repo, filename = location
+        filenames = [filename] if filename else ["model.safetensors", "pytorch_model.bin"]
         cached = _hf_cached(repo, filenames)
         where, cache = f"the Hugging Face hub ({repo})", constants.HF_HUB_CACHE
     elif source == "url":
@@ -91,7 +97,8 @@ def _check_hub(backbone: str) -> dict:
     if constants.HF_HUB_OFFLINE:
         reason = "HF_HUB_OFFLINE is set"
     else:
-        reason = _unreachable(source, location, filenames[0] if source == "hf-hub" else "")
+        reason = _unreachable(source, location[0] if source == "hf-hub" else location,
+                              filenames[0] if source == "hf-hub" else "")
         if reason is None:
             return {"ok": where}  # not cached, but the hub answers: each trial downloads them
     return {"error": f"pretrained weights for backbone {backbone!r} are not in this machine's cache ({cache}) and "
@@ -102,7 +109,6 @@ def _check_hub(backbone: str) -> dict:
 
 def _hf_cached(repo_id: str, filenames: list[str]) -> str | None:
     from huggingface_hub import try_to_load_from_cache
-    from timm.models._hub import hf_split
 
     repo, revision = hf_split(repo_id)
     for name in filenames:
@@ -110,6 +116,12 @@ def _hf_cached(repo_id: str, filenames: list[str]) -> str | None:
         if isinstance(path, str):
             return path
     return None
+
+
+def hf_split(hf_id: str) -> tuple[str, str | None]:
+    """timm's model ids name a hub revision after '@' (repo@revision)."""
+    repo, _, revision = hf_id.partition("@")
+    return repo, revision or None
 
 
 def _torch_hub_dir() -> str:
@@ -129,7 +141,6 @@ def _unreachable(source: str, location, filename: str) -> str | None:
         if source == "hf-hub":
             from huggingface_hub import get_hf_file_metadata, hf_hub_url
             from huggingface_hub.errors import HfHubHTTPError
-            from timm.models._hub import hf_split
 
             repo, revision = hf_split(location)
             try:

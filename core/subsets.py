@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainable.errors import UserError
+from core.errors import UserError
 
 SCHEMES = {"kfold": "folds", "bag": "bags"}
 MAX_COUNT = 100  # folds or bags: more is a typo, not a plan

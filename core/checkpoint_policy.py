@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import math
 
-LOWER_IS_BETTER = {"val_loss"}
+from core.metrics import signed
 
 
 def enters_top(history: list[float], value: float, keep: int, metric: str) -> bool:
     """Whether `value` ranks among the best `keep` of `history + [value]` (a tie with the keep-th counts)."""
-    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
     if len(history) < keep:
         return True
-    kth_best = sorted((sign * v for v in history), reverse=True)[keep - 1]
-    return sign * value >= kth_best
+    kth_best = sorted((signed(metric, v) for v in history), reverse=True)[keep - 1]
+    return signed(metric, value) >= kth_best
 
 
 def checkpoint_due(epoch: int, metrics: dict, history: list[float], *, epochs: int, every: int, keep: int,

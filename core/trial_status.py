@@ -1,13 +1,13 @@
 """How a trial ended, as data: the leaderboard's `status` column (its `reason` column says why).
 
-Plain Python, no torch: search/ (the driver) and ensemble/ both read it, and ensemble/ never imports search/.
+Plain Python: the driver, the trials and the ensemble all read it.
 """
 from __future__ import annotations
 
 from enum import Enum
 
 # A trial that fails for a reason a retry cannot change (a config or data error) reports one last result
-# holding this key ("ConfigError: ...") and returns, so Tune does not retry it (search/tune_reporter.py).
+# holding this key ("ConfigError: ...") and returns, so Tune does not retry it (worker/tune_trial.py).
 FATAL_ERROR = "fatal_error"
 
 
@@ -29,14 +29,12 @@ class TrialStatus(str, Enum):
         return self in (TrialStatus.COMPLETED, TrialStatus.STOPPED_EARLY)
 
 
-def from_legacy(ended: str) -> tuple[TrialStatus, str]:
-    """(status, reason) from the `ended` text of leaderboards written before the status column:
-    'completed', 'stopped by ASHA at epoch k', 'error: <reason>', 'not started'."""
-    ended = str(ended or "")
-    if ended.startswith("error"):
-        return TrialStatus.FAILED, ended.partition(":")[2].strip()
-    if ended.startswith("stopped"):
-        return TrialStatus.STOPPED_EARLY, ended
-    if ended == "completed":
-        return TrialStatus.COMPLETED, ""
-    return TrialStatus.NOT_STARTED, ""
+def error_reason(error: BaseException) -> str:
+    """The root cause in one line: 'NonFiniteLossError: loss is nan at epoch 2' rather than Ray's wrapper."""
+    cause = error
+    while getattr(cause, "cause", None) is not None:  # RayTaskError -> the user's exception
+        cause = cause.cause
+    text = str(cause).strip().splitlines()
+    last = next((line for line in reversed(text) if line.strip()), type(cause).__name__)
+    name = type(cause).__name__
+    return last if last.startswith(name) or ":" in last.split(" ")[0] else f"{name}: {last}"

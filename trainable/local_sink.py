@@ -1,29 +1,22 @@
-"""Where a trial's per-epoch metrics and checkpoints go.
-
-A reporter has three methods: `checkpoints_to_resume()` (context managers giving checkpoint directories,
-newest first: the trial falls back to an older one when the newest is damaged), `report(metrics,
-checkpoint_dir)` and `warn(message)`. The trial writes each checkpoint into a temporary directory and
-hands it over (None on an epoch that reports metrics only); the reporter persists it. With the trial key
-`report_in_background` the trial also calls `stopped()` (between batches) and `flush()` (to wait for the
-answer to its last report): search/tune_reporter.py's BackgroundTuneReporter reports on a thread of its own. `LocalReporter`
-writes stdout + metrics.jsonl + epoch directories, and creates its folder (with config.json) only at the
-first report, so a run that fails before training leaves nothing behind; the Ray Tune reporter lives in
-search/ so that trainable/ never imports Ray.
-"""
+"""`python -m trainable`'s sink: stdout, OUT/metrics.jsonl and OUT/checkpoints/epoch_NNNN/ (core/epoch_reporter.py)."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
-import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from trainable.checkpoint import MODEL_FILE, TRAIN_STATE_FILE
-from trainable.report_policy import expand
+from core import metrics as metric_registry
+from core.epoch_reporter import Sink
+from core.files import MODEL_FILE, TRAIN_STATE_FILE
+from core.report_policy import expand
 
 
-class LocalReporter:
-    """out_dir/metrics.jsonl, out_dir/checkpoints/epoch_NNNN/ (the latest `keep` plus the best by val_acc)."""
+class LocalSink(Sink):
+    """out_dir/metrics.jsonl and out_dir/checkpoints/epoch_NNNN/: the latest `keep` plus the best by the trial's
+    metric. The folder (with config.json) is created only at the first report, so a run that fails before
+    training leaves nothing behind."""
 
     def __init__(self, out_dir: Path, resume: bool = False, keep: int = 2, printer=print, config: dict | None = None):
         self.out_dir = Path(out_dir)
@@ -32,36 +25,20 @@ class LocalReporter:
         self.keep = keep
         self.printer = printer
         self.config = config  # written to OUT/config.json with the first report
+        self.metric = (config or {}).get("metric", "val_acc")
         self._reported = False
 
     def checkpoints_to_resume(self):
-        """Every epoch directory, newest first (the trial reads them and skips damaged ones)."""
+        """Every epoch folder, newest first (the trial reads them and skips damaged ones)."""
         if not self.resume:
             return []
         return [nullcontext(d) for d in reversed(self._epoch_dirs())]
-
-    def warn(self, message: str) -> None:
-        print(message, file=sys.stderr)
-
-    def stopped(self) -> bool:
-        return False  # a local run reports synchronously and nothing stops it between reports
-
-    def flush(self) -> None:
-        pass
-
-    def _forget_rows_from(self, epoch: int) -> None:
-        # A resumed run trains again the epochs after its checkpoint (metrics-only ones, or those after a
-        # damaged checkpoint): one row per epoch.
-        path = self.out_dir / "metrics.jsonl"
-        if path.exists():
-            rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] < epoch]
-            path.write_text("".join(line + "\n" for line in rows))
 
     def latest(self) -> Path | None:
         complete = [d for d in self._epoch_dirs() if (d / MODEL_FILE).exists() and (d / TRAIN_STATE_FILE).exists()]
         return complete[-1] if complete else None
 
-    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+    def send(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         rows = expand(metrics)  # the epochs not reported on their own (report_epochs), then this one
         if not self._reported:
             self._reported = True
@@ -73,13 +50,21 @@ class LocalReporter:
         if final.exists():  # re-running an epoch after a resume: the new one replaces it
             shutil.rmtree(final)
         if checkpoint_dir is not None:
-            # A directory rename is atomic: a killed run never leaves a half-written checkpoint behind.
+            # A folder rename is atomic: a killed run never leaves a half-written checkpoint behind.
             shutil.move(str(checkpoint_dir), str(final))
         with open(self.out_dir / "metrics.jsonl", "a") as f:
             f.writelines(json.dumps(row) + "\n" for row in rows)
         self._prune()
         for row in rows:
             self.printer(format_metrics(row))
+
+    def _forget_rows_from(self, epoch: int) -> None:
+        # A resumed run trains again the epochs after its checkpoint (metrics-only ones, or those after a
+        # damaged checkpoint): one row per epoch.
+        path = self.out_dir / "metrics.jsonl"
+        if path.exists():
+            rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] < epoch]
+            path.write_text("".join(line + "\n" for line in rows))
 
     def _epoch_dirs(self) -> list[Path]:
         return sorted(self.ckpt_root.glob("epoch_*")) if self.ckpt_root.exists() else []
@@ -89,10 +74,10 @@ class LocalReporter:
         history = {}
         for line in (self.out_dir / "metrics.jsonl").read_text().splitlines():
             row = json.loads(line)
-            history[row["epoch"]] = row.get("val_acc", 0.0)
-        with_dir = {int(d.name.split("_")[1]) for d in dirs}
-        best = max((e for e in history if e in with_dir), key=lambda e: (history[e], -e), default=None)
-        keep = set(dirs[-self.keep:]) | ({self.ckpt_root / f"epoch_{best:04d}"} if best is not None else set())
+            history[row["epoch"]] = row.get(self.metric, math.nan)
+        with_dir = sorted(int(d.name.split("_")[1]) for d in dirs)
+        best = metric_registry.best_index(self.metric, [history.get(e, math.nan) for e in with_dir])
+        keep = set(dirs[-self.keep:]) | ({self.ckpt_root / f"epoch_{with_dir[best]:04d}"} if best is not None else set())
         for d in dirs:
             if d not in keep:
                 shutil.rmtree(d, ignore_errors=True)

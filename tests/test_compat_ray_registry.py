@@ -1,5 +1,6 @@
-"""During a search, Tune's lookups of the trainable in Ray's registry are read once, not five times per trial start;
-the registry answers as before, forgets on a write, and is put back afterwards."""
+"""driver_profile "large": during a search, Tune's lookups of the trainable in Ray's registry are read once, not five
+times per trial start (compat/ray_internals.trainable_lookups_cached); the registry answers as before, forgets on a
+write, and is put back afterwards. The standard profile leaves Ray's registry alone."""
 from ray.tune import registry as ray_registry
 
 
@@ -21,7 +22,7 @@ def trainable_reads(reads, name):
 def test_a_search_reads_its_trainable_from_the_registry_once_not_per_trial(ray_session, tmp_path, monkeypatch):
     from ray import tune
 
-    from search.tuner import fit
+    from compat.ray_internals import trainable_lookups_cached
 
     def trainable(config):
         tune.report({"score": config["x"]})
@@ -38,7 +39,11 @@ def test_a_search_reads_its_trainable_from_the_registry_once_not_per_trial(ray_s
     reads, _ = run("uncached", lambda t: t.fit())
     assert len(trainable_reads(reads, name)) >= 3 * 4  # Tune's own: five per trial start
 
-    reads, results = run("cached", fit)
+    def cached(tuner):
+        with trainable_lookups_cached():
+            return tuner.fit()
+
+    reads, results = run("cached", cached)
     assert sorted(r.metrics["score"] for r in results) == [1, 2, 3, 4] and not results.errors
     assert sorted(trainable_reads(reads, name)) == [("contains", ray_registry.TRAINABLE_CLASS, name),
                                                     ("get", ray_registry.TRAINABLE_CLASS, name)]  # once per search
@@ -46,7 +51,7 @@ def test_a_search_reads_its_trainable_from_the_registry_once_not_per_trial(ray_s
 
 
 def test_the_cached_answers_are_rays_and_a_write_forgets_them(ray_session):
-    from search.trainable_lookups import trainable_lookups_cached
+    from compat.ray_internals import trainable_lookups_cached
 
     def first(config):
         pass

@@ -5,8 +5,8 @@ Counting a backbone's parameters needs timm and torch; the driver gets the count
 """
 from __future__ import annotations
 
-from trainable.config import TrialConfig
-from trainable.errors import UserError
+from core.config import TrialConfig
+from core.errors import UserError
 
 
 class ModelError(UserError):

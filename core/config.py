@@ -11,9 +11,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainable.errors import UserError, close_matches
-from trainable.report_policy import parse_report_epochs
-from trainable.subsets import SubsetError, parse_subset
+from core import metrics
+from core.errors import UserError, close_matches
+from core.report_policy import parse_report_epochs
+from core.subsets import SubsetError, parse_subset
 
 
 class ConfigError(UserError):
@@ -36,7 +37,7 @@ class TrialConfig:
     min_image_side: int = field(default=8, metadata=in_range(1, 4096, doc="px; smaller images are skipped with a warning"))
     loader: str = field(default="pil", metadata=one_of("pil", "cache", doc="pil: decode every image every epoch; cache: decode once per node into a shared uint8 memory map, crop/flip/augment uint8 in the workers, normalise/erase on the device"))
     cache_short_side: int = field(default=0, metadata=in_range(0, 4096, doc="px, loader=cache: short side images are stored at; 0 = max(train_size, eval_size / crop_pct). Give every trial of a search the same value to share one cache"))
-    subset: str = field(default="", metadata={"doc": "refit: '' = the dataset's train/val; 'kfold:K:k' = train+val pooled into K stratified folds, train on all but fold k, validate on fold k; 'bag:N:b' = bootstrap bag b of the pooled set, validate on its out-of-bag images (trainable/subsets.py)"})
+    subset: str = field(default="", metadata={"doc": "refit: '' = the dataset's train/val; 'kfold:K:k' = train+val pooled into K stratified folds, train on all but fold k, validate on fold k; 'bag:N:b' = bootstrap bag b of the pooled set, validate on its out-of-bag images (core/subsets.py)"})
     subset_seed: int = field(default=0, metadata=in_range(0, 2**31 - 1, doc="seeds the folds / bags of `subset` (the same for every model of one refit)"))
     num_workers: int = field(default=2, metadata=in_range(0, 64, doc="DataLoader worker processes"))
     batch_size: int = field(default=64, metadata=in_range(2, 4096, doc="images per optimizer step"))
@@ -81,18 +82,18 @@ class TrialConfig:
     min_lr: float = field(default=1e-6, metadata=in_range(0.0, 10.0))
     decay_epochs: int = field(default=30, metadata=in_range(1, 10_000, doc="step: epochs between decays"))
     decay_rate: float = field(default=0.1, metadata=in_range(0.0, 1.0, lo_open=True, doc="step/plateau: lr factor"))
-    patience_epochs: int = field(default=2, metadata=in_range(0, 1000, doc="plateau: epochs without val_acc gain"))
+    patience_epochs: int = field(default=2, metadata=in_range(0, 1000, doc="plateau: epochs without a gain in `metric`"))
     ema: bool = field(default=False, metadata={"doc": "evaluate an exponential moving average of the weights"})
     ema_decay: float = field(default=0.999, metadata=in_range(0.0, 1.0, lo_open=True, hi_open=True))
     grad_clip: float = field(default=0.0, metadata=in_range(0.0, 1e6, doc="max grad norm; 0 = off"))
-    # --- checkpoints (trainable/checkpoint_policy.py) ---
+    # --- checkpoints (core/checkpoint_policy.py) ---
     resume_state_every: int = field(default=3, metadata=in_range(1, 10_000, doc="epochs: a checkpoint at least every N epochs (and the last); a resumed trial repeats at most N-1 epochs. 1 = every epoch"))
     keep_checkpoints: int = field(default=2, metadata=in_range(1, 1000, doc="the search's best checkpoints kept per trial: an epoch entering the trial's top N also gets a checkpoint"))
     checkpoint_new_bests: bool = field(default=True, metadata={"doc": "also checkpoint every epoch that enters the trial's top keep_checkpoints; False: only every resume_state_every epochs (fewer bytes, the best epoch between two saves is lost)"})
-    report_epochs: str = field(default="every", metadata={"doc": "which epochs reach the search: 'every', or the epochs its scheduler decides on, comma-separated (the search fills in ASHA's rungs): then the trial reports only those, its checkpoint epochs and its last, and the epochs between travel with the next report (trainable/report_policy.py)"})
-    checkpoint_after_decision: bool = field(default=False, metadata={"doc": "on an epoch the scheduler decides on (report_epochs) with a checkpoint due, report the metrics first and save the checkpoint only if the trial goes on: trials ASHA stops at a rung write and upload no checkpoint there (trainable/report_policy.py); needs report_epochs to list the decision epochs"})
-    report_in_background: bool = field(default=False, metadata={"doc": "under the search: hand each report (and its checkpoint) to a thread of the trial's own and train the next epoch while Tune persists the checkpoint and the driver decides; a trial the scheduler stops then ends within one batch (search/tune_reporter.py)"})
-    checkpoint_metric: str = field(default="val_acc", metadata=one_of("val_acc", "val_macro_f1", "val_top5_acc", "val_loss", doc="the search metric the best checkpoints are ranked by (val_loss: lower is better)"))
+    report_epochs: str = field(default="every", metadata={"doc": "which epochs reach the search: 'every', or the epochs its scheduler decides on, comma-separated (the search fills in ASHA's rungs): then the trial reports only those, its checkpoint epochs and its last, and the epochs between travel with the next report (core/report_policy.py)"})
+    checkpoint_after_decision: bool = field(default=False, metadata={"doc": "on an epoch the scheduler decides on (report_epochs) with a checkpoint due, report the metrics first and save the checkpoint only if the trial goes on: trials ASHA stops at a rung write and upload no checkpoint there (core/report_policy.py); needs report_epochs to list the decision epochs"})
+    report_in_background: bool = field(default=False, metadata={"doc": "under the search: hand each report (and its checkpoint) to a thread of the trial's own and train the next epoch while Tune persists the checkpoint and the driver decides; a trial the scheduler stops then ends within one batch (worker/tune_trial.py)"})
+    metric: str = field(default="val_acc", metadata=one_of(*metrics.NAMES, doc="what this trial is judged by (the search's metric): it ranks the trial's checkpoints and drives the plateau scheduler, in the metric's direction (val_loss: lower is better; core/metrics.py)"))
     # --- runtime ---
     seed: int = field(default=0, metadata=in_range(0, 2**31 - 1))
     amp: bool = field(default=True, metadata={"doc": "autocast on CUDA (bf16 where supported, else fp16); CPU stays fp32"})

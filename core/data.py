@@ -36,7 +36,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from trainable.errors import UserError, close_matches
+from core.errors import UserError, close_matches
 
 log = logging.getLogger(__name__)
 

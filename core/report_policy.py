@@ -5,7 +5,7 @@ loggers, checkpoint bookkeeping, scheduler, searcher) and blocks the trial until
 At 1,024 GPUs that loop is the bottleneck (BENCHMARKS.md, "The driver at scale"), yet ASHA decides only on
 its rung epochs. With `report_epochs` set to those epochs a trial reports only on
   - a rung epoch (the scheduler's decision needs the value then),
-  - an epoch with a checkpoint (trainable/checkpoint_policy.py: Tune must persist and rank it),
+  - an epoch with a checkpoint (core/checkpoint_policy.py: Tune must persist and rank it),
   - its last epoch;
 the metrics of the epochs in between travel in the next report under EPOCHS_BETWEEN, so the study's
 per-epoch values, TensorBoard's curves and metrics.jsonl still hold every epoch (`expand`), at a third of

@@ -1,6 +1,6 @@
 """A member's logits: its checkpoint, read from the run's storage, rebuilt into a model and run over the
 dataset exactly as its trial indexed it. This is the torch side of the ensemble: it runs in a Ray task
-next to the trials' resources (ensemble/tasks.py), or in-process when no Ray is up.
+next to the trials' resources (ensemble/tasks.py, worker/ensemble_tasks.py), or in-process when no Ray is up.
 """
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ensemble.candidates import EnsembleError, Inference, data_values
-from ensemble.storage import MODEL_FILE, Location, read_model_file
-from trainable.config import TrialConfig
-from trainable.data import index_dataset, resolve_data_root
-from trainable.errors import UserError
+from core.config import TrialConfig
+from core.data import index_dataset, resolve_data_root
+from core.errors import EnsembleError, UserError
+from core.files import MODEL_FILE
+from core.inference import Inference, data_values
+from core.storage import Location, read_model_file
+from core.subsets import apply_subset, pooled
 from trainable.decoded_cache import ensure_decoded
 from trainable.eval_pipeline import cache_side, eval_loader
-from trainable.subsets import apply_subset, pooled
 from trainable.loop import StepSettings, predict_logits
 from trainable.model import build_model, count_parameters, uses_channels_last
 from trainable.trial import pick_amp_dtype, pick_device
@@ -121,3 +122,16 @@ def _node_id() -> str | None:
     import ray
 
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
+def member_logits(trial_id: str, location: Location, classes: list[str], files: list[str], inference: Inference) -> dict:
+    """A saved ensemble member's logits on `files` (python -m ensemble.predict): {"logits": [N, C] array}."""
+    try:
+        member = Member.load(location)
+    except Exception as err:
+        raise EnsembleError(f"Ensemble member {trial_id}'s checkpoint {location} cannot be loaded "
+                            f"({type(err).__name__}: {err}); rebuild the ensemble with python -m ensemble.") from err
+    if member.classes != classes:
+        raise EnsembleError(f"Ensemble member {trial_id}'s checkpoint has other classes than the ensemble; it was "
+                            "overwritten since. Rebuild the ensemble with python -m ensemble.")
+    return {"logits": member.logits(files, inference)}

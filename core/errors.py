@@ -9,6 +9,10 @@ class UserError(Exception):
     """
 
 
+class EnsembleError(UserError):
+    """A mistake in an ensemble or predict command, or a run it cannot use (no finished trial, other classes, ...)."""
+
+
 class TrialStopped(Exception):
     """The search stopped this trial while it trained on past a report (report_in_background): not a failure."""
 
