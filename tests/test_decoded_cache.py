@@ -114,6 +114,7 @@ def _build_concurrently(paths, cache, log_file, start_barrier):
     return str(ensure_decoded(paths, short_side=32).folder)
 
 
+@pytest.mark.slow  # four trial processes, each importing torch: ~30 s, out of the fast tier
 def test_concurrent_trials_on_a_node_build_it_once(tmp_path):
     paths = write_images(tmp_path / "img", [(64, 48)] * 40)
     log_file = tmp_path / "builds.log"

@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # full.py's 12 backbones counted in a child process that imports torch and timm (~12 s)
 def test_space_check_counts_parameters_in_a_child_process():
     from search.space_file import check_space, load_space
 

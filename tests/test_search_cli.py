@@ -94,6 +94,7 @@ def test_storage_strings_that_land_where_nobody_looks_are_refused(given, message
         StorageURI.parse(given)
 
 
+@pytest.mark.slow  # full.py's plan: parameter counts and weights of 12 backbones in child processes (~20 s)
 def test_smoke_test_shrinks_the_run(tmp_path, data, capsys, monkeypatch):
     # full.py trains from timm's pretrained weights: the plan checks they can be had (here: from a local cache)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -109,8 +110,9 @@ def test_smoke_test_shrinks_the_run(tmp_path, data, capsys, monkeypatch):
     (["--space", "spaces/nope.py"], "Space file spaces/nope.py does not exist. Available in spaces/: full.py, quick.py"),
     (["--space", "spaces/quick.py", "--data", "/no/such/data"], "Dataset folder /no/such/data does not exist"),
     (["--space", "spaces/quick.py", "--data", "builtin:digitz"], "Unknown built-in dataset 'builtin:digitz'"),
-    (["--space", "spaces/full.py", "--data", "builtin:digits"],
-     "spaces/full.py asks for 1 GPU per trial, but this machine has 0. Pass --gpus-per-trial 0"),
+    pytest.param(["--space", "spaces/full.py", "--data", "builtin:digits"],  # full.py's plan child: ~16 s
+                 "spaces/full.py asks for 1 GPU per trial, but this machine has 0. Pass --gpus-per-trial 0",
+                 marks=pytest.mark.slow),
     (["--space", "spaces/quick.py", "--cpus-per-trial", "64"], "asks for 64 CPUs per trial, but this machine has"),
     (["--space", "spaces/quick.py", "--num-samples", "0"],
      "Command-line override: Search setting key 'num_samples' has value 0, but must be int in [1, 1000000]"),

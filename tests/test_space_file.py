@@ -26,6 +26,7 @@ def write(tmp_path, text, name="space.py"):
     return path
 
 
+@pytest.mark.slow  # the plan counts every backbone's parameters in a child process (torch, timm): 13-22 s a space
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
 def test_contract_every_space_file_samples_valid_trial_configs(path):
     space = load_space(path)
