@@ -1,12 +1,13 @@
 """Every benchmark's record beside its table: one JSON with the figures and how they were made.
 
     from benchmarks.record import write_record
-    write_record("loader_throughput", figures, out_dir="benchmarks/results")
+    write_record("loader_throughput", figures)
 
-writes benchmarks/results/<name>-<date>.json holding the git commit (and whether the tree had local changes),
-the command line, the machine (CPU model, cores, memory, GPU if any, Python and package versions), the date,
-and `figures` as given. BENCHMARKS.md quotes figures from these files; benchmarks/results/ is not committed
-(results are never committed), the figures and their commands are.
+writes benchmarks/results/<name>-<date>-<time>.json (or into $BENCHMARK_RECORDS, or `out_dir`) holding the git
+commit (and whether the tree had local changes), the command line, the machine (CPU model, cores, memory, GPU
+if any, Python and package versions, load average), the date, and `figures` as given. BENCHMARKS.md quotes
+figures from these files; benchmarks/results/ is not committed (results are never committed), the figures and
+their commands are. Standard library only: the GPU suite writes its record before anything is installed.
 """
 from __future__ import annotations
 
@@ -62,18 +63,25 @@ def _gpu_name() -> str | None:
         return None
 
 
-def write_record(name: str, figures, out_dir: str | Path = ROOT / "benchmarks" / "results") -> Path:
+def command(argv: list[str] | None = None) -> str:
+    """The command line as typed: `python -m benchmarks.tools.x ...` for a module run from the repository root."""
+    argv = list(sys.argv if argv is None else argv)
+    script = Path(argv[0]).resolve() if argv and argv[0].endswith(".py") else None
+    if script is not None and script.is_relative_to(ROOT / "benchmarks"):
+        argv[:1] = ["-m", ".".join(script.relative_to(ROOT).with_suffix("").parts)]
+    return shlex.join(["python", *argv])
+
+
+def provenance() -> dict:
+    """When, from which commit (and whether the tree had local changes) and with which command."""
+    return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": _git("rev-parse", "HEAD"),
+            "tree_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")), "command": command()}
+
+
+def write_record(name: str, figures, out_dir: str | Path | None = None) -> Path:
     """The record of one benchmark run; returns its path."""
-    record = {
-        "benchmark": name,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "commit": _git("rev-parse", "HEAD"),
-        "tree_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-        "machine": machine(),
-        "figures": figures,
-    }
-    out = Path(out_dir)
+    record = {"benchmark": name, **provenance(), "machine": machine(), "figures": figures}
+    out = Path(out_dir or os.environ.get("BENCHMARK_RECORDS") or ROOT / "benchmarks" / "results")
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(record, indent=2, default=str))

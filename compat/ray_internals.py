@@ -122,7 +122,7 @@ def trainable_lookups_cached():
 
 def tune_loop_methods(searcher_class) -> list[tuple]:
     """(owner, method name, phase) of every step of Tune's controller loop that the driver's phase clock times
-    (benchmarks/driver_phases.py): a phase name, or (when the call returned something true, else)."""
+    (benchmarks/tools/driver_phases.py): a phase name, or (when the call returned something true, else)."""
     check("the driver's phase clock", "Measure with Ray 2.60.0")
     import ray
     from ray.air.execution._internal.actor_manager import RayActorManager

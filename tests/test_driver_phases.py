@@ -1,14 +1,7 @@
-"""The driver's phase clock (benchmarks/driver_phases.py): each call's time counted once, in its own phase."""
-import importlib.util
-from pathlib import Path
-
+"""The driver's phase clock (benchmarks/tools/driver_phases.py): each call's time counted once, in its own phase."""
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "driver_phases", Path(__file__).resolve().parents[1] / "benchmarks" / "driver_phases.py")
-driver_phases = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(driver_phases)
-PhaseClock = driver_phases.PhaseClock
+from benchmarks.tools.driver_phases import PhaseClock
 
 
 class FakeClock:

@@ -1,6 +1,6 @@
 """The CUDA path, on a real GPU: `pytest -m gpu` (skipped without CUDA). Small and fast, each asserting values.
 
-Run on a GPU node by benchmarks/gpu_suite.py (which records the outcome in its JSON), or alone:
+Run on a GPU node by benchmarks/tools/gpu_suite.py (which records the outcome in its JSON), or alone:
     python -m pytest -m gpu -q tests/test_gpu.py
 """
 import json

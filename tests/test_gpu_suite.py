@@ -1,4 +1,4 @@
-"""The GPU suite's CPU rehearsal (benchmarks/gpu_suite.py --rehearsal): the one command a GPU node will run
+"""The GPU suite's CPU rehearsal (python -m benchmarks.tools.gpu_suite --rehearsal): the one command a GPU node will run
 produces its JSON and table here too, so it cannot rot between the rare GPU loans. Figures are not checked."""
 import json
 import os
@@ -11,13 +11,13 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-SUITE = ROOT / "benchmarks" / "gpu_suite.py"
 SWITCHES = ("fp32 (no bf16 autocast)", "channels_last off", "foreach AdamW (not fused)", "cudnn.benchmark off")
 
 
 def run_suite(*argv, timeout=600):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(SUITE), *argv], cwd=ROOT, env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "benchmarks.tools.gpu_suite", *argv], cwd=ROOT, env=env,
+                          capture_output=True, text=True,
                           timeout=timeout)
 
 

@@ -1,23 +1,16 @@
-"""The discrete-event scale simulation (benchmarks/scale_simulation.py) in a tiny configuration: no Ray actors."""
-import importlib.util
+"""The discrete-event scale simulation (benchmarks/tools/scale_simulation.py) in a tiny configuration: no Ray actors."""
 from pathlib import Path
 
 import pytest
 
+from benchmarks.tools import scale_simulation
 from search.space_file import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("scale_simulation", ROOT / "benchmarks" / "scale_simulation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_simulated_search_finishes_every_trial_and_asha_stops_some():
-    sim = _load_benchmark()
+    sim = scale_simulation
     space = load_space(ROOT / "spaces" / "full.py").replace_settings(num_samples=30, suggestion_pool=0)
     r = sim.simulate(space, gpus=8, num_trials=30, base_epoch_s=7.0, seed=0, bucket=10)
 
@@ -36,7 +29,7 @@ def test_simulated_search_finishes_every_trial_and_asha_stops_some():
 
 
 def test_trial_model_is_deterministic_and_scales_epoch_time_with_backbone():
-    sim = _load_benchmark()
+    sim = scale_simulation
     small = {"backbone": "resnet50", "lr": 1.5e-4}
     big = {"backbone": "seresnextaa101d_32x8d", "lr": 1.5e-4}
     a = sim.trial_model(small, max_epochs=30, base_epoch_s=7.0, seed=1)
@@ -49,7 +42,7 @@ def test_trial_model_is_deterministic_and_scales_epoch_time_with_backbone():
 
 
 def test_driver_costs_pending_limit_and_checkpoints_are_modelled():
-    sim = _load_benchmark()
+    sim = scale_simulation
     # Every trial sampled at random (seeded): the same configs in every run, whatever the event order.
     # Sampled in the simulation's own process: a suggestion pool's helpers would make the configs depend on timing.
     space = load_space(ROOT / "spaces" / "full.py").replace_settings(num_samples=24, tpe_startup_trials=100,
@@ -72,7 +65,7 @@ def test_driver_costs_pending_limit_and_checkpoints_are_modelled():
 
 
 def test_experiment_snapshots_cost_the_driver_by_period_and_are_forced_by_checkpoints():
-    sim = _load_benchmark()
+    sim = scale_simulation
     space = load_space(ROOT / "spaces" / "full.py").replace_settings(num_samples=24, tpe_startup_trials=100,
                                                                       suggestion_pool=0, keep_checkpoints=2)
     run = lambda **kw: sim.simulate(space, gpus=8, num_trials=24, seed=0, bucket=10, decision_scale=0.0, **kw)
@@ -99,7 +92,7 @@ def persistence_only(**options) -> dict:
     every 3rd epoch is the only cost."""
     space = load_space(ROOT / "spaces" / "full.py").replace_settings(num_samples=24, tpe_startup_trials=100,
                                                                       suggestion_pool=0)
-    return _load_benchmark().simulate(space, gpus=8, num_trials=24, seed=0, bucket=10, decision_scale=0.0,
+    return scale_simulation.simulate(space, gpus=8, num_trials=24, seed=0, bucket=10, decision_scale=0.0,
                                       checkpoint_s=1.0, checkpoint_every=3, **options)
 
 

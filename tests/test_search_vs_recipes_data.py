@@ -1,14 +1,10 @@
 """The search-vs-recipes benchmark's larger val split: extra val images come only from train images the
 train split left out, per class, and train and test stay as they were."""
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "search_vs_recipes", Path(__file__).resolve().parents[1] / "benchmarks" / "search_vs_recipes.py")
-search_vs_recipes = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(search_vs_recipes)
+from benchmarks.experiments import search_vs_recipes
 
 
 def _tree(root: Path, counts: dict[str, int]) -> Path:

@@ -8,8 +8,8 @@ Same model, batch size, image size and workers. Runs alternate (ref, trial, ref,
 machine noise hits both; the ratio of medians is the figure to quote.
 --synthetic feeds both the same random batch instead (no decode): the GPU step alone.
 
-    python benchmarks/trial_vs_reference.py --data ../shared/datasets/tiny100 --backbone resnet18 --size 64
-    # GPU: python benchmarks/trial_vs_reference.py --data DATA --backbone resnet50 --size 224 --batch-size 256 \
+    python -m benchmarks.tools.trial_vs_reference --data ../shared/datasets/tiny100 --backbone resnet18 --size 64
+    # GPU: python -m benchmarks.tools.trial_vs_reference --data DATA --backbone resnet50 --size 224 --batch-size 256 \
     #        --workers 14 --batches 50   (then once per --no-* switch, and with --compile)
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision import transforms as T
 
+from benchmarks.record import write_record
 from core.config import TrialConfig
 from core.data import index_dataset, resolve_data_root
 from trainable.loop import train_one_epoch
@@ -166,6 +167,7 @@ def main():
         "date": time.strftime("%Y-%m-%d"),
     }
     print(json.dumps(summary))
+    write_record("trial_vs_reference", {**summary, "runs": runs})
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Each piece is a random crop of china.jpg or flower.jpg (427x640), resized so its
 (the size of the seed reports' images) and re-encoded at JPEG quality 90. Classes are arbitrary; the
 layout is the trial's DATA/train/<class>/*.jpg, DATA/val/<class>/*.jpg.
 
-    python benchmarks/realistic_jpegs.py --out /tmp/jpegs500 --per-class 40 --classes 10
+    python -m benchmarks.tools.realistic_jpegs --out /tmp/jpegs500 --per-class 40 --classes 10
 """
 from __future__ import annotations
 

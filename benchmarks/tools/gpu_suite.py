@@ -1,20 +1,20 @@
 """The GPU figures in one command (issue #14): the GPU tests, then each measurement against a baseline
 measured in the same run. Writes OUT/gpu_suite.json and OUT/gpu_suite.md (a table for BENCHMARKS.md).
 
-    # on an offline GPU node, with the wheel folder made by benchmarks/gpu_wheels.sh (README "GPU node, offline"):
-    python benchmarks/gpu_suite.py --wheels ./wheels --out gpu-suite
+    # on an offline GPU node, with the wheel folder made by benchmarks/tools/gpu_wheels.sh (docs/gpu-node.md):
+    python -m benchmarks.tools.gpu_suite --wheels ./wheels --out gpu-suite
     # the CPU rehearsal (tiny sizes; tests/test_gpu_suite.py runs it so the suite cannot rot):
-    python benchmarks/gpu_suite.py --rehearsal --out /tmp/gpu-rehearsal
+    python -m benchmarks.tools.gpu_suite --rehearsal --out /tmp/gpu-rehearsal
 
 Parts, each in its own process under a time limit, so a hang or a crash costs one part, not the run;
 inside a part each measurement that fails is recorded with its error and the next one runs:
     tests       pytest -m gpu tests/test_gpu.py
     step        train images/s, resnet50 at 224 px, bf16 + channels_last + fused AdamW + cudnn.benchmark:
-                trial vs the reference loop (benchmarks/trial_vs_reference.py) on synthetic tensors and on
+                trial vs the reference loop (benchmarks/tools/trial_vs_reference.py) on synthetic tensors and on
                 JPEGs through both loaders; then each switch off in turn, and with torch.compile
     loader      the loader alone: images/s delivered to the device with N workers, pil vs cache, with and
                 without an augment policy; from these and the step figure: cache workers to keep the GPU fed
-    fractional  1, 2, 4 small trials sharing the GPU (benchmarks/concurrent_trials.py): train images/s per
+    fractional  1, 2, 4 small trials sharing the GPU (benchmarks/tools/concurrent_trials.py): train images/s per
                 GPU and each trial's peak GPU memory
     checkpoint  full trial checkpoint save/restore seconds vs the weights alone, resnet50 and
                 seresnextaa101d_32x8d
@@ -38,7 +38,9 @@ import traceback
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.record import write_record  # standard library only, like this module
+
+ROOT = Path(__file__).resolve().parents[2]
 CPUS = os.cpu_count() or 1
 PARTS = ("tests", "step", "loader", "fractional", "checkpoint")
 
@@ -125,7 +127,7 @@ def _free_device_memory():
 
 
 def jpeg_folder(profile: dict, work: Path) -> Path:
-    from realistic_jpegs import make_jpeg_folder
+    from benchmarks.tools.realistic_jpegs import make_jpeg_folder
     spec = profile["jpegs"]
     return make_jpeg_folder(work / "jpegs", classes=spec["classes"], per_class=spec["per_class"],
                             long_side=spec["long_side"])
@@ -139,7 +141,8 @@ def step_argv(profile: dict, data: Path) -> list[str]:
 
 def part_step(profile: dict, work: Path, rec: Recorder) -> None:
     import torch
-    from trial_vs_reference import add_num_classes, build_parser, reference_images_per_s, trial_images_per_s
+    from benchmarks.tools.trial_vs_reference import (add_num_classes, build_parser, reference_images_per_s,
+                                                     trial_images_per_s)
     from trainable.trial import pick_device
 
     device = pick_device()
@@ -179,7 +182,7 @@ def delivered_images_per_s(loader, device, batches: int, workers: int) -> float:
     """Images/s arriving on the device, timed from the moment every worker has delivered its first batch
     (worker start untimed; from there the workers are about equally far into their next batch)."""
     import torch
-    from trial_vs_reference import Limited
+    from benchmarks.tools.trial_vs_reference import Limited
 
     warmup, seen, start = max(1, workers), 0, None
     for i, (images, _) in enumerate(Limited(loader, batches + warmup)):
@@ -194,7 +197,7 @@ def delivered_images_per_s(loader, device, batches: int, workers: int) -> float:
 
 
 def part_loader(profile: dict, work: Path, rec: Recorder) -> None:
-    from loader_throughput import DATA_CONFIG, cache_loader, pil_loader
+    from benchmarks.tools.loader_throughput import DATA_CONFIG, cache_loader, pil_loader
     from trainable.cached_pipeline import on_device
     from core.config import TrialConfig
     from core.data import index_dataset
@@ -219,7 +222,7 @@ def part_loader(profile: dict, work: Path, rec: Recorder) -> None:
 
 
 def part_fractional(profile: dict, work: Path, rec: Recorder) -> None:
-    from concurrent_trials import CONFIG, run
+    from benchmarks.tools.concurrent_trials import CONFIG, run
 
     data = jpeg_folder(profile, work)
     one = None
@@ -248,7 +251,7 @@ def part_checkpoint(profile: dict, work: Path, rec: Recorder) -> None:
     import argparse as ap
 
     import torch
-    from trial_vs_reference import SyntheticBatches
+    from benchmarks.tools.trial_vs_reference import SyntheticBatches
     from trainable import checkpoint
     from core.config import TrialConfig
     from trainable.loop import train_one_epoch
@@ -336,7 +339,7 @@ def install_from_wheels(wheels: Path, work: Path) -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     if not wheels.is_dir():
-        raise SuiteError(f"--wheels {wheels} is not a folder; fill one with `bash benchmarks/gpu_wheels.sh "
+        raise SuiteError(f"--wheels {wheels} is not a folder; fill one with `bash benchmarks/tools/gpu_wheels.sh "
                          f"{platform.python_version_tuple()[0]}.{platform.python_version_tuple()[1]} {wheels}` "
                          "on a machine with package access and copy it here.")
     try:
@@ -353,8 +356,8 @@ def install_from_wheels(wheels: Path, work: Path) -> dict:
     if done.returncode != 0:
         raise SuiteError(f"Installing from {wheels} failed (torch {keep['torch']} kept); pip said:\n"
                          f"{done.stdout[-1500:]}{done.stderr[-1500:]}\nIf a wheel is missing, rerun "
-                         "benchmarks/gpu_wheels.sh for this node's Python; if torch is outside the supported range "
-                         "(README), use a container with a torch in it.")
+                         "benchmarks/tools/gpu_wheels.sh for this node's Python; if torch is outside the supported range "
+                         "(docs/gpu-node.md), use a container with a torch in it.")
     return {"wheels": str(wheels), "kept": keep}
 
 
@@ -412,7 +415,7 @@ def run_tests(work: Path, env: dict, timeout: int) -> tuple[dict, dict]:
 def run_child(part: str, work: Path, env: dict, timeout: int) -> tuple[list[dict], dict, dict]:
     out = work / f"{part}.json"
     out.unlink(missing_ok=True)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--part", part, "--work", str(work)]
+    cmd = [sys.executable, "-m", "benchmarks.tools.gpu_suite", "--part", part, "--work", str(work)]
     started = time.perf_counter()
     status = {"timed_out": False}
     with open(work / f"{part}.log", "w") as log:
@@ -495,7 +498,7 @@ def run_suite(args) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     (work / "profile.json").write_text(json.dumps(profile, indent=1))
     started = time.perf_counter()
-    result = {"command": " ".join(["python", "benchmarks/gpu_suite.py", *sys.argv[1:]]), "profile_name": profile_name,
+    result = {"command": " ".join(["python", "-m", "benchmarks.tools.gpu_suite", *sys.argv[1:]]), "profile_name": profile_name,
               "profile": profile, "date": time.strftime("%Y-%m-%d %H:%M"), "install": None, "machine": None,
               "gpu_tests": None, "parts": {}, "rows": [], "errors": []}
     if args.wheels:
@@ -522,6 +525,7 @@ def run_suite(args) -> dict:
     result["seconds"] = round(time.perf_counter() - started, 1)
     (out / "gpu_suite.json").write_text(json.dumps(result, indent=1))
     (out / "gpu_suite.md").write_text(markdown(result))
+    write_record("gpu_suite", result, out_dir=out)  # commit, command, machine, date beside the table
     return result
 
 

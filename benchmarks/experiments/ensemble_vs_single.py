@@ -5,9 +5,9 @@ candidates' cached test logits in ensemble_cache/, and DATA/test_labels.csv (ima
 "Best single member" is the candidate with the best validation accuracy — what you would submit
 without an ensemble; every candidate's test accuracy is listed too.
 
-    python benchmarks/ensemble_vs_single.py results/<name> --labels ../shared/datasets/tiny100/test_labels.csv
+    python -m benchmarks.experiments.ensemble_vs_single results/<name> --labels ../shared/datasets/tiny100/test_labels.csv
 
-For a bare Tune experiment (benchmarks/search_comparison.py's runs have no leaderboard), give
+For a bare Tune experiment (benchmarks/experiments/search_comparison.py's runs have no leaderboard), give
 --space: the leaderboard is rebuilt from Tune's saved results and the ensemble stage run first.
 """
 from __future__ import annotations
@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+
+from benchmarks.record import write_record
 
 
 def accuracy(names, predicted_labels, truth: dict) -> float:
@@ -70,6 +72,7 @@ def main():
                "ensemble_test_acc": ensemble_test, "best_single": best["model"], "best_single_test_acc": best["test_acc"],
                "gain": ensemble_test - best["test_acc"], "test_images": len(predictions)}
     print(json.dumps(summary))
+    write_record("ensemble_vs_single", {"run": str(args.run_dir), "members": rows, **summary})
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ reuses it: the warm figure, what every later trial on the node sees).
 On a GPU node the N trials share the one visible GPU: that is Ray's fractional placement
 (gpus_per_trial = 1/N), and each row then also records every trial's peak GPU memory.
 
-    python benchmarks/concurrent_trials.py --trials 1 2 --images 200 --epochs 2
+    python -m benchmarks.tools.concurrent_trials --trials 1 2 --images 200 --epochs 2
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from realistic_jpegs import make_jpeg_folder
+from benchmarks.record import write_record
+from benchmarks.tools.realistic_jpegs import make_jpeg_folder
 
 CONFIG = {"backbone": "resnet10t", "train_size": 224, "eval_size": 224, "batch_size": 32, "num_workers": 0,
           "lr": 0.003, "augment": "none", "scale_min": 0.35}
@@ -79,8 +80,10 @@ def main():
         base = sum(pil) / len(pil)
         summary.append({"trials": n, "pil_epochs_per_hour": round(base, 1), "cache_cold": cold, "cache_warm": warm,
                         "warm_vs_pil": round(warm / base, 2), "cold_vs_pil": round(cold / base, 2)})
-    print(json.dumps({"config": CONFIG, "images": args.images, "epochs": args.epochs, "cpus": os.cpu_count(),
-                      "date": time.strftime("%Y-%m-%d"), "summary": summary}, indent=1))
+    figures = {"config": CONFIG, "images": args.images, "epochs": args.epochs, "cpus": os.cpu_count(),
+               "date": time.strftime("%Y-%m-%d"), "rows": rows, "summary": summary}
+    print(json.dumps(figures, indent=1))
+    write_record("concurrent_trials", figures)
 
 
 if __name__ == "__main__":

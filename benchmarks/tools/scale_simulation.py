@@ -12,7 +12,7 @@ A heap of events in simulated seconds stands in for the cluster: "GPU free" (sta
 the searcher or scheduler is timed on this CPU (its thread CPU time), and that advances the driver's clock, so
 a GPU whose trial reported waits until the driver has decided, and a freed GPU waits for `suggest()`.
 
-Trials (`trial_model`), shared with benchmarks/scale_real_ray.py:
+Trials (`trial_model`), shared with benchmarks/tools/scale_real_ray.py:
   - epoch time: resnet50 at 224 px = `--epoch-s` (default 7 s: 21,024 HW1 images at ~3,000 img/s on an
     H100 with AMP; an assumption, not measured here, as no GPU was lent), scaled per backbone by
     approximate GMACs at 224 px (timm model cards), the eval share (20%) by (eval_size/224)^2, and
@@ -25,8 +25,12 @@ Trials (`trial_model`), shared with benchmarks/scale_real_ray.py:
     the seed reports' recipes (~0.95) with a better region around them; it makes the search non-trivial,
     it is not a claim about which hyperparameters are good.
 
-    python benchmarks/scale_simulation.py --gpus 256 1024 --trials-per-gpu 4
-    python benchmarks/scale_simulation.py --quick
+    python -m benchmarks.tools.scale_simulation --gpus 256 1024 --trials-per-gpu 4
+    python -m benchmarks.tools.scale_simulation --quick
+
+A run of the standard profile leaves the scale flags off; any of --suggestion-pool, --tpe-history-window > 0,
+--report-epochs decisions, --report-in-background, --checkpoint-after-decision runs driver_profile "large"
+(benchmarks/tools/profile_comparison.py runs both side by side).
 """
 from __future__ import annotations
 
@@ -46,9 +50,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from benchmarks.record import write_record
+
+REPO = Path(__file__).resolve().parents[2]
 
 # Real per-epoch val_acc curves, recorded 2026-11-22 on this machine (BENCHMARKS.md sections 1 and 3):
 # results/bench/search/random-seed{0,1,2}/<trial>/result.json (resnet10t from scratch, 32 px, 30% of
@@ -151,6 +155,21 @@ def epoch_seconds_for(p: dict, base_s: float) -> float:
 cpu_clock = time.thread_time
 
 
+def as_profile(space, profile: str):
+    """The space under driver_profile `profile`: "large" turns on every setting that profile fills in
+    (search/space_file.py: LARGE_SETTINGS, LARGE_TRIAL) over the space's own; "standard" turns them off."""
+    from search.space_file import LARGE_SETTINGS, LARGE_TRIAL, STANDARD_VALUES
+
+    trial = space.settings.trial
+    if profile == "large":
+        return space.replace_settings(driver_profile="large", **LARGE_SETTINGS, trial={**trial, **LARGE_TRIAL})
+    if profile != "standard":
+        raise ValueError(f"driver_profile {profile!r}: 'standard' or 'large'")
+    return space.replace_settings(driver_profile="standard",
+                                  **{k: v for k, v in STANDARD_VALUES.items() if k not in LARGE_TRIAL},
+                                  trial={k: v for k, v in trial.items() if k not in LARGE_TRIAL})
+
+
 def trial_seed(trial_id: str, seed: int) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}:{trial_id}".encode(), digest_size=8).digest(), "little")
 
@@ -200,7 +219,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
     result (Tune's result processing and loggers), `checkpoint_cost_ms` more for
     a result with a checkpoint (bookkeeping, experiment snapshots), `start_cost_ms` when a trial starts (creating it,
     starting its actor, its loggers' set-up; the searcher's suggest() is timed live) and `end_cost_ms` when it ends
-    (stopping it: callbacks, loggers, its actor; benchmarks/driver_phases.py measures each phase in a real search's
+    (stopping it: callbacks, loggers, its actor; benchmarks/tools/driver_phases.py measures each phase in a real search's
     driver); `max_pending` trials at most between their suggestion and their first
     epoch (Tune's pending-trial limit; 0 = no limit), each taking `start_overhead_s` to start; and
     `checkpoint_s` during which a trial is blocked persisting a checkpoint, on every `checkpoint_every`-th
@@ -208,7 +227,7 @@ def simulate(space, *, gpus: int, num_trials: int, base_epoch_s: float = 7.0, se
     epochs the driver needs (ASHA's rungs, its checkpoint epochs, its last: core/report_policy.py);
     its other epochs never reach the driver, so they neither cost it nor wait for it. `pace` runs the simulation
     in real time until the last trial has started (needed with a suggestion pool, search/suggestion_pool.py).
-    Tune's experiment snapshots (benchmarks/experiment_state_cost.py measures one) cost the driver
+    Tune's experiment snapshots (benchmarks/archive/experiment_state_cost.py measures one) cost the driver
     `snapshot_ms_per_changed` per trial started, reported or stopped since the last snapshot plus
     `snapshot_ms_per_trial` per trial in the experiment; they run as Tune runs them: at the end of a loop step once
     the period has passed (10 s, "auto" stretches it to 19x the last snapshot's time), and forced when a trial has
@@ -687,6 +706,7 @@ def main(argv=None):
             with open(args.out, "a") as f:
                 f.write(json.dumps(row) + "\n")
     print_tables(rows)
+    write_record("scale_simulation", rows)
     return rows
 
 

@@ -5,7 +5,7 @@ project's `OptunaTPESearch.save` leaves finished trials out (they live in the st
 baseline is Ray's `OptunaSearch.save` on the same searcher in the same run, which pickles every trial it asked.
 The searcher is built for spaces/full.py with random sampling (fast to fill), `--running` trials left unfinished.
 
-    python benchmarks/searcher_snapshot_cost.py --trials 64 1024 4096 --running 0
+    python -m benchmarks.archive.searcher_snapshot_cost --trials 64 1024 4096 --running 0
 """
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks.record import write_record
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def timed_save(save, path: Path, repeats: int = 3) -> tuple[float, int]:
@@ -69,6 +70,7 @@ def main(argv=None) -> list[dict]:
     for r in rows:
         print(f"| {r['finished']:,} | {r['running']} | {r['ray_save_ms']:.0f} / {r['ray_mb']:.1f} | "
               f"{r['save_ms']:.0f} / {r['mb']:.1f} |")
+    write_record("searcher_snapshot_cost", rows)
     return rows
 
 

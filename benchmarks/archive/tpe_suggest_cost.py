@@ -2,11 +2,11 @@
 
 A study over spaces/full.py is filled with N finished trials (values from the scale simulation's trial
 model; ASHA-like stops: most PRUNED after 3 epochs, some after 9, a few COMPLETE at 30), then the project's
-sampler (`search.windowed_tpe.make_tpe_sampler`, the space's TPE settings) suggests `--repeats` configs for each
+sampler (`search.sampler.make_tpe_sampler` under driver_profile "large", the space's TPE settings) suggests `--repeats` configs for each
 history window, against Optuna's own TPESampler with the same settings (the baseline, what the search used
 before). Times are this thread's CPU time, so other load on the machine does not inflate them.
 
-    python benchmarks/tpe_suggest_cost.py --trials 1000 2000 4000 --windows 0 500
+    python -m benchmarks.archive.tpe_suggest_cost --trials 1000 2000 4000 --windows 0 500
 """
 from __future__ import annotations
 
@@ -19,16 +19,15 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-for p in (str(HERE.parent), str(HERE)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+from benchmarks.record import write_record
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def filled_study(space, n: int, seed: int = 0, running: int = 0):
     import optuna
     from optuna.trial import TrialState
-    from scale_simulation import trial_model
+    from benchmarks.tools.scale_simulation import trial_model
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
     rng = random.Random(seed)
@@ -63,13 +62,14 @@ def main(argv=None):
 
     import optuna
 
-    from search.space_file import load_space
+    from benchmarks.tools.scale_simulation import as_profile
     from search.sampler import make_tpe_sampler
+    from search.space_file import load_space
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--space", default=str(HERE.parent / "spaces" / "full.py"))
+    p.add_argument("--space", default=str(REPO / "spaces" / "full.py"))
     p.add_argument("--trials", type=int, nargs="+", default=[1000, 2000, 4000])
     p.add_argument("--windows", type=int, nargs="+", default=[0, 500])
     p.add_argument("--repeats", type=int, default=10)
@@ -86,7 +86,7 @@ def main(argv=None):
                     seed=s.seed, n_startup_trials=s.tpe_startup_trials, multivariate=s.tpe_multivariate,
                     group=s.tpe_group, constant_liar=s.tpe_constant_liar)
             else:
-                study.sampler = make_tpe_sampler(space.replace_settings(tpe_history_window=w))
+                study.sampler = make_tpe_sampler(as_profile(space, "large").replace_settings(tpe_history_window=w))
             ms = suggest_ms(study, space, args.repeats)
             rows.append({"finished_trials": n, "running_trials": running, "window": w, "median_ms": round(statistics.median(ms), 1),
                          "max_ms": round(max(ms), 1)})
@@ -99,6 +99,7 @@ def main(argv=None):
     for n, running in [(n, r) for r in args.running for n in args.trials]:
         ms = [r["median_ms"] for r in rows if r["finished_trials"] == n and r["running_trials"] == running]
         print(f"| {n} | {running} | " + " | ".join(f"{m:.1f}" for m in ms) + f" | {ms[0] / ms[-1]:.1f}x |")
+    write_record("tpe_suggest_cost", rows)
     return rows
 
 

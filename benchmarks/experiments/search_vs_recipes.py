@@ -4,7 +4,7 @@ Transfer task on tiny100, small enough for a CPU: a resnet10t is pretrained at 3
 then fine-tuned on classes 50-99 (a seeded stratified --train-fraction of their train folders, to fit
 one CPU core; all their val images; test = tiny100's test images labelled 50-99,
 scored with test_labels.csv). Per seed, all at the same total of training epochs (5 x max_epochs):
-    recipes    spaces/full.py's five WARM_STARTS on that backbone (benchmarks/space_finetune_tiny100.py),
+    recipes    spaces/full.py's five WARM_STARTS on that backbone (benchmarks/experiments/space_finetune_tiny100.py),
                each trained to max_epochs; "best recipe" = the one with the best val_acc
     tpe_asha   the search: TPE + ASHA, warm starts first, stopped when its trials have trained the budget
     tpe_asha_anchored   the same, with the warm starts counted as TPE's start-up trials (Optuna's behaviour:
@@ -17,16 +17,16 @@ selection, ensemble/strategies.py, over its top 5 trials' kept checkpoints, chos
 ensemble) sees more images. --extra-val-fraction F adds a stratified F instead (imbalanced, as train is:
 it then picks for another class balance than test's).
 
-    python benchmarks/search_vs_recipes.py --seeds 0 1 2 --train-fraction 0.6 --out /tmp/search_vs_recipes.jsonl
+    python -m benchmarks.experiments.search_vs_recipes --seeds 0 1 2 --train-fraction 0.6 --out /tmp/search_vs_recipes.jsonl
 
 The datasets (symlinks), the pretrained backbone and the Tune runs go under --work (a temp folder,
 never committed). Afterwards, the evidence (every recipe's and search trial's curve) and the table:
 
-    python benchmarks/search_vs_recipes.py --explain /tmp/search_vs_recipes /tmp/search_vs_recipes.jsonl 0 1 2
+    python -m benchmarks.experiments.search_vs_recipes --explain /tmp/search_vs_recipes /tmp/search_vs_recipes.jsonl 0 1 2
 
 and which recipe each way of picking on val (accuracy, balanced accuracy, tiny100's own val images) chooses:
 
-    python benchmarks/search_vs_recipes.py --picks WORK WORK/data/<the fine-tuning data folder> 0 1 2
+    python -m benchmarks.experiments.search_vs_recipes --picks WORK WORK/data/<the fine-tuning data folder> 0 1 2
 """
 from __future__ import annotations
 
@@ -47,15 +47,15 @@ import numpy as np
 import ray
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.search_comparison import fit_search, stratified_subset  # noqa: E402
-from core.inference import Inference  # noqa: E402
-from worker.scoring import Member  # noqa: E402
-from core.storage import Location  # noqa: E402
-from ensemble.strategies import combine, select_ensemble  # noqa: E402
-from search.space_file import load_space  # noqa: E402
-from trainable.checkpoint import load_model_file  # noqa: E402
-from core.data import index_dataset  # noqa: E402
+from benchmarks.experiments.search_comparison import fit_search, stratified_subset
+from benchmarks.record import write_record
+from core.inference import Inference
+from worker.scoring import Member
+from core.storage import Location
+from ensemble.strategies import combine, select_ensemble
+from search.space_file import load_space
+from trainable.checkpoint import load_model_file
+from core.data import index_dataset
 
 SPACE = Path(__file__).with_name("space_finetune_tiny100.py")
 PRETRAIN_CLASSES, FINETUNE_CLASSES = range(0, 50), range(50, 100)
@@ -279,6 +279,7 @@ def main():
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     ray.init(num_cpus=cpus_per_trial * args.concurrent, include_dashboard=False, logging_level="ERROR")
     scorer = Scorer(fine)
+    rows = []
     for seed in args.seeds:
         for variant in args.variants:
             t0 = time.time()
@@ -298,9 +299,11 @@ def main():
                    "gpus_per_trial": args.gpus_per_trial,
                    "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {cpus_per_trial * args.concurrent} used"
                               + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "")}
+            rows.append(row)
             with open(args.out, "a") as f:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps({k: v for k, v in row.items() if k != "top"}), flush=True)
+    write_record("search_vs_recipes", rows)
     summarize(args.out)
     print(f"total {time.time() - started:.0f}s")
 
@@ -374,9 +377,9 @@ def picks(work: Path, data: Path, seeds) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--picks"]:  # python benchmarks/search_vs_recipes.py --picks WORK DATA SEED...
+    if sys.argv[1:2] == ["--picks"]:  # python -m benchmarks.experiments.search_vs_recipes --picks WORK DATA SEED...
         picks(Path(sys.argv[2]), Path(sys.argv[3]), [int(s) for s in sys.argv[4:]])
-    elif sys.argv[1:2] == ["--explain"]:  # python benchmarks/search_vs_recipes.py --explain WORK OUT.jsonl SEED...
+    elif sys.argv[1:2] == ["--explain"]:  # python -m benchmarks.experiments.search_vs_recipes --explain WORK OUT.jsonl SEED...
         explain(Path(sys.argv[2]), [int(s) for s in sys.argv[4:]])
         summarize(Path(sys.argv[3]))
     else:

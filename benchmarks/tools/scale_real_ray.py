@@ -2,13 +2,14 @@
 
 Ray starts locally with N fake accelerators as a custom resource (`fake_gpu`) and N logical CPUs; each
 trial asks for {"cpu": 1, "fake_gpu": 1}, so exactly N trials run at once. The trials sleep instead of
-training: per epoch they sleep the epoch time of benchmarks/scale_simulation.py's trial model times
+training: per epoch they sleep the epoch time of benchmarks/tools/scale_simulation.py's trial model times
 `--time-scale` (0.07: 0.5 s for resnet50 up to 2.1 s for seresnextaa101d_32x8d), then report the model's
-val_acc for that epoch with a `tune.Checkpoint` (a directory holding one `--checkpoint-kb` file), as
-the real trial (worker/tune_trial.py) does every epoch. Searcher and scheduler are the project's:
-`make_searcher(space)` (OptunaTPESearch, TPE, warm starts) and `make_scheduler(space)` (ASHA),
-from spaces/full.py (max 30 epochs, grace 3, reduction factor 3), with Tune's defaults otherwise (one
-actor per trial, default loggers, experiment checkpoints).
+val_acc for that epoch through the real trial's reporter (core/epoch_reporter.py: the space's report_epochs,
+checkpoint cadence and checkpoint_after_decision decide what is reported when; a checkpoint is a directory
+holding one `--checkpoint-kb` file) and sink (worker/tune_sink.py: report_in_background). Searcher, scheduler,
+TuneConfig and RunConfig are the search's own (search/tuner.py), from spaces/full.py (max 30 epochs, grace 3,
+reduction factor 3) with its driver_profile, or the one `--driver-profile` names: "large" also caches Ray's
+registry lookups (search.tuner.fit), reuses actors and runs the suggestion pool against a study file.
 
 Measured:
   - fake-accelerator utilisation: sum over trials of (last report seen by the driver - function entered)
@@ -16,14 +17,16 @@ Measured:
   - per-trial overhead: first report reaching the driver - function entered - first sleep; and the gap
     between consecutive reports inside the trial minus the sleep (checkpoint persisted + waiting for the
     driver to ask for the next result);
-  - the driver's loop by phase of a trial's life (benchmarks/driver_phases.py: ms per trial start and end, per
+  - the driver's loop by phase of a trial's life (benchmarks/tools/driver_phases.py: ms per trial start and end, per
     result, per checkpoint) and the driver's CPU split into its loop thread, this benchmark's own memory
     sampler and the rest;
   - the driver's CPU time and peak RSS, and the peak RSS of GCS, raylet and the worker processes
     (sampled every 0.5 s with psutil).
 
-    python benchmarks/scale_real_ray.py --concurrency 32 64
-    python benchmarks/scale_real_ray.py --quick
+    python -m benchmarks.tools.scale_real_ray --concurrency 32 64 [--driver-profile large]
+    python -m benchmarks.tools.scale_real_ray --quick
+
+Run it from the repository root (benchmarks/README.md); Ray's workers import this module by that path.
 """
 from __future__ import annotations
 
@@ -40,13 +43,14 @@ import threading
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-for _p in (str(REPO), str(HERE)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-# Ray's worker processes inherit the driver's environment: let them import scale_simulation too.
-os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+from benchmarks.record import write_record
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def repo_on_pythonpath() -> dict:
+    """The environment for Ray's workers and this script's own runs: they import benchmarks.tools.* from the root."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
 def sleeping_trial(config: dict) -> None:
@@ -60,11 +64,15 @@ def sleeping_trial(config: dict) -> None:
     run_reporting_to_tune(lambda cfg, rep: sleep_and_report(cfg, rep, t_enter), config, reporter)
 
 
-def sleep_and_report(config: dict, reporter, t_enter: float) -> None:
+def sleep_and_report(config: dict, sink, t_enter: float) -> None:
+    """Sleep each epoch ("batches" of at most 50 ms: a stopped trial ends between them) and hand each epoch to the
+    real trial's EpochReporter, which reports, checkpoints and waits for decisions as train_trial does."""
     from ray import tune
-    from scale_simulation import trial_model, trial_seed
+
+    from benchmarks.tools.scale_simulation import trial_model, trial_seed
+    from core.config import TrialConfig
+    from core.epoch_reporter import EpochReporter
     from core.errors import TrialStopped
-    from core.report_policy import parse_report_epochs, report_due, with_epochs_between
 
     meta = config["_scale"]
     params = {k: v for k, v in config.items() if k != "_scale"}
@@ -72,30 +80,18 @@ def sleep_and_report(config: dict, reporter, t_enter: float) -> None:
     durations, accs = trial_model(params, max_epochs=meta["max_epochs"], base_epoch_s=meta["epoch_s"],
                                   seed=trial_seed(trial_id, meta["seed"]))
     payload = os.urandom(int(meta["checkpoint_kb"] * 1024))
-    report_epochs = parse_report_epochs(params.get("report_epochs", "every"))
-    between, slept = [], 0.0  # epochs not reported yet (report_epochs), and their sleep
+    reporter = EpochReporter(sink, TrialConfig.from_dict(params), history=[])
+    slept_total = 0.0
     for epoch, (d, acc) in enumerate(zip(durations, accs), start=1):
         t_sleep = time.time()
-        while time.time() < t_sleep + d * meta["time_scale"]:  # "batches": a stopped trial ends between them
+        while time.time() < t_sleep + d * meta["time_scale"]:
             if reporter.stopped():
                 raise TrialStopped("stopped")
             time.sleep(min(0.05, max(0.0, t_sleep + d * meta["time_scale"] - time.time())))
-        slept += time.time() - t_sleep
-        metrics = {"epoch": epoch, "val_acc": acc, "t_enter": t_enter, "slept": slept, "t_sleep": t_sleep}
-        checkpoint = not (epoch % meta["checkpoint_every"] and epoch != len(durations))
-        if not report_due(epoch, epochs=len(durations), report_epochs=report_epochs, checkpoint=checkpoint):
-            between.append({"epoch": epoch, "val_acc": acc})  # travels with the next report, as the trial does
-            continue
-        metrics, between, slept = with_epochs_between(metrics, between), [], 0.0
-        if not checkpoint:  # metrics only, as the trial does
-            reporter.send({**metrics, "t_report": time.time()}, None)
-            continue
-        ckpt = Path(tempfile.mkdtemp(prefix="trial-ckpt-"))
-        try:
-            (ckpt / "state.bin").write_bytes(payload)
-            reporter.send({**metrics, "t_report": time.time()}, ckpt)
-        finally:
-            shutil.rmtree(ckpt, ignore_errors=True)
+        slept_total += time.time() - t_sleep
+        metrics = {"epoch": epoch, "val_acc": acc, "t_enter": t_enter, "slept_total": slept_total,
+                   "t_sleep": t_sleep, "t_report": time.time()}
+        reporter.end_of_epoch(metrics, lambda folder: (folder / "state.bin").write_bytes(payload))
 
 
 class Timeline:
@@ -190,23 +186,27 @@ def pct(values, q):
 
 def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, checkpoint_kb: float,
             seed: int, storage: str, reuse_actors: bool = False, mode: str = "after",
-            profile: str = "", checkpoint_every: int = 1) -> dict:
+            profile: str = "") -> dict:
+    """reuse_actors: reuse them even if the space does not (driver_profile "large" does)."""
     import ray
     import psutil
     from ray import tune
 
-    from benchmarks.driver_phases import PhaseClock
+    from benchmarks.tools.driver_phases import PhaseClock
+    from core.report_policy import CHECKPOINT_OF_REPORTED_EPOCH
+    from search.space_file import searched_parameters
     from search.trial_tensorboard import TrialTensorBoard
     from search.tuner import fit, run_config, tune_config
 
     class TensorBoardOpenedAtStart(TrialTensorBoard):
         def log_trial_start(self, trial):
             super().log_trial_start(trial)
-            self._open(trial)
+            self._writer(trial)
 
     space = space.replace_settings(num_samples=trials, seed=seed)
     s = space.settings
     me = psutil.Process()
+    os.environ.update(repo_on_pythonpath())  # Ray's workers inherit it: they import this module
     ray.init(num_cpus=n, resources={"fake_gpu": n}, include_dashboard=False, logging_level="ERROR",
              log_to_driver=False, object_store_memory=256 * 1024**2)
     sampler = MemorySampler()
@@ -214,16 +214,18 @@ def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, ch
     timeline = Timeline()
     param_space = {**space.trial_config({}), "_scale": {"max_epochs": s.max_epochs, "epoch_s": epoch_s,
                                                        "time_scale": time_scale, "seed": seed,
-                                                       "checkpoint_kb": checkpoint_kb,
-                                                       "checkpoint_every": checkpoint_every}}
+                                                       "checkpoint_kb": checkpoint_kb}}
     # The search's own TuneConfig and RunConfig. "before" is the search as it was: max_concurrent_trials
     # unset (Tune then keeps one trial pending) and Tune's TensorBoard logger, which flushes every result.
     # "tune-start" is "after" with each trial started as Tune does it: the trainable looked up in Ray's registry
     # five times, the trial's TensorBoard file opened at its start instead of at its first result.
-    config = tune_config(space, max_concurrent=None if mode == "before" else n)
-    config.reuse_actors = reuse_actors
-    logger = {"before": tune.logger.TBXLoggerCallback, "tune-start": TensorBoardOpenedAtStart,
-              "after": TrialTensorBoard}[mode]()
+    # The study lives in a journal file, as in a search (search/execute.py); the suggestion pool needs one.
+    config = tune_config(space, max_concurrent=None if mode == "before" else n,
+                         study_path=Path(storage) / "optuna_study.log")
+    config.reuse_actors = reuse_actors or s.reuse_actors
+    logger = (tune.logger.TBXLoggerCallback() if mode == "before" else
+              {"tune-start": TensorBoardOpenedAtStart, "after": TrialTensorBoard}[mode](
+                  metric=s.metric, max_epochs=s.max_epochs, parameters=searched_parameters(space)))
     run = run_config(space, f"scale-{n}-{mode}", storage, callbacks=[timeline, logger])
     run.verbose = 0
     tuner = tune.Tuner(tune.with_resources(sleeping_trial, {"cpu": 1, "fake_gpu": 1}), param_space=param_space,
@@ -236,7 +238,7 @@ def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, ch
     cpu0, main_cpu0 = me.cpu_times(), time.thread_time()
     t0 = time.time()
     with PhaseClock() as phases:
-        results = fit(tuner) if mode == "after" else tuner.fit()
+        results = fit(tuner, space) if mode == "after" else tuner.fit()
     t1 = time.time()
     cpu1, main_cpu = me.cpu_times(), time.thread_time() - main_cpu0
     if profiler is not None:
@@ -258,12 +260,15 @@ def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, ch
         enters.append(t_enter)
         ends.append(t_last)
         held.append(t_last - t_enter)
-        useful.append(sum(r["slept"] for r in res))
-        first_overhead.append(rows[0][0] - t_enter - res[0]["slept"])
-        for ra, rb in zip(res, res[1:]):  # between two report() calls, less the sleep in between
-            gaps.append(rb["t_report"] - ra["t_report"] - rb["slept"])
-        for (ta, _), (tb, rb) in zip(rows, rows[1:]):
-            driver_gaps.append(tb - ta - rb["slept"])
+        useful.append(res[-1]["slept_total"])
+        first_overhead.append(rows[0][0] - t_enter - res[0]["slept_total"])
+        # Between two epochs' reports, less the sleep in between (a decided epoch's second report, its checkpoint
+        # with checkpoint_after_decision, is the same epoch: its wait is in the gap to the next epoch's report).
+        epoch_rows = [(t, r) for t, r in rows if not r.get(CHECKPOINT_OF_REPORTED_EPOCH)]
+        for (ta, ra), (tb, rb) in zip(epoch_rows, epoch_rows[1:]):
+            slept = rb["slept_total"] - ra["slept_total"]
+            gaps.append(rb["t_report"] - ra["t_report"] - slept)
+            driver_gaps.append(tb - ta - slept)
         if trial_id in timeline.started:
             enter_delay.append(t_enter - timeline.started[trial_id])
         epochs += len(res)
@@ -300,12 +305,16 @@ def run_one(space, n: int, trials: int, *, time_scale: float, epoch_s: float, ch
         "sampler_cpu_s": sampler.cpu_s,  # the benchmark's memory sampler: in driver_cpu_s, not the driver's work
         "driver_main_thread_cpu_s": main_cpu,  # Tune's loop
         "driver_cpu_per_result_ms": 1e3 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / max(1, epochs),
-        "epochs_trained": trained, "report_epochs": s.report_epochs,
+        "epochs_trained": trained, "report_epochs": s.report_epochs, "driver_profile": s.driver_profile,
+        "suggestion_pool": s.suggestion_pool, "tpe_history_window": s.tpe_history_window,
+        "checkpoint_after_decision": bool(space.trial_config({}).get("checkpoint_after_decision")),
+        "resume_state_every": space.trial_config({}).get("resume_state_every"),
         "report_in_background": bool(space.trial_config({}).get("report_in_background")),
         "driver_cpu_per_trained_epoch_ms": 1e3 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / max(1, trained),
         "peak_rss_mb": {k: round(v / 2**20) for k, v in sampler.peak.items()},
         "peak_worker_processes": sampler.peak_workers,
-        "reuse_actors": reuse_actors, "time_scale": time_scale, "epoch_s": epoch_s, "checkpoint_kb": checkpoint_kb, "checkpoint_every": checkpoint_every, "seed": seed,
+        "reuse_actors": config.reuse_actors, "time_scale": time_scale, "epoch_s": epoch_s, "checkpoint_kb": checkpoint_kb,
+        "seed": seed,
         "max_epochs": s.max_epochs, "grace_period": s.grace_period, "reduction_factor": s.reduction_factor,
         "driver_phases": phases.summary(trials=len(timeline.started), results=epochs,
                                         checkpoints=phases.calls["_on_saving_result"]),
@@ -370,8 +379,7 @@ def run_in_this_process(args, space, n: int, mode: str) -> dict | None:
         row = run_one(space, n, trials, time_scale=args.time_scale, epoch_s=args.epoch_s,
                       checkpoint_kb=args.checkpoint_kb, seed=args.seed, storage=storage,
                       reuse_actors=args.reuse_actors, mode=mode,
-                      profile=f"{args.profile}-{n}-{mode}.prof" if args.profile else "",
-                      checkpoint_every=args.checkpoint_every)
+                      profile=f"{args.profile}-{n}-{mode}.prof" if args.profile else "")
     finally:
         if not args.keep:
             shutil.rmtree(storage, ignore_errors=True)
@@ -391,8 +399,11 @@ def main(argv=None):
     p.add_argument("--epoch-s", type=float, default=7.0, help="resnet50 224 px epoch on one GPU (see scale_simulation)")
     p.add_argument("--time-scale", type=float, default=0.07, help="sleep = simulated epoch seconds x this")
     p.add_argument("--checkpoint-kb", type=float, default=64.0)
-    p.add_argument("--checkpoint-every", type=int, default=1,
-                   help="report a checkpoint every k-th epoch and the last, metrics only otherwise (the full space: 3)")
+    p.add_argument("--checkpoint-every", type=int, default=0,
+                   help="a checkpoint every k-th epoch and the last, metrics only otherwise (trial keys resume_state_every "
+                        "k, checkpoint_new_bests False); 0 = the space's own cadence (the full space: every 3rd, the same)")
+    p.add_argument("--driver-profile", choices=["space", "standard", "large"], default="space",
+                   help="run the space under this driver_profile (search/space_file.py; docs/scale.md)")
     p.add_argument("--report-epochs", choices=["space", "every", "decisions"], default="space",
                    help="override the space's report_epochs setting (core/report_policy.py)")
     p.add_argument("--report-in-background", choices=["space", "on", "off"], default="space",
@@ -401,8 +412,9 @@ def main(argv=None):
     p.add_argument("--min-free-gb", type=float, default=4.0, help="skip a run if less memory than this would be left")
     p.add_argument("--quick", action="store_true", help="8 trials on 4 fake GPUs, 6 epochs: under a minute")
     p.add_argument("--reuse-actors", action="store_true",
-                   help="Tune's reuse_actors=True (the project keeps Tune's default, False: one actor per trial)")
-    p.add_argument("--modes", nargs="+", default=["before", "after"], choices=["before", "tune-start", "after"],
+                   help="Tune's reuse_actors=True even where the space leaves Tune's default (False: one actor per trial; "
+                        "driver_profile 'large' reuses them)")
+    p.add_argument("--modes", nargs="+", default=["after"], choices=["before", "tune-start", "after"],
                    help="before: the driver as it was (torch and timm imported, one pending trial, a TensorBoard "
                         "flush per result); tune-start: as it is, but trials started as Tune does (the trainable "
                         "looked up in Ray's registry each time, TensorBoard files opened at the start); after: as "
@@ -415,9 +427,15 @@ def main(argv=None):
     import ray  # noqa: F401  (puts Ray's vendored psutil, ray/thirdparty_files, on sys.path)
     import psutil
 
+    from benchmarks.tools.scale_simulation import as_profile
     from search.space_file import load_space
 
     space = load_space(args.space)
+    if args.driver_profile != "space":
+        space = as_profile(space, args.driver_profile)
+    if args.checkpoint_every:
+        space = space.replace_settings(trial={**space.settings.trial, "resume_state_every": args.checkpoint_every,
+                                              "checkpoint_new_bests": False})
     if args.quick:
         args.concurrency, args.trials_per_slot, args.max_epochs = [4], 2.0, 6
     if args.max_epochs:
@@ -432,8 +450,9 @@ def main(argv=None):
     rows = []
     for n in args.concurrency:
         for mode in args.modes:
-            cmd = [sys.executable, __file__, "--one", str(n), mode] + [a for a in (argv or sys.argv[1:])]
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+            cmd = [sys.executable, "-m", "benchmarks.tools.scale_real_ray", "--one", str(n), mode,
+                   *(argv if argv is not None else sys.argv[1:])]
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO, env=repo_on_pythonpath())
             lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
             if proc.returncode != 0 or not lines:
                 print(f"run {n} {mode} failed (exit {proc.returncode})", file=sys.stderr)
@@ -445,6 +464,8 @@ def main(argv=None):
                 with open(args.out, "a") as f:
                     f.write(json.dumps(row) + "\n")
     print_tables(rows)
+    if rows:
+        write_record("scale_real_ray", rows)
     return rows
 
 

@@ -2,19 +2,14 @@
 recipes), with the backbone fixed to a small ResNet pretrained on tiny100's other half and 32 px images
 (by default; search_vs_recipes.py's --backbone and --size change both).
 
-benchmarks/search_vs_recipes.py sets `weights_file` (the pretrained backbone) and the data; nothing else
+benchmarks/experiments/search_vs_recipes.py sets `weights_file` (the pretrained backbone) and the data; nothing else
 differs from the mission's space: same ranges, same conditional branches, same recipes.
 """
-import importlib.util
 import os
-from pathlib import Path
 
-_full_path = Path(__file__).resolve().parents[1] / "spaces" / "full.py"
-_spec = importlib.util.spec_from_file_location("space_full_for_benchmark", _full_path)
-full = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(full)
+from spaces import full
 
-# benchmarks/search_vs_recipes.py --backbone/--size set these (a GPU runs the same comparison at scale)
+# benchmarks/experiments/search_vs_recipes.py --backbone/--size set these (a GPU runs the same comparison at scale)
 BACKBONE, SIZE = os.environ.get("SVR_BACKBONE", "resnet10t"), int(os.environ.get("SVR_SIZE", "32"))
 FIXED = {"backbone": [BACKBONE], "eval_size": [SIZE]}  # one-choice categoricals: the recipes' values are replaced
 

@@ -11,7 +11,7 @@ checkpoints each) and times that code path: N trials in the experiment, `--chang
 ones) serialised again. The trials are built here, not run; their per-trial sizes are printed so they can be
 compared with a real run's `experiment_state-*.json`.
 
-    python benchmarks/experiment_state_cost.py --trials 64 1024 4096 --changed 1024
+    python -m benchmarks.archive.experiment_state_cost --trials 64 1024 4096 --changed 1024
 """
 from __future__ import annotations
 
@@ -28,8 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks.record import write_record
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def trial_metrics(epoch: int, rng: random.Random) -> dict:
@@ -154,6 +155,7 @@ def main(argv=None) -> list[dict]:
     for r in rows:
         print(f"| {r['trials']:,} | {r['changed']:,} | {r['ms_per_changed_trial']:.2f} | {r['serialise_ms']:.0f} | "
               f"{r['write_ms']:.0f} | {r['snapshot_ms']:.0f} | {r['mb']:.1f} | {r['trial_kb']} + {r['run_metadata_kb']} |")
+    write_record("experiment_state_cost", rows)
     return rows
 
 

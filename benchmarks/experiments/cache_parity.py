@@ -3,7 +3,7 @@
 Each seed trains the same config twice (only `loader` differs) and records the final val_acc; the
 cache passes when its mean is within the seeds' own spread of the PIL mean.
 
-    python benchmarks/cache_parity.py --seeds 0 1 2 --epochs 4 --train-fraction 0.3
+    python -m benchmarks.experiments.cache_parity --seeds 0 1 2 --epochs 4 --train-fraction 0.3
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from search_comparison import stratified_subset
+from benchmarks.record import write_record
+from benchmarks.experiments.search_comparison import stratified_subset
 from trainable.local_sink import LocalSink
 from trainable.trial import train_trial
 
@@ -53,8 +54,10 @@ def main():
         summary[loader] = {"mean": round(statistics.mean(accs), 4),
                            "std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0}
     summary["cache_minus_pil"] = round(summary["cache"]["mean"] - summary["pil"]["mean"], 4)
-    print(json.dumps({"config": BASE, "epochs": args.epochs, "train_fraction": args.train_fraction,
-                      "date": time.strftime("%Y-%m-%d"), "summary": summary}))
+    figures = {"config": BASE, "epochs": args.epochs, "train_fraction": args.train_fraction, "rows": rows,
+               "summary": summary}
+    print(json.dumps(figures))
+    write_record("cache_parity", figures)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ k workers scales it by about k). Each loader delivers what the train step consum
 Runs alternate (naive, pil, cache, naive, ...) so machine noise hits all; ratios are of medians.
 The cache's one-off build is timed separately: it is paid once per node, not per epoch or trial.
 
-    python benchmarks/loader_throughput.py --images 400 --repeats 3
+    python -m benchmarks.tools.loader_throughput --images 400 --repeats 3
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision import transforms as T
 
-from realistic_jpegs import make_jpeg_folder
+from benchmarks.record import write_record
+from benchmarks.tools.realistic_jpegs import make_jpeg_folder
 from trainable.cached_pipeline import CachedImageDataset, on_device, train_image_transform
 from core.config import TrialConfig
 from core.data import ImageListDataset, index_dataset
@@ -99,10 +100,11 @@ def main():
                          "cache_vs_naive": round(med["cache"] / med["naive"], 2),
                          "cache+finish_vs_naive": round(med["cache+finish"] / med["naive"], 2),
                          "pil_vs_naive": round(med["pil"] / med["naive"], 2)})
-        print(json.dumps({"size": args.size, "train_images": len(index.train), "batch_size": args.batch_size,
-                          "cache_build_s": round(build_s, 2), "cache_build_img_s": round(len(decoded) / build_s, 1),
-                          "cpu": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
-                          "rows": rows}, indent=1))
+        figures = {"size": args.size, "train_images": len(index.train), "batch_size": args.batch_size,
+                   "cache_build_s": round(build_s, 2), "cache_build_img_s": round(len(decoded) / build_s, 1),
+                   "cpu": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"), "rows": rows}
+        print(json.dumps(figures, indent=1))
+        write_record("loader_throughput", figures)
 
 
 if __name__ == "__main__":

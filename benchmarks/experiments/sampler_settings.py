@@ -2,11 +2,11 @@
 
 The project's real searcher and ASHA (search.tuner.make_searcher / make_scheduler, so the space
 settings tpe_multivariate, tpe_group, tpe_constant_liar, tpe_startup_trials are what is compared) drive
-benchmarks/scale_simulation.py's trial model: no training, the synthetic response surface over
+benchmarks/tools/scale_simulation.py's trial model: no training, the synthetic response surface over
 spaces/full.py's dimensions (its conditional branches included), binomial val noise. Cheap enough
 for many seeds; it ranks the settings on that surface, it does not prove them on real data.
 
-    python benchmarks/sampler_settings.py --seeds $(seq 0 19) --trials 64 --gpus 8 [--no-warm-starts]
+    python -m benchmarks.experiments.sampler_settings --seeds $(seq 0 19) --trials 64 --gpus 8 [--no-warm-starts]
 """
 from __future__ import annotations
 
@@ -19,12 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from benchmarks.record import write_record
+from benchmarks.tools.scale_simulation import simulate
+from search.space_file import load_space
 
-from benchmarks.scale_simulation import simulate  # noqa: E402
-from search.space_file import load_space  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 VARIANTS = {  # name: space settings
     "independent": {"tpe_multivariate": False, "tpe_group": False},
@@ -61,6 +60,7 @@ def main():
             with open(args.out, "a") as f:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
+    write_record("sampler_settings", rows)
     print("\n| TPE settings | best val_acc (mean ± std) | reached 0.95 | suggest ms |")
     print("|---|---:|---:|---:|")
     for name in args.variants:

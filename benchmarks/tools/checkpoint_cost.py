@@ -9,7 +9,7 @@ cold read from the disk). Median of --repeats.
 Per epoch: a 30-epoch trial under the full space's ASHA (grace 3, reduction 3, max 30) stops at epoch 3,
 9, 27 or 30 with nominal shares 2/3, 2/9, 2/27, 1/27 of the trials. Before: a checkpoint every epoch.
 After: core/checkpoint_policy.py (every `resume_state_every` epochs, the last epoch, and epochs that
-enter the trial's top keep_checkpoints=2 by val_acc), counted on val_acc curves of benchmarks/
+enter the trial's top keep_checkpoints=2 by val_acc), counted on val_acc curves of benchmarks/tools/
 scale_simulation.py's trial model (fitted to the recorded tiny100 curves, binomial noise of 2,100 val
 images) for --curves configs drawn at random from spaces/full.py (nearly linear: the recorded curves were
 short runs from scratch), on fine-tuning-like curves that saturate (val_acc = c (1 - exp(-e / tau)), tau
@@ -18,7 +18,7 @@ is a new best) and a strictly falling one (only cadence epochs and the first two
 For cadence-only saves (no top-k rule: cheaper, but the best epoch between two saves is lost) it prints how
 much val_acc the best kept checkpoint loses against the true best epoch, on the same curves.
 
-    python benchmarks/checkpoint_cost.py --out results/bench/checkpoint_cost.json
+    python -m benchmarks.tools.checkpoint_cost --out results/bench/checkpoint_cost.json
 """
 from __future__ import annotations
 
@@ -32,19 +32,17 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-import timm.scheduler  # noqa: E402
-import timm.utils  # noqa: E402
-import torch  # noqa: E402
+import timm.scheduler
+import timm.utils
+import torch
 
-from trainable import checkpoint  # noqa: E402
-from core.checkpoint_policy import checkpoint_due  # noqa: E402
-from core.config import TrialConfig  # noqa: E402
-from trainable.model import build_model, count_parameters  # noqa: E402
-from trainable.trial import make_optimizer  # noqa: E402
+from benchmarks.record import write_record
+from trainable import checkpoint
+from core.checkpoint_policy import checkpoint_due
+from core.config import TrialConfig
+from trainable.model import build_model, count_parameters
+from trainable.trial import make_optimizer
 
 ASHA_STOPS = {3: 2 / 3, 9: 2 / 9, 27: 2 / 27, 30: 1 / 27}  # grace 3, reduction 3, max_t 30
 MAX_EPOCHS = 30
@@ -116,7 +114,7 @@ def measure(backbone: str, ema: bool, repeats: int, root: Path) -> dict:
 def sample_curves(n: int, seed: int) -> list[list[float]]:
     import optuna
 
-    from benchmarks.scale_simulation import trial_model
+    from benchmarks.tools.scale_simulation import trial_model
     from spaces import full
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -232,14 +230,16 @@ def main(argv=None) -> int:
             for name, by_every in rates.items():
                 print(f"    per epoch, {name:<9} " + "  ".join(
                     f"every={k}: {full_mb * v:.0f} MB {row['save_s'] * v:.2f}s" for k, v in by_every.items()))
+    figures = {
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}", "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"), "dir": args.dir, "rows": rows,
+        "checkpoints_per_epoch": {n: {str(k): v for k, v in r.items()} for n, r in rates.items()},
+        "checkpoints_per_epoch_keep1": {n: {str(k): v for k, v in r.items()} for n, r in keep_one.items()},
+        "cadence_only": {n: {str(k): v for k, v in r.items()} for n, r in cadence_only.items()}}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({
-            "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}", "torch": torch.__version__,
-            "date": time.strftime("%Y-%m-%d"), "dir": args.dir, "rows": rows,
-            "checkpoints_per_epoch": {n: {str(k): v for k, v in r.items()} for n, r in rates.items()},
-            "checkpoints_per_epoch_keep1": {n: {str(k): v for k, v in r.items()} for n, r in keep_one.items()},
-            "cadence_only": {n: {str(k): v for k, v in r.items()} for n, r in cadence_only.items()}}, indent=1))
+        Path(args.out).write_text(json.dumps(figures, indent=1))
+    write_record("checkpoint_cost", figures)
     return 0
 
 

@@ -7,7 +7,7 @@ reached. Variants:
     tpe_asha      TPE + ASHA, ASHA-stopped trials told to Optuna as PRUNED (this project's searcher)
     tpe_asha_ray  TPE + ASHA, Ray's default: ASHA-stopped trials told as COMPLETE with their last value
 
-    python benchmarks/search_comparison.py --seeds 0 1 2 --budget 36
+    python -m benchmarks.experiments.search_comparison --seeds 0 1 2 --budget 36
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import ray
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
+from benchmarks.record import write_record
 from search.space_file import load_space
 from search.tuner import make_scheduler, make_searcher, trainable_with_resources
 from core.data import resolve_data_root
@@ -148,6 +149,7 @@ def main():
             with open(args.out, "a") as f:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
+    write_record("search_comparison", rows)
     for variant in args.variants:
         mine = [r for r in rows if r["variant"] == variant]
         acc = [r["best_val_acc"] for r in mine]

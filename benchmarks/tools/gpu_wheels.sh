@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Fill a wheel folder for an offline GPU node: everything the project needs EXCEPT torch and torchvision,
-# which the node's container already has as a CUDA build (benchmarks/gpu_suite.py --wheels keeps them).
+# which the node's container already has as a CUDA build (benchmarks/tools/gpu_suite.py --wheels keeps them).
 # Run it on a machine with package access; the node's Python version and CPU architecture decide the wheels:
 #
-#     bash benchmarks/gpu_wheels.sh 3.12 ./wheels            # x86_64 node with Python 3.12
-#     bash benchmarks/gpu_wheels.sh 3.10 ./wheels aarch64    # e.g. a GH200 node
+#     bash benchmarks/tools/gpu_wheels.sh 3.12 ./wheels            # x86_64 node with Python 3.12
+#     bash benchmarks/tools/gpu_wheels.sh 3.10 ./wheels aarch64    # e.g. a GH200 node
 #
 # Needs Python >= 3.11 here (tomllib reads pyproject.toml; set PYTHON=... to choose one) and pip.
-# Then copy ./wheels and this checkout to the node and run: python benchmarks/gpu_suite.py --wheels ./wheels
+# Then copy ./wheels and this checkout to the node and run: python -m benchmarks.tools.gpu_suite --wheels ./wheels
 set -euo pipefail
 
 if [[ $# -lt 2 ]]; then
-    echo "usage: bash benchmarks/gpu_wheels.sh PYTHON_VERSION DIR [x86_64|aarch64]   (e.g. 3.12 ./wheels)" >&2
+    echo "usage: bash benchmarks/tools/gpu_wheels.sh PYTHON_VERSION DIR [x86_64|aarch64]   (e.g. 3.12 ./wheels)" >&2
     exit 2
 fi
 PYVER=$1 DIR=$2 ARCH=${3:-x86_64}
@@ -19,7 +19,7 @@ if ! [[ $PYVER =~ ^3\.[0-9]+$ ]]; then
     echo "PYTHON_VERSION is '$PYVER', but must look like 3.12 (the node's: python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')." >&2
     exit 2
 fi
-HERE=$(cd "$(dirname "$0")/.." && pwd)
+HERE=$(cd "$(dirname "$0")/../.." && pwd)  # the repository root
 PY=${PYTHON:-python3}
 mkdir -p "$DIR"
 REQS=$(mktemp)
@@ -52,4 +52,4 @@ if ls "$DIR" | grep -Eiq '^(torch|torchvision|nvidia_|triton)-'; then
     echo "A torch/CUDA wheel reached $DIR: some requirement pulls torch in. Remove it; the node must keep its own." >&2
     exit 1
 fi
-echo "$(ls "$DIR" | wc -l) wheels in $DIR for CPython $PYVER on $ARCH. On the node: python benchmarks/gpu_suite.py --wheels $DIR"
+echo "$(ls "$DIR" | wc -l) wheels in $DIR for CPython $PYVER on $ARCH. On the node: python -m benchmarks.tools.gpu_suite --wheels $DIR"

@@ -1,0 +1,1 @@
+"""Reusable measurement tools: they measure the code as it is now (benchmarks/README.md)."""
