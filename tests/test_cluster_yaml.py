@@ -155,11 +155,16 @@ def test_setup_commands_are_safe_to_rerun(prepared):
     assert "/data/hw1" in sync and "--delete" not in sync  # copies what is missing; never wipes a node's data
 
 
-def cluster_section() -> str:
+def readme_section(heading: str) -> str:
     text = README.read_text()
-    start = text.index("## On a GPU cluster (AWS)")
+    start = text.index(f"\n## {heading}\n")
     end = text.find("\n## ", start + 1)
     return text[start:end if end > 0 else None]
+
+
+def cluster_section() -> str:
+    """README's cluster section and its prices (the section after it, "Costs")."""
+    return readme_section("On a cluster") + readme_section("Costs")
 
 
 def test_readme_has_the_commands_to_start_use_watch_and_stop_it():
