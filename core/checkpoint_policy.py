@@ -11,7 +11,7 @@ complete (model.pt + train_state.pt: an exact resume from any of them), and an e
 Every other epoch is reported with metrics only; it costs no bytes and no upload.
 
 `checkpoint_new_bests=False` drops the first rule: 3x fewer checkpoints at every 3 epochs, but a trial's
-best checkpoint is then its best saved epoch, not its best epoch (BENCHMARKS.md, "Checkpoint cost").
+best checkpoint is then its best saved epoch, not its best epoch (BENCHMARKS.md section 10).
 A cadence that does not divide ASHA's grace period leaves the trials stopped at the first rung without
 any checkpoint in that mode.
 """

@@ -2,7 +2,7 @@
 
 Every `tune.report` is one round trip through the search driver's single loop (Tune's result processing,
 loggers, checkpoint bookkeeping, scheduler, searcher) and blocks the trial until the driver has taken it.
-At 1,024 GPUs that loop is the bottleneck (BENCHMARKS.md, "The driver at scale"), yet ASHA decides only on
+At 1,024 GPUs that loop is the bottleneck (docs/benchmarks-history.md, "The driver at scale"), yet ASHA decides only on
 its rung epochs. With `report_epochs` set to those epochs a trial reports only on
   - a rung epoch (the scheduler's decision needs the value then),
   - an epoch with a checkpoint (core/checkpoint_policy.py: Tune must persist and rank it),

@@ -1,7 +1,7 @@
 """driver_profile "large": TPE's suggestions prepared ahead in a helper process, so that the driver's one loop does not sample.
 
 At 1,024 GPUs a search starts ~20 trials a second, and a TPE suggestion costs ~30 ms of the same serial loop
-that also takes every result (BENCHMARKS.md, "The driver at scale"): together more than a core, and GPUs
+that also takes every result (docs/benchmarks-history.md, "The driver at scale"): together more than a core, and GPUs
 wait. The pool moves the sampling to helper processes on the head node (`suggestion_pool_workers`, one by
 default; at ~15 trial starts a second one helper's TPE needs most of a core). Every process opens the run's
 study file (Optuna's JournalStorage: search/study.py, which locks it); a helper asks the study for trials and samples

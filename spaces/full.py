@@ -41,13 +41,13 @@ SETTINGS = {
         "pretrained": True,
         "batch_size": 64,
         "num_workers": 7,
-        # Decode the dataset once per node into a shared uint8 memory map (README: fast input pipeline).
+        # Decode the dataset once per node into a shared uint8 memory map (docs/decoded-cache.md).
         # One short side for every trial, so they all share one cache: eval_size 320 / crop_pct 0.875.
         "loader": "cache",
         "cache_short_side": 365,
         # A full checkpoint (model + optimizer state: 0.3-1.5 GB here) every 3rd epoch and the last, not at
         # every new best: 3x fewer bytes to storage and 3x fewer of Tune's forced experiment snapshots, for
-        # a best kept checkpoint at most 2 epochs from the best epoch (BENCHMARKS.md, Checkpoint cost).
+        # a best kept checkpoint at most 2 epochs from the best epoch (BENCHMARKS.md section 10).
         "checkpoint_new_bests": False,
         "resume_state_every": 3,     # divides grace_period, so every ASHA rung (3, 9, 27) has a checkpoint
         "optimizer": "adamw",
