@@ -124,7 +124,7 @@ def run(kind: str, profile: str, gpus: int, cmd: list[str], out: Path, timeout_s
 def table_row(r: dict, standard: dict | None) -> str:
     name = f"| {'simulation' if r['kind'] == 'sim' else 'real Ray, fake GPUs'} | {r['gpus']:,} | {r['profile']} |"
     if "error" in r:
-        return f"{name} error: {r['error'][:160]} |" + " |" * 8
+        return f"{name} error: {r['error'][:160]} |" + " |" * 9  # the row's other 9 cells empty
     x = r["result"]
     if r["kind"] == "sim":
         util = x["gpu_utilisation_until_last_suggest"]
