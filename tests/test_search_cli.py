@@ -37,6 +37,7 @@ def run(capsys, *args):
     return code, out, err
 
 
+@pytest.mark.slow  # the plan's torch child (parameter counts) in a process of its own: ~9 s
 def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path, data, capsys):
     storage = tmp_path / "results"
     code, out, err = run(capsys, "--space", str(ROOT / "spaces/quick.py"), "--data", str(data), "--storage",
@@ -49,6 +50,7 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path, data, capsys):
     assert not storage.exists()
 
 
+@pytest.mark.slow  # the plan's torch child, as above: ~8 s
 def test_file_uri_storage_is_a_local_folder_that_holds_the_outputs_too(tmp_path, data, capsys, monkeypatch):
     """--storage file:///x is the folder /x: the leaderboard and plan go next to Tune's files there, not into
     ./results (where they went while file:// was treated like a bucket)."""
@@ -113,7 +115,8 @@ def test_smoke_test_shrinks_the_run(tmp_path, data, capsys, monkeypatch):
     pytest.param(["--space", "spaces/full.py", "--data", "builtin:digits"],  # full.py's plan child: ~16 s
                  "spaces/full.py asks for 1 GPU per trial, but this machine has 0. Pass --gpus-per-trial 0",
                  marks=pytest.mark.slow),
-    (["--space", "spaces/quick.py", "--cpus-per-trial", "64"], "asks for 64 CPUs per trial, but this machine has"),
+    pytest.param(["--space", "spaces/quick.py", "--cpus-per-trial", "64"],  # after the plan's torch child: ~7 s
+                 "asks for 64 CPUs per trial, but this machine has", marks=pytest.mark.slow),
     (["--space", "spaces/quick.py", "--num-samples", "0"],
      "Command-line override: Search setting key 'num_samples' has value 0, but must be int in [1, 1000000]"),
     (["--resume"], "--resume needs --name"),
