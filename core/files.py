@@ -14,6 +14,7 @@ BEST_CONFIG = "best_config.json"
 STUDY_FILE = "optuna_study.log"        # the Optuna study (JournalStorage)
 REPORT_DIR = "report"                  # what the search learned (search/report.py)
 RUN_LOCK = ".run.lock"                 # held by the command that owns the run folder (core/run_lock.py)
+RUN_OWNER = ".run.owner.json"          # who holds it: host, pid, start time, command (and a bucket's heartbeat)
 
 # the ensemble stage, in the same folder
 ENSEMBLE_MANIFEST = "ensemble.json"

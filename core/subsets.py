@@ -68,6 +68,23 @@ def parse_scheme_parts(text: str, *, with_part: bool) -> tuple:
     return scheme, count, part
 
 
+def check_fits(scheme: str, count: int, labels, classes=None) -> None:
+    """kfold:K deals every class into K folds: a class with fewer than K train+val images would leave folds
+    without it (scikit-learn warns once per fold and trains on). Refused here, before anything trains."""
+    if scheme != "kfold":
+        return
+    values, sizes = np.unique(np.asarray(labels, dtype=int), return_counts=True)
+    if not len(values):
+        raise SubsetError(f"kfold:{count} has no images to deal into folds.")
+    smallest = int(sizes.min())
+    if smallest < count:
+        label = int(values[sizes.argmin()])
+        name = classes[label] if classes is not None else label
+        raise SubsetError(f"kfold:{count} needs at least {count} train+val images in every class, but class "
+                          f"{name!r} has {smallest}. Use kfold:{max(smallest, 2)}"
+                          f"{'' if smallest >= 2 else ' after adding images'} or bag:N.")
+
+
 def pooled(index) -> list[tuple[str, int]]:
     """train + val of a DatasetIndex, sorted by path relative to its root: the set folds and bags are drawn from."""
     return sorted(index.train + index.val, key=lambda sample: os.path.relpath(sample[0], index.root))
@@ -81,6 +98,7 @@ def split(samples: list[tuple[str, int]], subset: Subset, seed: int) -> tuple[li
 
         if len(samples) < subset.count:
             raise SubsetError(f"kfold:{subset.count} needs at least {subset.count} images; the dataset has {len(samples)}.")
+        check_fits("kfold", subset.count, labels)
         folds = StratifiedKFold(n_splits=subset.count, shuffle=True, random_state=seed)
         train_rows, val_rows = list(folds.split(np.zeros(len(labels)), labels))[subset.part]
     else:

@@ -18,6 +18,7 @@ from ensemble.refit import RefitScheme
 from core.storage import run_storage
 from ensemble.tasks import Resources
 from core.errors import UserError
+from core.run_lock import RunLock
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,8 +56,10 @@ def main(argv=None) -> int:
                               args.gpus_per_task if args.gpus_per_task is not None else resources.num_gpus)
         if args.refit is not None:
             RefitScheme.parse(args.refit)  # a typo ends here, before any member is scored
-        # The refit's Tune trials need Ray: without --address it starts (and stops) one on this machine.
-        with _ray(args.address or ("local" if args.refit else None)):
+        # The run is ours until we exit (core/run_lock.py); the refit's Tune trials need Ray: without --address
+        # it starts (and stops) one on this machine.
+        with RunLock(args.run_dir, what="python -m ensemble", create=False), \
+                _ray(args.address or ("local" if args.refit else None)):
             build_ensemble(args.run_dir, top_k=args.top_k, min_epochs=args.min_epochs, budget_m=args.budget_m,
                            tta=args.tta, tta_size=args.tta_size, strategy=args.strategy, metric=args.metric,
                            cv_folds=args.cv_folds, min_gain=args.min_gain, data=args.data,

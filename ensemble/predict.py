@@ -22,6 +22,7 @@ from core.errors import EnsembleError, UserError
 from core.files import ENSEMBLE_MANIFEST as MANIFEST
 from core.inference import Inference
 from core.run_format import check_run_folder
+from core.run_lock import RunLock
 from core.storage import Location
 from ensemble.report import write_predictions
 from ensemble.strategies import combine
@@ -110,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        predict_folder(args.run_dir, args.images_dir, args.out)
+        with RunLock(args.run_dir, what="python -m ensemble.predict", create=False):  # not while an ensemble is rebuilt
+            predict_folder(args.run_dir, args.images_dir, args.out)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ from ensemble.tasks import Resources
 from search.concurrency import resolve_concurrency
 from search.leaderboard import build_leaderboard
 from search.outputs import summary, write_leaderboard, write_run_files
+from search.run_folder import never_started, owned, set_aside_abandoned_start
 from search.saved_plan import write_saved_plan
 from search.space_file import searched_parameters
 from search.study import dashboard_command, study_file
@@ -33,20 +34,24 @@ EXIT_ALL_FAILED, EXIT_INTERRUPTED = 1, 130
 
 
 def execute(plan) -> int:
-    if plan.resume and (finished := finished_leaderboard(plan)) is not None:
-        return _already_finished(plan, finished)  # touches nothing: no Ray, no file rewritten
-    import_tensorboardx_without_torch()
-    owns_ray = not ray.is_initialized()  # tests and notebooks may have started Ray already
-    if owns_ray:
-        _init_ray(plan)
-    try:
-        write_run_files(plan.out_dir, plan.space.path)  # only once Ray is up: a failed start leaves no run behind
-        if not plan.resume:
-            write_saved_plan(plan, smoke_test=plan.smoke_test)
-        return _run(plan)
-    finally:
-        if owns_ray:  # only now: the ensemble stage scores its members as Ray tasks on the cluster
-            ray.shutdown()
+    with owned(plan):  # before anything is written: a second search of the same name ends here, naming this one
+        if plan.resume and (finished := finished_leaderboard(plan)) is not None:
+            return _already_finished(plan, finished)  # touches nothing: no Ray, no file rewritten
+        plan._check_existing()  # again, now that the folder is ours
+        import_tensorboardx_without_torch()
+        owns_ray = not ray.is_initialized()  # tests and notebooks may have started Ray already
+        if owns_ray:
+            _init_ray(plan)
+        try:
+            if not plan.resume and never_started(plan.out_dir):
+                set_aside_abandoned_start(plan.out_dir)
+            write_run_files(plan.out_dir, plan.space.path)  # only once Ray is up: a failed start leaves no run behind
+            if not plan.resume:
+                write_saved_plan(plan, smoke_test=plan.smoke_test)
+            return _run(plan)
+        finally:
+            if owns_ray:  # only now: the ensemble stage scores its members as Ray tasks on the cluster
+                ray.shutdown()
 
 
 def _init_ray(plan) -> None:

@@ -109,7 +109,11 @@ class Plan:
         return plan
 
     def _check_existing(self) -> None:
-        if not self.resume and (_can_restore(self.experiment_path) or self.out_dir.exists()):
+        """Also run again under the run lock (search/execute.py): another search may have started meanwhile."""
+        from search.run_folder import never_started, written
+
+        if not self.resume and (_can_restore(self.experiment_path)
+                                or (written(self.out_dir) and not never_started(self.out_dir))):
             raise UserError(f"A search named {self.name!r} already exists in {self.storage}; nothing was "
                             f"overwritten. To continue it: {self.resume_command}   (or pick another --name)")
 
