@@ -14,6 +14,8 @@ from pathlib import Path
 from ensemble import strategies
 from ensemble.build import __doc__ as build_doc
 from ensemble.build import build_ensemble
+from ensemble.destination import DEFAULTS, resolve
+from ensemble.run_checks import check_run_ready
 from ensemble.refit import RefitScheme
 from core.storage import run_storage
 from ensemble.tasks import Resources
@@ -25,15 +27,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ensemble", description=build_doc + "\n" + __doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", type=Path, help="a search's results folder, results/<name>")
-    p.add_argument("--top-k", type=int, default=5, help="candidates: the K best qualifying trials (default 5)")
+    p.add_argument("--top-k", type=int, help="candidates: the K best qualifying trials (default: the search's "
+                                           "--ensemble-top-k, 5)")
     p.add_argument("--min-epochs", type=int, help="trials must have run this many epochs (default: the most any ran)")
-    p.add_argument("--budget-m", type=float, default=100.0, help="max parameters of the ensemble, millions (default 100)")
-    p.add_argument("--tta", action="store_true", help="average each image with its horizontal mirror")
+    p.add_argument("--budget-m", type=float, help="max parameters of the ensemble, millions (default: the space's "
+                                                "param_budget_m, 100)")
+    p.add_argument("--tta", action="store_true", default=None, help="average each image with its horizontal mirror")
     p.add_argument("--tta-size", type=int, help="inference crop side in px (default: each trial's eval_size)")
-    p.add_argument("--strategy", default="auto", choices=["auto", *strategies.STRATEGIES])
-    p.add_argument("--metric", default="acc", choices=strategies.METRICS, help="what selection maximises")
-    p.add_argument("--cv-folds", type=int, default=5, help="folds of val for choosing the strategy (0 = none)")
-    p.add_argument("--min-gain", type=float, default=0.0, help="metric each member beyond the first must add")
+    p.add_argument("--strategy", choices=["auto", *strategies.STRATEGIES], help="default auto")
+    p.add_argument("--metric", choices=strategies.METRICS, help="what selection maximises (default acc)")
+    p.add_argument("--cv-folds", type=int, help="folds of val for choosing the strategy (0 = none; default 5)")
+    p.add_argument("--min-gain", type=float, help="metric each member beyond the first must add (default 0)")
+    p.add_argument("--out", type=Path, help="write this ensemble to OUT/ (default: RUN_DIR itself with the search's "
+                                            "options, RUN_DIR/ensembles/<options>/ with any other)")
+    p.add_argument("--partial", action="store_true",
+                   help="ensemble an unfinished search's finished trials (default: refused until it is resumed)")
     p.add_argument("--data", help="dataset path, if it moved since the search (default: the trials' own)")
     p.add_argument("--storage", help="the search's --storage URI (s3://..., gs://...), when its checkpoints are "
                                      "in the cloud (default: the one in RUN_DIR/plan.json)")
@@ -51,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        for flag, value in (("--cpus-per-task", args.cpus_per_task), ("--gpus-per-task", args.gpus_per_task)):
+            if value is not None and not value >= (1e-9 if flag == "--cpus-per-task" else 0):
+                raise UserError(f"{flag} is {value:g}, but must be {'> 0' if flag == '--cpus-per-task' else '>= 0'} "
+                                "(leave it out to use the run's own).")
         resources = Resources.of_run(args.run_dir)
         resources = Resources(args.cpus_per_task if args.cpus_per_task is not None else resources.num_cpus,
                               args.gpus_per_task if args.gpus_per_task is not None else resources.num_gpus)
@@ -58,16 +70,24 @@ def main(argv=None) -> int:
             RefitScheme.parse(args.refit)  # a typo ends here, before any member is scored
         # The run is ours until we exit (core/run_lock.py); the refit's Tune trials need Ray: without --address
         # it starts (and stops) one on this machine.
+        given = {key: getattr(args, key) for key in DEFAULTS}
+        options, out_dir, where = resolve(args.run_dir, given, args.out)
         with RunLock(args.run_dir, what="python -m ensemble", create=False), \
                 _ray(args.address or ("local" if args.refit else None)):
-            build_ensemble(args.run_dir, top_k=args.top_k, min_epochs=args.min_epochs, budget_m=args.budget_m,
-                           tta=args.tta, tta_size=args.tta_size, strategy=args.strategy, metric=args.metric,
-                           cv_folds=args.cv_folds, min_gain=args.min_gain, data=args.data,
-                           storage=args.storage or run_storage(args.run_dir),
-                           resources=resources, use_ray=args.address is not None, refit=args.refit)
+            check_run_ready(args.run_dir, partial=args.partial, data=args.data)
+            if where:
+                print(where)
+            build_ensemble(args.run_dir, **options, data=args.data, storage=args.storage or run_storage(args.run_dir),
+                           resources=resources, use_ray=args.address is not None, refit=args.refit, out_dir=out_dir,
+                           options=options)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C: Tune saved the refit's state at the first
+        print(f"\nInterrupted. Run the same command again to continue: finished refit models are kept, and "
+              f"{args.run_dir}'s files are whole (each is replaced only once its new version is complete).",
+              file=sys.stderr)
+        return 130
     return 0
 
 

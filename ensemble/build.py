@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from core.atomic import write_text
 from core.data import shown
 from core.errors import EnsembleError
 from core.files import ENSEMBLE_MANIFEST as MANIFEST
@@ -33,10 +34,11 @@ from core.files import MODEL_FILE, PER_CLASS, PREDICTIONS, REFIT_PREDICTIONS
 from core.inference import Inference, data_values
 from core.run_format import check_run_folder
 from core.storage import Location, model_file_stamp
+from core.subsets import SubsetError, check_fits
 from ensemble import strategies
 from ensemble.candidates import (Candidate, cache_file, check_same_validation, qualifying_trials, read_cache,
                                  read_leaderboard, write_cache)
-from ensemble.refit import RefitScheme, refit_ensemble
+from ensemble.refit import RefitScheme, best_epochs_of, refit_ensemble
 from ensemble.report import per_class_table, plot_confusion, summary, worst_classes, write_predictions
 from ensemble.tasks import Resources, Runner
 
@@ -117,7 +119,8 @@ def build_ensemble(run_dir: Path, *, top_k: int = 5, min_epochs: int | None = No
                    tta: bool = False, tta_size: int | None = None, strategy: str = "auto", metric: str = "acc",
                    cv_folds: int = 5, min_gain: float = 0.0, data: str | None = None, storage: str | None = None,
                    resources: Resources | None = None, use_ray: bool | None = None, refit: str | None = None,
-                   refit_tune: dict | None = None, say=print) -> dict:
+                   refit_tune: dict | None = None, out_dir: Path | None = None, options: dict | None = None,
+                   say=print) -> dict:
     """Choose, save and apply the ensemble; returns what ensemble.json holds.
 
     Members are scored as Ray tasks with `resources` (default: the trials' own, from the run's space.py)
@@ -127,6 +130,8 @@ def build_ensemble(run_dir: Path, *, top_k: int = 5, min_epochs: int | None = No
     `refit` ("kfold:K" or "bag:N") also retrains the candidates on train+val as Ray Tune trials and
     ensembles them (ensemble/refit.py): ensemble.json gets a `refit` section, DATA/test prediction_refit.csv.
     `refit_tune`: extra options of its Tune run (max_failures, max_concurrent, callbacks).
+    `out_dir`: where the ensemble's files go (default run_dir: the search's own; python -m ensemble with other
+    options passes RUN/ensembles/<tag>); `options`: the options as given, recorded in ensemble.json.
 
     Raises EnsembleError (a UserError) for what the user can fix: no leaderboard, no finished trial,
     nothing loadable, nothing within the budget, mismatched val sets, and no test images (after
@@ -152,37 +157,64 @@ def build_ensemble(run_dir: Path, *, top_k: int = 5, min_epochs: int | None = No
     selection = strategies.select_ensemble(
         np.stack([c.val_logits for c in candidates]), labels, [c.param_count for c in candidates],
         budget=budget, strategy=strategy, metric=metric, cv_folds=cv_folds, min_gain=min_gain)
+    if scheme is not None:  # a refit the data or the leaderboard cannot take is refused before anything is written
+        best_epochs_of(rows, candidates)
+        pooled = gatherer.runner.lists([(candidates[0].config, data)])[0]["pooled_samples"]
+        try:
+            check_fits(scheme.scheme, scheme.count, [label for _, label in pooled], candidates[0].classes)
+        except SubsetError as err:
+            raise EnsembleError(f"--refit {err} Nothing was written.") from None
     classes = candidates[0].classes
     val_pred = strategies.combine(selection.strategy, np.stack([c.val_logits for c in candidates]),
                                   selection.weights).argmax(axis=1)
     # Class-folder names need not be valid UTF-8: the tables and the figure show them escaped.
     per_class = per_class_table(labels, val_pred, [shown(c) for c in classes])
-    per_class.to_csv(run_dir / PER_CLASS, index=False)
     worst = worst_classes(per_class)
-    plot_confusion(run_dir, labels, val_pred, [shown(c) for c in classes], selection)
-
     manifest = _manifest(candidates, selection, worst, gatherer, need, budget_m, top_k)
-    (run_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    say(summary(manifest))
+    manifest["options"] = options or {}
     test_files = candidates[0].test_files
-    # Never leave an older ensemble's or refit's predictions behind.
-    for stale in (PREDICTIONS, REFIT_PREDICTIONS):
-        (run_dir / stale).unlink(missing_ok=True)
+
+    # Every file is written whole and moved into place (core/atomic.py); nothing is deleted first. A refit's
+    # results (the `refit` section, prediction_refit.csv) stay until a refit that finishes replaces them.
+    out_dir = Path(out_dir) if out_dir is not None else run_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    earlier_refit = _earlier_refit(out_dir)
+    if earlier_refit is not None:
+        manifest["refit"] = earlier_refit
+        say(f"Kept the earlier refit ({earlier_refit.get('scheme')}) in {out_dir / MANIFEST}"
+            + (f" and {out_dir / REFIT_PREDICTIONS}" if (out_dir / REFIT_PREDICTIONS).exists() else "")
+            + (": a new refit replaces it only once it finishes." if scheme is not None else "."))
+    write_text(out_dir / PER_CLASS, per_class.to_csv(index=False))
+    plot_confusion(out_dir, labels, val_pred, [shown(c) for c in classes], selection)
+    write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2))
+    say(summary(manifest))
     if test_files:  # written before the refit, which may take hours or be interrupted
         test_scores = strategies.combine(selection.strategy, np.stack([c.test_logits for c in candidates]),
                                          selection.weights)
-        write_predictions(run_dir / PREDICTIONS, test_files, test_scores.argmax(axis=1), classes, say)
-        say(f"Predictions for {len(test_files)} test images: {run_dir / PREDICTIONS}")
+        write_predictions(out_dir / PREDICTIONS, test_files, test_scores.argmax(axis=1), classes, say)
+        say(f"Predictions for {len(test_files)} test images: {out_dir / PREDICTIONS}")
+    elif (out_dir / PREDICTIONS).exists():  # the new ensemble.json is in place: an older ensemble's predictions go
+        (out_dir / PREDICTIONS).unlink()
     if scheme is not None:
         manifest["refit"] = refit_ensemble(run_dir, scheme, candidates, rows, gatherer=gatherer, budget_m=budget_m,
                                            strategy=strategy, metric=metric, cv_folds=cv_folds, min_gain=min_gain,
-                                           data=data, storage=storage, say=say, **(refit_tune or {}))
-        (run_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+                                           data=data, storage=storage, out_dir=out_dir, say=say, **(refit_tune or {}))
+        write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2))
     if not test_files:
-        raise EnsembleError(f"{shown(candidates[0].data_root)}/test has no images, so there is nothing to predict: {run_dir / MANIFEST} "
+        raise EnsembleError(f"{shown(candidates[0].data_root)}/test has no images, so there is nothing to predict: {out_dir / MANIFEST} "
                             f"was written but not {PREDICTIONS}. Add images there, or predict any folder with "
-                            f"`python -m ensemble.predict {run_dir} FOLDER`.")
+                            f"`python -m ensemble.predict {out_dir} FOLDER`.")
     return manifest
+
+
+def _earlier_refit(out_dir: Path) -> dict | None:
+    """The `refit` section of the ensemble.json already in out_dir, if any (an unreadable file has none)."""
+    try:
+        earlier = json.loads((out_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    refit = earlier.get("refit") if isinstance(earlier, dict) else None
+    return refit if isinstance(refit, dict) else None
 
 
 def _check_arguments(top_k, budget_m, tta_size, strategy, metric, cv_folds, min_gain) -> None:

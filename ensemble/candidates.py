@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.atomic import write_bytes
 from core.errors import EnsembleError
 from core.files import ENSEMBLE_CACHE_DIR, LEADERBOARD_CSV
 from core.inference import Inference, data_settings
@@ -52,7 +53,15 @@ def read_leaderboard(run_dir: Path) -> pd.DataFrame:
         raise EnsembleError(f"No leaderboard at {path}. Give a search's results folder (results/<name>), "
                             "after the search has finished or been interrupted.")
     # Ids and paths stay text: a trial id like "12345678" must not become a number.
-    table = pd.read_csv(path, dtype={"trial_id": str, "best_checkpoint": str, "status": str, "reason": str})
+    try:
+        table = pd.read_csv(path, dtype={"trial_id": str, "best_checkpoint": str, "status": str, "reason": str})
+        missing = {"trial_id", "status"} - set(table.columns)
+    except (ValueError, UnicodeDecodeError) as err:  # empty (a full disk, before writes were atomic) or damaged
+        missing = f"{type(err).__name__}"
+    if missing:
+        raise EnsembleError(f"{path} is empty or damaged ({missing if isinstance(missing, str) else 'no ' + ', '.join(sorted(missing))}). "
+                            f"The search rebuilds it from Tune's state: python search/run.py --name {run_dir.name} "
+                            "--resume (with its --storage).")
     return table.fillna({"best_checkpoint": "", "reason": ""})
 
 
@@ -111,6 +120,4 @@ def write_cache(path: Path, candidate: Candidate, stamp: list[int]) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, meta=np.array(json.dumps({"version": _CACHE_VERSION, "stamp": stamp, **fields})), **arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(path)  # atomic: an interrupted run never leaves a half-written cache entry
+    write_bytes(path, buffer.getvalue())  # atomic, unique temp name: an interrupted run leaves no half entry

@@ -22,6 +22,7 @@ Driver side: numpy and pandas; no torch.
 """
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.atomic import write_bytes
 from ensemble import strategies
 from core.errors import EnsembleError
 from core.files import REFIT_DIR, REFIT_PREDICTIONS
@@ -98,18 +100,21 @@ def best_epochs_of(rows: pd.DataFrame, candidates: list[Candidate]) -> dict[str,
 def refit_ensemble(run_dir: Path, scheme: RefitScheme, candidates: list[Candidate], rows: pd.DataFrame, *,
                    gatherer, budget_m: float, strategy: str, metric: str, cv_folds: int, min_gain: float,
                    data: str | None, storage: str | None, max_failures: int = 2, max_concurrent: int | None = None,
-                   callbacks=(), say=print) -> dict:
+                   callbacks=(), out_dir: Path | None = None, say=print) -> dict:
     """Train (or resume) the refit, choose its ensemble on OOF predictions, write prediction_refit.csv;
-    returns ensemble.json's `refit` section. `gatherer`: the plain ensemble's, which scores the models."""
+    returns ensemble.json's `refit` section. `gatherer`: the plain ensemble's, which scores the models.
+    out_dir: where its files go (default run_dir); an ensemble with other options than the search's
+    (ensemble/__main__.py) keeps its refit models in an experiment of their own, refit-<tag>-<out_dir's name>."""
     from ensemble.refit_trials import run_refit_trials
 
     run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run_dir
     seed = int(candidates[0].config["seed"])
     jobs = plan_jobs(candidates, best_epochs_of(rows, candidates), scheme, seed, data)
     storage_path = refit_storage(run_dir, storage)
-    name = f"refit-{scheme.tag}"
+    name = f"refit-{scheme.tag}" + ("" if out_dir.resolve() == run_dir.resolve() else f"-{out_dir.name}")
     checkpoints = run_refit_trials(jobs, storage_path=storage_path, name=name, resources=gatherer.runner.resources,
-                                   plan_file=run_dir / REFIT_DIR / f"{scheme.tag}-plan.json",
+                                   plan_file=out_dir / REFIT_DIR / f"{scheme.tag}-plan.json",
                                    max_failures=max_failures, max_concurrent=max_concurrent, callbacks=callbacks,
                                    continue_hint=_continue_hint(run_dir, scheme, candidates, data, storage), say=say)
 
@@ -153,14 +158,17 @@ def refit_ensemble(run_dir: Path, scheme: RefitScheme, candidates: list[Candidat
                                            strategy=strategy, metric=metric, cv_folds=cv_folds, min_gain=min_gain)
 
     test_files = candidates[0].test_files
-    oof_file = run_dir / REFIT_DIR / f"{scheme.tag}-oof.npz"
-    np.savez(oof_file, members=np.array([c.trial_id for c in candidates]), paths=np.array([p for p, _ in pooled]),
+    oof_file = out_dir / REFIT_DIR / f"{scheme.tag}-oof.npz"
+    buffer = io.BytesIO()
+    np.savez(buffer, members=np.array([c.trial_id for c in candidates]), paths=np.array([p for p, _ in pooled]),
              labels=labels, oof_probs=np.stack(oof_probs), counts=counts, covered=covered,
              test_files=np.array(test_files, dtype=str), test_probs=np.stack(test_probs))
+    oof_file.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes(oof_file, buffer.getvalue())
     prediction = None
     if test_files:
         test_scores = strategies.combine(selection.strategy, test_logits, selection.weights)
-        prediction = run_dir / REFIT_PREDICTIONS
+        prediction = out_dir / REFIT_PREDICTIONS
         write_predictions(prediction, test_files, test_scores.argmax(axis=1), candidates[0].classes, say)
     section = _section(scheme, seed, candidates, per_model, selection, jobs, join_uri(storage_path, name),
                        pooled, covered, oof_file, prediction, test_files)

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
+from core.atomic import write_text
 from core.storage import join_uri
 from core.torch_free import import_tensorboardx_without_torch
 from core.trial_status import FATAL_ERROR, error_reason
@@ -40,7 +41,7 @@ def run_refit_trials(jobs: list[dict], *, storage_path: str, name: str, resource
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         plan_file.parent.mkdir(parents=True, exist_ok=True)
-        plan_file.write_text(json.dumps(jobs, indent=1))
+        write_text(plan_file, json.dumps(jobs, indent=1))
         say(f"Refit: training {len(jobs)} models in {experiment}")
         tuner = tune.Tuner(
             trainable,

@@ -2,11 +2,13 @@
 TensorBoard), prediction CSVs and the printed summary. Driver side: no torch."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from core.atomic import write_bytes, write_text
 from core.data import shown
 from core.files import CONFUSION_PNG
 
@@ -38,7 +40,7 @@ def write_predictions(path: Path, files, pred: np.ndarray, classes: list[str], s
     if len(repeated):
         say(f"Warning: {len(repeated)} image name(s) occur more than once with different extensions "
             f"(first: {', '.join(repeated[:5])}); prediction.csv has one row per file.")
-    table.to_csv(path, index=False)
+    write_text(path, table.to_csv(index=False))  # whole or not at all: an earlier prediction stays until then
 
 
 def plot_confusion(run_dir: Path, labels, pred, classes: list[str], selection) -> None:
@@ -58,14 +60,17 @@ def plot_confusion(run_dir: Path, labels, pred, classes: list[str], selection) -
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"{selection.strategy} ensemble on val (rows normalised)")
-    fig.savefig(run_dir / CONFUSION_PNG, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    write_bytes(run_dir / CONFUSION_PNG, png.getvalue())
 
-    for old in (run_dir / TENSORBOARD_DIR).glob("events.out.tfevents.*"):
-        old.unlink()  # TensorBoard shows the current ensemble, not every earlier attempt on top of it
+    earlier = list((run_dir / TENSORBOARD_DIR).glob("events.out.tfevents.*"))
     scores = selection.strategies[selection.strategy]
     _write_tensorboard(run_dir / TENSORBOARD_DIR, "ensemble/confusion_matrix_val", (run_dir / CONFUSION_PNG),
                        {f"ensemble/{basis}_{key}": scores[basis][key]
                         for basis in ("val", "cv") if basis in scores for key in ("acc", "macro_f1")})
+    for old in earlier:  # only once the new one is written: TensorBoard shows the current ensemble, not each attempt
+        old.unlink(missing_ok=True)
 
 
 def _write_tensorboard(logdir: Path, image_tag: str, png: Path, scalars: dict[str, float]) -> None:

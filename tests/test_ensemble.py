@@ -245,7 +245,8 @@ def write_leaderboard(run_dir, rows):
     run_dir.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame([{"rank": i + 1, "trial_id": trial_id, "status": status_and_reason(ended)[0],
                            "reason": status_and_reason(ended)[1], "epochs": epochs,
-                           "best_val_acc": 0.5, "param_count": 4_900_000, "best_checkpoint": str(ckpt)}
+                           "best_val_acc": 0.5, "best_epoch": epochs, "param_count": 4_900_000,
+                           "best_checkpoint": str(ckpt)}
                           for i, (trial_id, ended, epochs, ckpt) in enumerate(rows)])
     table.to_csv(run_dir / "leaderboard.csv", index=False)
     return run_dir
@@ -446,6 +447,88 @@ def test_predict_errors(built, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert predict_main([str(run_dir), str(tmp_path / "empty")]) == 2
     assert "has no usable images" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- what later commands leave alone
+
+def with_plan(run_dir, num_samples=5, top_k=5):
+    (run_dir / "plan.json").write_text(json.dumps({"results_format": 2, "settings": {"num_samples": num_samples,
+                                                                                      "trial": {}},
+                                                   "ensemble_top_k": top_k, "data": "x"}))
+    return run_dir
+
+
+def files_of(folder):
+    """Every file's bytes, but the run lock's empty file (core/run_lock.py: kept, so that no two commands can
+    ever lock two different files of one name)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".run.lock"}
+
+
+def test_an_ensemble_with_other_options_is_written_beside_the_searchs_own(trained, tmp_path, capsys):
+    run_dir = with_plan(write_leaderboard(tmp_path / "run", standard_rows(trained)), top_k=3)
+    assert ensemble_main([str(run_dir)]) == 0  # the search's own options (its --ensemble-top-k 3): RUN itself
+    assert "Options other than" not in capsys.readouterr().out
+    own = {name: (run_dir / name).read_bytes() for name in ("ensemble.json", "prediction.csv", "per_class.csv",
+                                                            "confusion_matrix.png")}
+    assert json.loads(own["ensemble.json"])["options"]["top_k"] == 3
+    assert ensemble_main([str(run_dir), "--tta", "--top-k", "2"]) == 0
+    out = capsys.readouterr().out
+    beside = run_dir / "ensembles" / "top_k2-tta"
+    assert f"this ensemble is written to {beside}" in out and "are untouched" in out
+    assert json.loads((beside / "ensemble.json").read_text())["inference"]["flip"] is True
+    assert (beside / "prediction.csv").is_file() and (beside / "per_class.csv").is_file()
+    assert {name: (run_dir / name).read_bytes() for name in own} == own
+    assert ensemble_main([str(run_dir), "--out", str(tmp_path / "mine")]) == 0  # --out: there, whatever the options
+    assert (tmp_path / "mine" / "ensemble.json").is_file() and str(tmp_path / "mine") in capsys.readouterr().out
+    assert {name: (run_dir / name).read_bytes() for name in own} == own
+
+
+def test_an_earlier_refit_section_survives_a_rebuild_of_the_plain_ensemble(trained, tmp_path):
+    run_dir = write_leaderboard(tmp_path / "run", standard_rows(trained))
+    build_ensemble(run_dir, say=lambda _: None)
+    manifest = json.loads((run_dir / "ensemble.json").read_text())
+    refit = {"scheme": "kfold", "folds": 3, "members": [], "predictions": str(run_dir / "prediction_refit.csv")}
+    (run_dir / "ensemble.json").write_text(json.dumps({**manifest, "refit": refit}))
+    (run_dir / "prediction_refit.csv").write_text("image_name,pred_label\nt000,1\n")
+    said = []
+    again = build_ensemble(run_dir, say=said.append)
+    assert again["refit"] == refit == json.loads((run_dir / "ensemble.json").read_text())["refit"]
+    assert (run_dir / "prediction_refit.csv").read_text() == "image_name,pred_label\nt000,1\n"
+    assert any(line.startswith("Kept the earlier refit (kfold)") for line in said)
+
+
+def test_an_unfinished_search_is_not_ensembled_without_partial(trained, tmp_path, capsys):
+    run_dir = with_plan(write_leaderboard(tmp_path / "run", standard_rows(trained)), num_samples=7)
+    before = files_of(run_dir)
+    assert ensemble_main([str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "has 2 of its 7 trial(s) not run or not finished" in err
+    assert "python search/run.py --name run --resume" in err and "--partial" in err
+    assert files_of(run_dir) == before
+    assert ensemble_main([str(run_dir), "--partial"]) == 0
+    assert (run_dir / "ensemble.json").is_file()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--cpus-per-task", "-1"], "--cpus-per-task is -1, but must be > 0"),
+    (["--gpus-per-task", "-0.5"], "--gpus-per-task is -0.5, but must be >= 0"),
+    pytest.param(["--refit", "kfold:20"], "--refit kfold:20 needs at least 20 train+val images in every class, "
+                 "but class '1' has 11. Use kfold:11 or bag:N. Nothing was written.",
+                 marks=pytest.mark.slow),  # --refit starts a local Ray for its trials: ~30 s
+    (["EMPTY_LEADERBOARD"], "leaderboard.csv is empty or damaged"),
+])
+def test_bad_ensemble_commands_end_in_one_message_and_change_nothing(trained, tmp_path, capsys, argv, message):
+    run_dir = write_leaderboard(tmp_path / "run", standard_rows(trained))
+    if argv == ["EMPTY_LEADERBOARD"]:  # what a full disk left before writes were atomic
+        (run_dir / "leaderboard.csv").write_bytes(b"")
+        argv = []
+    before = files_of(tmp_path)
+    assert ensemble_main([str(run_dir), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and message in err and "Traceback" not in err, err
+    assert files_of(tmp_path) == {k: v for k, v in files_of(tmp_path).items() if k.startswith("run/ensemble_cache")
+                                  } | before  # scored logits may be cached; nothing else is written
 
 
 def test_the_driver_side_imports_no_torch():

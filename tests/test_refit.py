@@ -192,13 +192,39 @@ def trial_records(experiment: Path) -> dict:
             for d in sorted(experiment.iterdir()) if (d / "result.json").is_file()}
 
 
+def test_refit_results_survive_every_later_ensemble_command_that_does_not_replace_them(run_dir, manifest, capsys):
+    from ensemble.__main__ import main as ensemble_main
+
+    kept = (run_dir / REFIT_PREDICTIONS).read_bytes()
+    search_files = {name: (run_dir / name).read_bytes() for name in ("ensemble.json", "prediction.csv")}
+    # a refit the data cannot take (13 train+val images per class): refused before anything is written
+    assert ensemble_main([str(run_dir), "--refit", "kfold:50"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "--refit kfold:50 needs at least 50 train+val images in every class" in err
+    assert {name: (run_dir / name).read_bytes() for name in search_files} == search_files
+    # a rerun with --tta: beside the search's ensemble, which stays as it was
+    assert ensemble_main([str(run_dir), "--tta"]) == 0
+    assert f"written to {run_dir / 'ensembles' / 'tta'}" in capsys.readouterr().out
+    assert {name: (run_dir / name).read_bytes() for name in search_files} == search_files
+    assert "refit" not in json.loads((run_dir / "ensembles" / "tta" / "ensemble.json").read_text())
+    # the search's own options again: the plain ensemble is rebuilt, the refit's section and predictions kept
+    assert ensemble_main([str(run_dir)]) == 0
+    assert "Kept the earlier refit (kfold)" in capsys.readouterr().out
+    assert json.loads((run_dir / "ensemble.json").read_text())["refit"] == manifest["refit"]
+    assert (run_dir / REFIT_PREDICTIONS).read_bytes() == kept
+
+
 def test_an_interrupted_bagging_refit_resumes_without_retraining_finished_models(run_dir, manifest, capsys):
     options = dict(top_k=2, refit="bag:2", use_ray=True, say=print)
+    kfold_predictions = (run_dir / REFIT_PREDICTIONS).read_bytes()
     with pytest.raises(EnsembleError, match=r"finished 2 of 4 models.*Run the same command again") as stopped:
         build_ensemble(run_dir, refit_tune={"callbacks": [InterruptAfter(2)], "max_concurrent": 1}, **options)
     assert f"`python -m ensemble {run_dir} --top-k 2 --refit bag:2`" in str(stopped.value)
-    # The plain ensemble's predictions are written before the refit starts; the refit's only when it ends.
-    assert (run_dir / "prediction.csv").is_file() and not (run_dir / REFIT_PREDICTIONS).exists()
+    # The plain ensemble's predictions are written before the refit starts; the refit's only when it ends: until
+    # then the earlier (kfold:3) refit's stay, in prediction_refit.csv and ensemble.json.
+    assert (run_dir / "prediction.csv").is_file()
+    assert (run_dir / REFIT_PREDICTIONS).read_bytes() == kfold_predictions
+    assert json.loads((run_dir / "ensemble.json").read_text())["refit"]["scheme"] == "kfold"
     experiment = run_dir / "refit-bag2"
     before = trial_records(experiment)
     finished = {name for name, (rows, _) in before.items() if rows == manifest_epochs(manifest, name)}
