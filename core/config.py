@@ -37,6 +37,7 @@ class TrialConfig:
     min_image_side: int = field(default=8, metadata=in_range(1, 4096, doc="px; smaller images are skipped with a warning"))
     loader: str = field(default="pil", metadata=one_of("pil", "cache", doc="pil: decode every image every epoch; cache: decode once per node into a shared uint8 memory map, crop/flip/augment uint8 in the workers, normalise/erase on the device"))
     cache_short_side: int = field(default=0, metadata=in_range(0, 4096, doc="px, loader=cache: short side images are stored at; 0 = max(train_size, eval_size / crop_pct). Give every trial of a search the same value to share one cache"))
+    data_fingerprint: str = field(default="", metadata={"doc": "set by the search: the plan's dataset fingerprint (core/data_fingerprint.py); a trial refuses a dataset that changed since. '' = not checked"})
     subset: str = field(default="", metadata={"doc": "refit: '' = the dataset's train/val; 'kfold:K:k' = train+val pooled into K stratified folds, train on all but fold k, validate on fold k; 'bag:N:b' = bootstrap bag b of the pooled set, validate on its out-of-bag images (core/subsets.py)"})
     subset_seed: int = field(default=0, metadata=in_range(0, 2**31 - 1, doc="seeds the folds / bags of `subset` (the same for every model of one refit)"))
     num_workers: int = field(default=2, metadata=in_range(0, 64, doc="DataLoader worker processes"))

@@ -79,7 +79,7 @@ def _run(plan) -> int:
                                            parameters=searched_parameters(plan.space))
             tuner = build_tuner(plan.space, name=plan.name, storage=plan.storage, data=plan.data,
                                 max_concurrent=concurrency.trials, callbacks=[tensorboard],
-                                study_path=study_file(plan.out_dir))
+                                study_path=study_file(plan.out_dir), data_fingerprint=plan.data_fingerprint)
         results = fit(tuner, plan.space)
     except KeyboardInterrupt:  # a second Ctrl-C: Tune saved its state at the first
         print(f"\nInterrupted. Trials and searcher state are saved. To continue: {plan.resume_command}", file=sys.stderr)
@@ -120,7 +120,11 @@ def finished_leaderboard(plan) -> pd.DataFrame | None:
     path = plan.out_dir / LEADERBOARD_CSV
     if not path.is_file():
         return None
-    table = pd.read_csv(path, dtype={"trial_id": str, "status": str, "reason": str})
+    try:
+        table = pd.read_csv(path, dtype={"trial_id": str, "status": str, "reason": str})
+        table["status"].map(TrialStatus)
+    except (ValueError, KeyError, UnicodeDecodeError):  # empty or cut (a full disk): rebuilt from Tune's state
+        return None
     return None if unfinished_trials(table, plan.space.settings.num_samples) else table
 
 
@@ -162,6 +166,11 @@ def _ensemble(plan) -> None:
                        refit_tune={"max_failures": s.max_failures, "max_concurrent": s.max_concurrent or None})
     except UserError as err:
         print(f"Ensemble: {err}")
+    except KeyboardInterrupt:  # the search is over; only its ensemble (or refit) was cut short
+        print(f"\nInterrupted during the ensemble stage; the search's trials are all saved. Build it (a refit "
+              f"continues where it stopped) with: python -m ensemble {plan.out_dir}"
+              + (f" --refit {plan.refit}" if plan.refit else ""), file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
 
 
 def _report(plan) -> None:

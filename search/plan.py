@@ -38,6 +38,7 @@ class Plan:
     ensemble_top_k: int = 5
     smoke_test: bool = False
     refit: str | None = None  # ensemble/refit.py: "kfold:K" or "bag:N" after the ensemble
+    data_fingerprint: str = ""  # core/data_fingerprint.py: what every trial checks its dataset against
 
     @property
     def storage(self) -> str:
@@ -85,7 +86,13 @@ class Plan:
         trial_defaults = space.trial_config({}, data)
         index = index_dataset(root, val_fraction=trial_defaults.get("val_fraction", 0.1),
                               seed=space.settings.seed, min_image_side=trial_defaults.get("min_image_side", 8))
-        check_space(space, num_classes=len(index.classes), data=data)
+        counted: dict = {}
+        check_space(space, num_classes=len(index.classes), data=data, counted=counted)
+        fingerprint = _fingerprint(index, saved)
+        if not args.resume:  # a resumed search has written most of its checkpoints already
+            from search.disk_space import check_free_space
+
+            check_free_space(space, storage.local_path and storage.local_path / name, counted.get("max_params"))
         top_k = args.ensemble_top_k if args.ensemble_top_k is not None else (saved or {}).get("ensemble_top_k", 5)
         if top_k < 0:
             raise UserError(f"--ensemble-top-k is {top_k}, but must be >= 0 (0 skips the ensemble).")
@@ -94,9 +101,12 @@ class Plan:
         if refit and not top_k:
             raise UserError("--refit retrains the ensemble's candidates, but --ensemble-top-k 0 skips the "
                             "ensemble; drop one of them.")
+        if refit:  # kfold:K larger than the smallest class would fail only after the whole search
+            _check_refit_fits(refit, index)
         address = args.address or (saved or {}).get("address")  # a new --address: the cluster moved
         plan = cls(space, data, index, name, storage, out_dir, args.resume, address, top_k,
-                   smoke_test=bool(saved["smoke_test"] if saved else args.smoke_test), refit=refit)
+                   smoke_test=bool(saved["smoke_test"] if saved else args.smoke_test), refit=refit,
+                   data_fingerprint=fingerprint)
         plan._check_existing()
         if space.settings.large:  # its machinery reaches into Ray and Optuna internals: tested versions only
             from compat import optuna_internals, ray_internals
@@ -253,3 +263,26 @@ def _check_local_resources(space: Space) -> None:
     if s.cpus_per_trial > cpus:
         raise SpaceError(f"{space.path} asks for {s.cpus_per_trial:g} CPUs per trial, but this machine has {cpus}. "
                          f"Pass --cpus-per-trial {cpus} or less, or --address to use a Ray cluster.")
+
+
+def _check_refit_fits(refit: str, index: DatasetIndex) -> None:
+    from core.subsets import SubsetError, check_fits, parse_scheme_parts
+
+    scheme, count = parse_scheme_parts(refit, with_part=False)
+    try:
+        check_fits(scheme, count, [label for _, label in index.train + index.val], index.classes)
+    except SubsetError as err:
+        raise UserError(f"--refit {err}") from None
+
+
+def _fingerprint(index: DatasetIndex, saved: dict | None) -> str:
+    """A new search fingerprints its dataset; a resumed one must find the dataset it started with."""
+    from core.data_fingerprint import check_fingerprint, fingerprint
+
+    if saved is None:
+        return fingerprint(index)
+    recorded = saved.get("data_fingerprint") or ""
+    check_fingerprint(recorded, index, who="--resume",
+                      fix="Its trials would refuse it: restore the dataset as it was, or start a new search under "
+                          "another --name.")
+    return recorded

@@ -61,7 +61,19 @@ def run(args) -> int:
     if args.dry_run:
         print("Dry run: nothing was started.")
         return 0
-    return plan.execute()
+    try:
+        return plan.execute()
+    except Exception as err:  # a disk that fills while the search runs: one message, and how to go on
+        from search.disk_space import full_disk_error
+
+        full = full_disk_error(err)
+        if full is None:
+            raise
+        where = f" writing {full.filename}" if getattr(full, "filename", None) else ""
+        raise UserError(f"The disk is full{where} ({full.strerror or full}). Every file the search wrote is whole "
+                        f"(each is replaced only once its new version is complete). Free space under "
+                        f"{plan.storage if not plan.storage_uri.is_cloud else plan.out_dir}, then continue with: "
+                        f"{plan.resume_command}") from None
 
 
 if __name__ == "__main__":

@@ -89,10 +89,14 @@ def tune_config(space: Space, *, max_concurrent: int | None, truthful: bool = Tr
 
 
 def build_tuner(space: Space, *, name: str, storage: str, data: str, max_concurrent: int, callbacks=(),
-                truthful: bool = True, study_path: Path | None = None) -> tune.Tuner:
+                truthful: bool = True, study_path: Path | None = None, data_fingerprint: str = "") -> tune.Tuner:
+    """data_fingerprint: the plan's (core/data_fingerprint.py); every trial checks its dataset against it."""
+    constants = space.trial_config({}, data)
+    if data_fingerprint:
+        constants["data_fingerprint"] = data_fingerprint
     return tune.Tuner(
         trainable_with_resources(space),
-        param_space=space.trial_config({}, data),  # constants; the searcher adds the sampled keys
+        param_space=constants,  # constants; the searcher adds the sampled keys
         tune_config=tune_config(space, max_concurrent=max_concurrent, truthful=truthful, study_path=study_path,
                                 study_name=name),
         run_config=run_config(space, name, storage, callbacks),

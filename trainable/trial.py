@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from core import metrics as metric_registry
 from core.config import TrialConfig
 from core.data import DatasetIndex, ImageListDataset, index_dataset, resolve_data_root
+from core.data_fingerprint import check_fingerprint
 from core.epoch_reporter import EpochReporter, Sink
 from core.errors import UserError
 from core.subsets import apply_subset
@@ -56,6 +57,9 @@ class TrialRun:
 def setup_run(cfg: TrialConfig, device: torch.device) -> TrialRun:
     index = index_dataset(resolve_data_root(cfg.data), val_fraction=cfg.val_fraction, seed=cfg.seed,
                           min_image_side=cfg.min_image_side)
+    check_fingerprint(cfg.data_fingerprint, index, who=f"Trial on {cfg.data}",
+                      fix="Restore the dataset as the plan saw it, or start a new search (the plan fingerprints "
+                          "the data as it is then).")  # a DataError: not retried, the same every time
     index = apply_subset(index, cfg.subset, cfg.subset_seed)  # a refit's fold or bag; unchanged by default
     num_classes = len(index.classes)
     model = build_model(cfg, num_classes)
