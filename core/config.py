@@ -150,8 +150,25 @@ def build_validated(cls, values: dict[str, Any], *, what: str, help_hint: str = 
     unknown = [k for k in values if k not in fields]
     if unknown:
         key = unknown[0]
-        raise ConfigError(f"Unknown {what} key {key!r} (value {values[key]!r})." + close_matches(str(key), fields) + help_hint)
+        raise ConfigError(f"Unknown {what} key {key!r} (value {values[key]!r})." + _hint(str(key), fields, cls)
+                          + help_hint)
     return cls(**{k: _coerce(fields[k], v, what) for k, v in values.items()})
+
+
+# Names other libraries use for a key (timm, PyTorch, Keras): difflib would point learning_rate at decay_rate.
+ALIASES = {"learning_rate": "lr", "base_lr": "lr", "wd": "weight_decay", "bs": "batch_size", "num_epochs": "epochs",
+           "model": "backbone", "arch": "backbone", "label_smooth": "label_smoothing", "smoothing": "label_smoothing",
+           "drop_path": "drop_path_rate", "dropout": "drop_rate"}
+
+
+def _hint(key: str, fields, cls) -> str:
+    alias = ALIASES.get(key.lower())
+    if alias in fields:
+        return f" Did you mean: {alias}?"
+    if cls is not TrialConfig and key in {f.name for f in dataclasses.fields(TrialConfig)}:
+        return (f" {key!r} is a trial config key: move it under SETTINGS['trial'] (every trial gets it), or "
+                "suggest it in define(trial).")
+    return close_matches(key, fields)
 
 
 def describe_fields(cls=None) -> str:

@@ -57,13 +57,23 @@ class StorageURI:
         if "\x00" in given or not given.isprintable():
             raise StorageError(f"{flag} {given!r} holds a control character; give {EXAMPLES}.")
         if given.startswith("file:"):
-            return cls(str(_file_uri_path(given, flag)))
+            return cls(_local_folder(_file_uri_path(given, flag), given, flag))
         if "://" in given:
             scheme = given.split("://", 1)[0]
             if not scheme or not scheme.replace("+", "").replace("-", "").isalnum():
                 raise StorageError(f"{flag} {given!r} has no usable scheme before '://'; give {EXAMPLES}.")
             return cls(given)
-        return cls(str(Path(given).expanduser().resolve()))
+        return cls(_local_folder(Path(given).expanduser().resolve(), given, flag))
+
+
+VIRTUAL_ROOTS = ("/proc", "/sys", "/dev")  # the kernel's views, not disks: writes there fail or vanish
+
+
+def _local_folder(path: Path, given: str, flag: str) -> str:
+    if any(path == Path(root) or Path(root) in path.parents for root in VIRTUAL_ROOTS):
+        raise StorageError(f"{flag} {given!r} is under /{path.parts[1]}, a view of the kernel, "
+                           "not a disk. Give a folder on a disk, e.g. --storage results.")
+    return str(path)
 
 
 def _file_uri_path(given: str, flag: str) -> Path:

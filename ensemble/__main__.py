@@ -17,7 +17,8 @@ from ensemble.build import build_ensemble
 from ensemble.destination import DEFAULTS, resolve
 from ensemble.run_checks import check_run_ready
 from ensemble.refit import RefitScheme
-from core.storage import run_storage
+from core.storage import StorageURI, run_storage
+from core.storage_probe import check_cloud_storage
 from ensemble.tasks import Resources
 from core.errors import UserError
 from core.run_lock import RunLock
@@ -70,6 +71,11 @@ def main(argv=None) -> int:
             RefitScheme.parse(args.refit)  # a typo ends here, before any member is scored
         # The run is ours until we exit (core/run_lock.py); the refit's Tune trials need Ray: without --address
         # it starts (and stops) one on this machine.
+        storage = args.storage or run_storage(args.run_dir)
+        if storage is not None:  # one reading of a storage string, and a bucket probed as the search probes it
+            storage = StorageURI.parse(storage).value
+            if "://" in storage:
+                check_cloud_storage(storage)
         given = {key: getattr(args, key) for key in DEFAULTS}
         options, out_dir, where = resolve(args.run_dir, given, args.out)
         with RunLock(args.run_dir, what="python -m ensemble", create=False), \
@@ -77,7 +83,7 @@ def main(argv=None) -> int:
             check_run_ready(args.run_dir, partial=args.partial, data=args.data)
             if where:
                 print(where)
-            build_ensemble(args.run_dir, **options, data=args.data, storage=args.storage or run_storage(args.run_dir),
+            build_ensemble(args.run_dir, **options, data=args.data, storage=storage,
                            resources=resources, use_ray=args.address is not None, refit=args.refit, out_dir=out_dir,
                            options=options)
     except UserError as err:

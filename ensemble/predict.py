@@ -24,6 +24,7 @@ from core.inference import Inference
 from core.run_format import check_run_folder
 from core.run_lock import RunLock
 from core.storage import Location
+from core.storage_probe import check_cloud_storage
 from ensemble.report import write_predictions
 from ensemble.strategies import combine
 from ensemble.tasks import Runner
@@ -88,6 +89,8 @@ def predict_folder(run_dir: Path, images_dir: Path, out: Path | None = None, say
     files = list_images(images_dir, manifest["min_image_side"], say)
     inference = Inference(**manifest["inference"])
     storage = manifest.get("storage")
+    if isinstance(storage, str) and "://" in storage:  # probed as the search probes it: one message, not a hang
+        check_cloud_storage(storage, flag=f"{MANIFEST}'s storage")
     # In this process, one member after another (Runner without Ray): the members' own eval pipelines.
     answers = Runner(use_ray=False).member_logits([(m["trial_id"], Location(m["checkpoint"], storage),
                                                     manifest["classes"], files, inference) for m in manifest["members"]])

@@ -138,7 +138,19 @@ def _already_finished(plan, table: pd.DataFrame) -> int:
                   storage_dir=plan.experiment_path))
     if plan.ensemble_top_k and not (plan.out_dir / "ensemble.json").exists():
         print(f"No ensemble in {plan.out_dir}: build it with python -m ensemble {plan.out_dir}")
+    elif plan.refit and not _has_refit(plan.out_dir, plan.refit):  # never dropped without a word
+        print(f"--refit {plan.refit} was not run: the search had already finished. Run it on its own with: "
+              f"python -m ensemble {plan.out_dir} --refit {plan.refit}")
     return 0
+
+
+def _has_refit(out_dir, refit: str) -> bool:
+    try:
+        section = json.loads((out_dir / "ensemble.json").read_text()).get("refit") or {}
+    except (OSError, ValueError, AttributeError):
+        return False
+    scheme, _, count = refit.partition(":")
+    return section.get("scheme") == scheme and str(section.get("folds", section.get("bags"))) == count
 
 
 def _all_failed(table: pd.DataFrame) -> bool:

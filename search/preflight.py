@@ -4,16 +4,14 @@
     check_trials(space, index, data)             after the space and the data are checked
 
 Each raises a UserError saying what is wrong, where, and how to fix it. Nothing here writes a file. The driver
-stays torch-free: the storage is probed in a child process (search/storage_probe.py, so a store that never
+stays torch-free: the storage is probed in a child process (core/storage_probe.py, so a store that never
 answers costs a timeout, not a hang) and pretrained weights in another (trainable/weights_check.py).
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -27,11 +25,7 @@ from core.storage import StorageURI
 from search.child_checks import check_weights
 from search.space_file import Space, extremes, sample_params
 
-STORAGE_TIMEOUT_S = 30   # resolving an S3 bucket's region alone can take seconds when DNS is slow
 ADDRESS_TIMEOUT_S = 5
-CREDENTIALS = {"s3": "e.g. AWS_ACCESS_KEY_ID, or the node's IAM role",
-               "gs": "e.g. GOOGLE_APPLICATION_CREDENTIALS, or the node's service account",
-               "gcs": "e.g. GOOGLE_APPLICATION_CREDENTIALS, or the node's service account"}
 NAME_MAX_BYTES = 200     # a path component is at most 255 bytes; Ray adds suffixes to some names
 SAMPLES = 64             # as check_space: seeded random configs, plus every categorical choice and range end
 
@@ -75,32 +69,9 @@ def _check_local_storage(path: Path) -> None:
 
 
 def _check_cloud_storage(storage: str) -> None:
-    scheme = storage.split("://", 1)[0]
-    probe = Path(__file__).with_name("storage_probe.py")
-    try:
-        proc = subprocess.run([sys.executable, str(probe), storage], capture_output=True, text=True,
-                              timeout=STORAGE_TIMEOUT_S)
-        answer = json.loads(proc.stdout.strip().splitlines()[-1])
-    except subprocess.TimeoutExpired:
-        answer = {"problem": "unreachable", "detail": f"no answer within {STORAGE_TIMEOUT_S} s"}
-    except (ValueError, IndexError):
-        answer = {"problem": "unusable", "detail": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
-    problem, detail = answer.get("problem"), answer.get("detail", "")
-    fix = {
-        "unknown-scheme": f"the scheme {scheme + '://'!r} is not one Ray Tune's storage (pyarrow.fs) understands. "
-                          "Use a local folder, s3://BUCKET/PATH or gs://BUCKET/PATH.",
-        "invalid-uri": f"{detail}. Give s3://BUCKET/PATH (options after '?', e.g. "
-                       "?endpoint_override=HOST:PORT&scheme=http) or gs://BUCKET/PATH.",
-        "unusable": f"pyarrow cannot open {scheme}:// storage here ({detail}). Use a local folder, s3:// or gs://, "
-                    "or install what this filesystem needs.",
-        "no-bucket": f"the bucket {detail!r} does not exist (or these credentials cannot see it). Create it, or "
-                     "fix the bucket name.",
-        "is-file": f"{detail} is a file, not a folder. Give a folder path in the bucket.",
-        "unreachable": f"the storage did not answer ({detail}). Check the endpoint, the network and the "
-                       f"credentials ({CREDENTIALS.get(scheme, 'of this store')}).",
-    }
-    if problem:
-        raise PreflightError(f"--storage {storage}: {fix.get(problem, detail)}")
+    from core.storage_probe import check_cloud_storage  # shared with python -m ensemble / predict
+
+    check_cloud_storage(storage)
 
 
 def _check_address(address: str | None) -> None:

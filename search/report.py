@@ -289,7 +289,7 @@ def main(argv=None) -> int:
     try:
         write_report(Path(args[0]))
     except StudyError as err:
-        print(err, file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
         return 1
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

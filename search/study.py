@@ -37,11 +37,35 @@ def load_study(run_dir: Path) -> optuna.Study:
     if not path.is_file() or path.stat().st_size == 0:
         raise StudyError(f"No Optuna study at {path}: searches started before studies were stored have none. "
                          "Start a new search with `python search/run.py --space SPACE` to get one.")
+    check_journal(path)
     storage = journal_storage(path)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     if len(names) != 1:
         raise StudyError(f"{path} holds {len(names)} studies ({', '.join(names)}); expected the search's one.")
     return optuna.load_study(study_name=names[0], storage=storage)
+
+
+def check_journal(path: Path) -> None:
+    """Every line one whole journal operation, or StudyError naming the first that is not. Optuna's reader skips
+    a cut or garbage tail in silence (a report of fewer trials) and fails with a traceback on a bad line inside."""
+    import json
+
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for number, line in enumerate(lines, 1):
+        try:
+            op = json.loads(line)
+            ok = isinstance(op, dict) and isinstance(op.get("op_code"), int)
+        except ValueError:
+            ok = False
+        if not ok:
+            cut = number == len(lines) and not data.endswith(b"\n")
+            raise StudyError(
+                f"{path}:{number}: {'the file ends in the middle of an operation (cut short)' if cut else 'this line is not an Optuna journal operation (damaged, or something was appended)'}"
+                f": {line[:60]!r}. The report needs the whole study: restore the file from a backup (the trials' "
+                f"results are also in {path.parent / 'leaderboard.csv'}).")
 
 
 def dashboard_command(run_dir: Path) -> str:

@@ -181,3 +181,47 @@ def test_two_searches_with_one_name_started_together_one_runs_the_other_is_refus
     assert len(pd.read_csv(run / "leaderboard.csv")) == 2  # the one search's trials
     assert "resumes" not in json.loads((run / "provenance.json").read_text())  # the second left no trace
     assert not (run / RUN_OWNER).exists()
+
+
+def never_started_folder(run: Path, asked: bool = False) -> Path:
+    """What a start that failed before Tune's first state leaves: its start files and a study holding at most
+    the enqueued warm starts (asked=True: a trial was asked, so it is a run)."""
+    import optuna
+
+    from search.study import journal_storage
+
+    run.mkdir(parents=True)
+    (run / "space.py").write_text(SPACE)
+    (run / "plan.json").write_text("{}")
+    (run / "provenance.json").write_text("{}")
+    study = optuna.create_study(storage=journal_storage(run / "optuna_study.log"), study_name="toy")
+    study.enqueue_trial({"lr": 0.01})
+    if asked:
+        study.ask()
+    return run
+
+
+def test_a_start_that_never_reached_tune_leaves_a_folder_a_fresh_start_reuses(tmp_path):
+    from search.run_folder import never_started, set_aside_abandoned_start
+
+    run = never_started_folder(tmp_path / "toy")
+    assert never_started(run)
+    assert not never_started(never_started_folder(tmp_path / "ran", asked=True))
+    said = []
+    aside = set_aside_abandoned_start(run, say=said.append)
+    assert sorted(p.name for p in aside.iterdir()) == ["optuna_study.log", "plan.json", "provenance.json", "space.py"]
+    assert [p.name for p in run.iterdir()] == [aside.name] and "kept in" in said[0]  # nothing deleted
+
+
+@pytest.mark.slow  # the plan's torch child
+def test_the_plan_lets_a_fresh_start_reuse_a_never_started_folder_but_not_a_run(tmp_path, capsys):
+    from search.run import main as search_main
+
+    data = make_image_folder(tmp_path / "data")
+    (tmp_path / "space.py").write_text(SPACE)
+    never_started_folder(tmp_path / "results" / "toy")
+    never_started_folder(tmp_path / "results" / "ran", asked=True)
+    argv = ["--space", str(tmp_path / "space.py"), "--data", str(data), "--storage", str(tmp_path / "results")]
+    assert search_main([*argv, "--name", "toy", "--dry-run"]) == 0
+    assert search_main([*argv, "--name", "ran", "--dry-run"]) == 2
+    assert "A search named 'ran' already exists" in capsys.readouterr().err

@@ -1,4 +1,6 @@
 """The study file and TPE's settings, without running a search (tests/test_search.py runs one)."""
+import re
+
 import optuna
 import pytest
 
@@ -123,3 +125,52 @@ def test_loading_a_run_without_a_study_names_the_file(tmp_path):
         optuna.create_study(storage=storage, study_name=name)
     with pytest.raises(StudyError, match="holds 2 studies"):
         load_study(tmp_path)
+
+
+@pytest.mark.parametrize("damage, says", [
+    ("cut", "the file ends in the middle of an operation (cut short)"),
+    ("garbage", "is not an Optuna journal operation (damaged, or something was appended)"),
+    ("malformed", ":2: this line is not an Optuna journal operation"),
+])
+def test_a_damaged_study_file_is_one_message_and_a_failing_report(tmp_path, capsys, damage, says):
+    from search.report import main as report_main
+
+    storage = journal_storage(tmp_path / STUDY_FILE)
+    study = optuna.create_study(storage=storage, study_name="optuna")
+    for _ in range(3):
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        study.tell(trial, 0.5)
+    path = tmp_path / STUDY_FILE
+    lines = path.read_bytes().splitlines(keepends=True)
+    damaged = {"cut": b"".join(lines)[:-40], "garbage": b"".join(lines) + b"garbage here\n",
+               "malformed": lines[0] + b"{not json\n" + b"".join(lines[2:])}[damage]
+    path.write_bytes(damaged)
+    with pytest.raises(StudyError, match=re.escape(says)):
+        load_study(tmp_path)
+    assert report_main([str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("error:") == 1 and "Traceback" not in err
+    assert path.read_bytes() == damaged  # read, never repaired behind the user's back
+
+
+def test_a_trial_left_running_by_a_killed_driver_is_failed_and_its_parameters_run_next(tmp_path):
+    """Optuna's JournalStorage has no heartbeat. A driver killed after asking a trial but before Tune's next
+    snapshot leaves it RUNNING in the study, unknown to Tune: on --resume it is told FAIL and its parameters are
+    enqueued (user attribute reasked_from), so the next trial Tune asks for runs exactly them (docs/faults.md)."""
+    path = tmp_path / "run" / STUDY_FILE
+    searcher = make_searcher(space_with(tmp_path, '"max_epochs": 3'), study_path=path)
+    searcher.suggest("known")
+    searcher.save(str(tmp_path / "snapshot.pkl"))  # Tune's last experiment snapshot
+    orphan = searcher.suggest("asked_after_the_snapshot")  # the driver dies here
+    restored = make_searcher(space_with(tmp_path, '"max_epochs": 3'), study_path=path)
+    restored.restore(str(tmp_path / "snapshot.pkl"))  # what --resume does
+    states = {t.user_attrs.get("ray_trial_id"): t.state for t in load_study(tmp_path / "run").trials}
+    assert states["asked_after_the_snapshot"] == optuna.trial.TrialState.FAIL
+    assert states["known"] == optuna.trial.TrialState.RUNNING  # Tune knows it and resumes it
+    rerun = restored.suggest("next")
+    (next_trial,) = [t for t in load_study(tmp_path / "run").trials if t.user_attrs.get("ray_trial_id") == "next"]
+    failed_number = next(t.number for t in load_study(tmp_path / "run").trials
+                         if t.user_attrs.get("ray_trial_id") == "asked_after_the_snapshot")
+    assert next_trial.user_attrs["reasked_from"] == failed_number
+    assert {k: rerun[k] for k in next_trial.params} == {k: orphan[k] for k in next_trial.params}
