@@ -43,6 +43,7 @@ from matplotlib.ticker import MaxNLocator
 from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator, get_param_importances
 from optuna.trial import TrialState
 
+from core.atomic import write_text
 from core.files import ENSEMBLE_MANIFEST, REPORT_DIR
 from core.errors import UserError
 from core.run_format import check_run_folder
@@ -97,9 +98,9 @@ def write_report(run_dir: Path, say=print) -> Report:
         figures["best_vs_epochs"] = lambda: best_vs_epochs(study)
         for name in PICTURES:
             _save(report, name, figures[name])
-    report.importance.to_csv(report.out_dir / "importance.csv", index=False)
+    write_text(report.out_dir / "importance.csv", report.importance.to_csv(index=False))  # whole, then in place
     _to_tensorboard(report)
-    (report.out_dir / "report.html").write_text(render_html(report, study))
+    write_text(report.out_dir / "report.html", render_html(report, study))
     say(f"Report of what the search learned: {report.out_dir / 'report.html'}")
     return report
 
@@ -249,13 +250,14 @@ def _to_tensorboard(report: Report) -> None:
     from tensorboardX import SummaryWriter
 
     logdir = report.out_dir / "tensorboard"
-    for old in logdir.glob("events.out.tfevents.*"):
-        old.unlink()  # the current report, not every earlier one on top of it
+    earlier = list(logdir.glob("events.out.tfevents.*"))  # removed once the new one is written: the current report only
     with SummaryWriter(str(logdir)) as writer:
         for name in TENSORBOARD_PICTURES:
             if name in report.pictures:
                 image = matplotlib.image.imread(report.pictures[name])[..., :3]
                 writer.add_image(f"report/{name}", image, dataformats="HWC")
+    for old in earlier:
+        old.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------ the page
