@@ -110,9 +110,13 @@ def main(argv=None) -> int:
         next_worker_kill = time.time() + rng.uniform(*args.kill_every)
         codes = []
         while True:
-            if time.time() - started > args.timeout:
+            if time.time() - started > args.timeout:  # recorded as such: what had happened by then
                 os.killpg(driver.pid, signal.SIGKILL)
-                raise SystemExit(f"the soak ran past {args.timeout} s; logs in {work}")
+                path = write_record("chaos_soak", {"timed_out_after_s": args.timeout, "trials": args.trials,
+                                                   "driver_kills": driver_kills, "driver_runs": run + 1,
+                                                   "worker_kills": sum("worker" in e["event"] for e in events),
+                                                   "events": events, "seed": args.seed})
+                raise SystemExit(f"the soak ran past {args.timeout} s (record {path}); logs in {work}")
             code = driver.poll()
             if code is not None:
                 codes.append(code)
