@@ -47,8 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog=None) -> int:
+    parser = build_parser()
+    parser.prog = prog or parser.prog  # `resnet-search SUBCOMMAND` (cli/main.py) shows its own name
+    args = parser.parse_args(argv)
     try:
         resources = Resources.of_run(args.run_dir)
         resources = Resources(args.cpus_per_task if args.cpus_per_task is not None else resources.num_cpus,
