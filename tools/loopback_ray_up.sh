@@ -10,7 +10,7 @@
 #   --keep           leave the work folder (logs, the node's home) for a look afterwards
 #
 # Everything runs inside private namespaces (unshare: network, process table, mounts), so nothing here can touch
-# the machine's other Ray instances, ports or files: the loopback interface, the `ray stop` of Ray's start and down
+# the machine's other Ray instances, ports or files (--full-install: all but the network): the loopback interface, the `ray stop` of Ray's start and down
 # commands, and root's home (a copy of /etc/passwd, bind-mounted in the namespace only, points it at the work
 # folder) are all this run's own; when the script ends, every process it started ends with it.
 # Needs root (unshare, sshd), openssh-server and rsync: apt-get install -y openssh-server rsync.
@@ -39,10 +39,13 @@ if [[ -z "${LOOPBACK_NAMESPACE:-}" ]]; then
     done
     [[ $(id -u) == 0 ]] || { echo "loopback_ray_up.sh: needs root (unshare and sshd)" >&2; exit 2; }
     args=(--venv "$venv"); [[ $full == 1 ]] && args+=(--full-install); [[ $keep == 1 ]] && args+=(--keep)
-    exec unshare --net --pid --fork --mount-proc env LOOPBACK_NAMESPACE=1 bash "$0" "${args[@]}"
+    # --full-install keeps the machine's network: the node's pip needs the package indexes (PyPI among them), so
+    # that run shares the machine's ports (22 for sshd on 127.0.0.1, Ray's 6379/8265): run it on a quiet machine.
+    net=$([[ $full == 1 ]] && echo "" || echo "--net")
+    exec unshare $net --pid --fork --mount-proc env LOOPBACK_NAMESPACE=1 bash "$0" "${args[@]}"
 fi
 
-ip link set lo up
+[[ $full == 1 ]] || ip link set lo up
 work=$(mktemp -d /tmp/loopback-ray.XXXXXX)
 home=$work/home
 mkdir -p "$home/.ssh" /run/sshd
@@ -64,21 +67,9 @@ mkdir -p /tmp/ray "$work/tmp-ray"
 mount --bind "$work/tmp-ray" /tmp/ray
 
 touch "$home/.bashrc"
-# The machine's pip settings (its local package indexes), for the node's install: this namespace has no network,
-# so the first local index becomes the main one instead of an unreachable PyPI that pip would retry per package.
+# The machine's pip settings (its package indexes), for the node's own pip: the node is this machine.
 if [[ -f "$real_home/.config/pip/pip.conf" ]]; then
-    mkdir -p "$home/.config/pip"
-    "$venv/bin/python" - "$real_home/.config/pip/pip.conf" "$home/.config/pip/pip.conf" <<'PY'
-import configparser, sys
-config = configparser.ConfigParser()
-config.read(sys.argv[1])
-extra = config.get("global", "extra-index-url", fallback="").split()
-if extra and not config.has_option("global", "index-url"):
-    config.set("global", "index-url", extra[0])
-    config.set("global", "extra-index-url", " ".join(extra[1:]))
-with open(sys.argv[2], "w") as f:
-    config.write(f)
-PY
+    mkdir -p "$home/.config/pip" && cp "$real_home/.config/pip/pip.conf" "$home/.config/pip/pip.conf"
 fi
 ssh-keygen -q -t ed25519 -N '' -f "$work/id_ed25519"
 ssh-keygen -q -t ed25519 -N '' -f "$work/host_key"
