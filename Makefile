@@ -4,13 +4,23 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast clean-venv
+.PHONY: demo test test-fast clean-venv lock
 
-$(VENV)/.installed: pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]' -c constraints.txt
+# From the lock, hashes checked; CPU torch where there is no GPU (tools/install_venv.sh says which, and why).
+$(VENV)/.installed: pyproject.toml constraints.txt requirements.lock tools/install_venv.sh
+	PYTHON=$(PYTHON) bash tools/install_venv.sh $(VENV)
 	touch $@
+
+# pip-tools in a throwaway venv, so the lock never depends on what .venv holds. For Python 3.11 on Linux x86_64
+# (the tested platform); the CUDA torch/torchvision of constraints.txt. pip-compile keeps the pins already in
+# requirements.lock that still fit (LOCK_ARGS=--upgrade moves them) and records every file's hash that pip's
+# indexes offer for each pin (PyPI's: all platforms and Pythons of that release).
+LOCK_ARGS ?=
+lock:
+	rm -rf /tmp/resnet-search-piptools && $(PYTHON) -m venv /tmp/resnet-search-piptools
+	/tmp/resnet-search-piptools/bin/pip install -q pip-tools==7.6.2
+	/tmp/resnet-search-piptools/bin/pip-compile --quiet --generate-hashes --all-extras --strip-extras --allow-unsafe \
+	    --no-emit-index-url --no-emit-find-links $(LOCK_ARGS) -c constraints.txt -o requirements.lock pyproject.toml
 
 demo: $(VENV)/.installed
 	$(PY) search/run.py --space spaces/quick.py

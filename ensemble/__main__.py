@@ -57,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog=None) -> int:
+    parser = build_parser()
+    parser.prog = prog or parser.prog  # `resnet-search SUBCOMMAND` (cli/main.py) shows its own name
+    args = parser.parse_args(argv)
     try:
         for flag, value in (("--cpus-per-task", args.cpus_per_task), ("--gpus-per-task", args.gpus_per_task)):
             if value is not None and not value >= (1e-9 if flag == "--cpus-per-task" else 0):

@@ -24,6 +24,7 @@ branch, on the trials of that branch for its parameters (table only).
 """
 from __future__ import annotations
 
+import argparse
 import base64
 import html
 import io
@@ -283,13 +284,19 @@ def render_html(report: Report, study: optuna.Study) -> str:
             "<body style='font-family:sans-serif;max-width:1000px;margin:auto'>" + "\n".join(parts) + "</body></html>")
 
 
-def main(argv=None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or args[0].startswith("-"):
-        print("usage: python search/report.py results/<name>", file=sys.stderr)
-        return 2
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python search/report.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path, help="a search's results folder, results/<name>")
+    return p
+
+
+def main(argv=None, prog=None) -> int:
+    parser = build_parser()
+    parser.prog = prog or parser.prog  # `resnet-search report` (cli/main.py) shows its own name
+    args = parser.parse_args(argv)
     try:
-        write_report(Path(args[0]))
+        write_report(args.run_dir)
     except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

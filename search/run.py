@@ -44,8 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog=None) -> int:
+    parser = build_parser()
+    parser.prog = prog or parser.prog  # `resnet-search SUBCOMMAND` (cli/main.py) shows its own name
+    args = parser.parse_args(argv)
     try:
         return run(args)
     except UserError as err:

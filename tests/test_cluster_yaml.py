@@ -106,13 +106,16 @@ def test_spot_variant_is_spot():
 
 
 def test_setup_installs_the_project_at_the_pinned_ray_and_syncs_the_data(prepared):
-    setup = "\n".join(prepared["setup_commands"])
-    assert "pip install" in setup and "-e ." in setup
-    assert "aws s3 sync" in setup and "/data/hw1" in setup
-    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    ray_pin = next(p for p in pins if p.startswith("ray[")).split("==")[1]
+    setup = prepared["setup_commands"]
+    # The setup every cluster file shares (tests/test_cluster_onprem.py), installing from the lock.
+    assert setup[0] == "bash ~/resnet-search/clusters/setup_node.sh"
+    assert "tools/install_venv.sh" in (ROOT / "clusters" / "setup_node.sh").read_text()
+    assert "aws s3 sync" in "\n".join(setup) and "/data/hw1" in "\n".join(setup)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    ray_pin = next(p for p in project["dependencies"] if p.startswith("ray[")).split("==")[1]
     # Every node, the project and the machine running `ray up` must run the same Ray.
-    assert f'"ray[default]=={ray_pin}"' in setup
+    assert f"ray[default]=={ray_pin}" in project["optional-dependencies"]["cluster"]
+    assert re.search(rf"^ray=={re.escape(ray_pin)} ", (ROOT / "requirements.lock").read_text(), re.M)
     assert ray.__version__ == ray_pin
 
 

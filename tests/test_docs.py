@@ -8,11 +8,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-PACKAGES = ("core", "compat", "worker", "trainable", "search", "ensemble")
+PACKAGES = ("core", "compat", "worker", "trainable", "search", "ensemble", "cli")
 # Pages other engineers are writing on their own branches (issue 24): README links them already. While one is
 # absent here its links are reported as a warning, not a failure; once it exists it is checked like any other.
 # Delete this set once those branches are merged.
-WRITTEN_ELSEWHERE = {"docs/cost.md", "docs/clusters.md"}
+WRITTEN_ELSEWHERE = {"docs/cost.md"}
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 
 

@@ -84,8 +84,10 @@ def check_out_dir(out: Path, resume: bool) -> None:
         raise UserError(f"--out {out} cannot be written: no write permission in {existing}. Choose another --out.")
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog=None) -> int:
+    parser = build_parser()
+    parser.prog = prog or parser.prog  # `resnet-search SUBCOMMAND` (cli/main.py) shows its own name
+    args = parser.parse_args(argv)
     if args.help_config:
         print(describe_fields())
         return 0
