@@ -23,6 +23,7 @@ from ensemble.tasks import Resources
 from search.concurrency import resolve_concurrency
 from search.leaderboard import build_leaderboard
 from search.outputs import summary, write_leaderboard, write_run_files
+from search.progress import SearchProgress
 from search.saved_plan import write_saved_plan
 from search.space_file import searched_parameters
 from search.study import dashboard_command, study_file
@@ -50,8 +51,16 @@ def execute(plan) -> int:
 
 
 def _init_ray(plan) -> None:
+    if not (plan.address or os.environ.get("RAY_ADDRESS")):
+        # A Ray this driver starts has token auth on by default, and Ray warns so on every start unless the mode
+        # is set explicitly: setting it to the default Ray would pick anyway keeps the auth and drops the warning
+        # (joining a cluster, Ray's own message about its auth stays: it says something about that cluster).
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     try:
-        ray.init(address=plan.address, logging_level="WARNING")
+        # log_level WARNING in every worker too: no "Checkpoint successfully created" line per checkpoint; the
+        # trials' own prints (epoch lines, batch progress) still reach this terminal.
+        ray.init(address=plan.address, logging_level="WARNING",
+                 logging_config=ray.LoggingConfig(encoding="TEXT", log_level="WARNING"))
     except (ConnectionError, RuntimeError, ValueError) as err:  # preflight saw the port open; Ray did not answer
         address = plan.address or os.environ.get("RAY_ADDRESS")
         if not address:
@@ -72,8 +81,10 @@ def _run(plan) -> int:
             s = plan.space.settings
             tensorboard = TrialTensorBoard(metric=s.metric, max_epochs=s.max_epochs,
                                            parameters=searched_parameters(plan.space))
+            progress = SearchProgress(metric=s.metric, num_samples=s.num_samples, max_epochs=s.max_epochs,
+                                      fields=status_fields(plan))
             tuner = build_tuner(plan.space, name=plan.name, storage=plan.storage, data=plan.data,
-                                max_concurrent=concurrency.trials, callbacks=[tensorboard],
+                                max_concurrent=concurrency.trials, callbacks=[tensorboard, progress],
                                 study_path=study_file(plan.out_dir))
         results = fit(tuner, plan.space)
     except KeyboardInterrupt:  # a second Ctrl-C: Tune saved its state at the first
@@ -102,6 +113,12 @@ def _run(plan) -> int:
     _report(plan)
     print("\n" + summary_text)
     return 0
+
+
+def status_fields(plan) -> list:
+    """Objects whose status_fields() -> dict[str, str] the status line appends (search/progress.py), e.g. a cost
+    estimate; none yet."""
+    return []
 
 
 def unfinished_trials(table: pd.DataFrame, num_samples: int) -> int:

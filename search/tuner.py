@@ -50,9 +50,11 @@ def trainable_with_resources(space: Space):
 
 
 def run_config(space: Space, name: str, storage: str, callbacks=()) -> tune.RunConfig:
-    """callbacks: the project's TensorBoard logger (search/trial_tensorboard.py) and progress line, next to Tune's
-    CSV and JSON loggers (progress.csv, result.json: what the ResultGrid reads back). Tune's own TensorBoard
-    logger is not added (fit() sets Tune's documented TUNE_DISABLE_AUTO_CALLBACK_LOGGERS)."""
+    """callbacks: the project's TensorBoard logger (search/trial_tensorboard.py) and status line
+    (search/progress.py), next to Tune's CSV and JSON loggers (progress.csv, result.json: what the ResultGrid reads
+    back). Tune's own TensorBoard logger is not added (fit() sets Tune's documented
+    TUNE_DISABLE_AUTO_CALLBACK_LOGGERS). verbose=0: Tune prints no config box per trial and no result tables; the
+    status line says what a person needs."""
     s = space.settings
     return tune.RunConfig(
         name=name,
@@ -62,13 +64,19 @@ def run_config(space: Space, name: str, storage: str, callbacks=()) -> tune.RunC
         ),
         failure_config=tune.FailureConfig(max_failures=s.max_failures),  # retried from the last checkpoint
         callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), *callbacks],
-        verbose=1,
+        verbose=0,
     )
 
 
 def trial_dirname(trial) -> str:
     """Short trial paths (the params live in params.json). Tune pickles this into every trial's saved state:
     a lambda by value (1.2 KB per trial in each experiment snapshot), a module-level function by reference."""
+    return trial.trial_id
+
+
+def trial_name(trial) -> str:
+    """Tune's name for a trial, in its messages and logs: the id the leaderboard, TensorBoard and the run folder
+    use (Tune's default is tune_trial_<id>)."""
     return trial.trial_id
 
 
@@ -85,6 +93,7 @@ def tune_config(space: Space, *, max_concurrent: int | None, truthful: bool = Tr
         max_concurrent_trials=max_concurrent,
         reuse_actors=s.reuse_actors,
         trial_dirname_creator=trial_dirname,
+        trial_name_creator=trial_name,
     )
 
 

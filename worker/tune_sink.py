@@ -45,6 +45,10 @@ class TuneSink(Sink):
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
         tune.report(metrics, checkpoint=checkpoint)  # a trial the scheduler stops ends inside this call
 
+    def progress(self, line: str) -> None:
+        # Ray prefixes the worker's pid; the trial id is what the status line and the leaderboard use.
+        print(f"trial {tune.get_context().get_trial_id()}: {line}", flush=True)
+
 
 class BackgroundTuneSink(TuneSink):
     """send() hands the report to a thread of its own and returns: the trial trains its next epoch while Tune
