@@ -22,7 +22,7 @@ from ensemble.build import build_ensemble
 from ensemble.tasks import Resources
 from search.concurrency import resolve_concurrency
 from search.leaderboard import build_leaderboard
-from search.outputs import summary, write_leaderboard, write_run_files
+from search.outputs import summary, tool_command, write_leaderboard, write_run_files
 from search.progress import SearchProgress
 from search.saved_plan import write_saved_plan
 from search.space_file import searched_parameters
@@ -51,11 +51,6 @@ def execute(plan) -> int:
 
 
 def _init_ray(plan) -> None:
-    if not (plan.address or os.environ.get("RAY_ADDRESS")):
-        # A Ray this driver starts has token auth on by default, and Ray warns so on every start unless the mode
-        # is set explicitly: setting it to the default Ray would pick anyway keeps the auth and drops the warning
-        # (joining a cluster, Ray's own message about its auth stays: it says something about that cluster).
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
     try:
         # log_level WARNING in every worker too: no "Checkpoint successfully created" line per checkpoint; the
         # trials' own prints (epoch lines, batch progress) still reach this terminal.
@@ -86,6 +81,8 @@ def _run(plan) -> int:
             tuner = build_tuner(plan.space, name=plan.name, storage=plan.storage, data=plan.data,
                                 max_concurrent=concurrency.trials, callbacks=[tensorboard, progress],
                                 study_path=study_file(plan.out_dir))
+        print(f"Trials run in {plan.experiment_path}: watch them with "
+              f"{tool_command('tensorboard')} --logdir {plan.experiment_path}")
         results = fit(tuner, plan.space)
     except KeyboardInterrupt:  # a second Ctrl-C: Tune saved its state at the first
         print(f"\nInterrupted. Trials and searcher state are saved. To continue: {plan.resume_command}", file=sys.stderr)
@@ -111,8 +108,27 @@ def _run(plan) -> int:
     if plan.ensemble_top_k and best_config is not None:
         _ensemble(plan)
     _report(plan)
-    print("\n" + summary_text)
+    print("\n" + summary(table, metric=s.metric, max_epochs=s.max_epochs, out_dir=plan.out_dir,
+                         storage_dir=plan.experiment_path, story=story_lines(plan, table)))
     return 0
+
+
+def story_lines(plan, table: pd.DataFrame) -> list[str]:
+    """What TPE and the ensemble did, a line each (search/story.py); a story that cannot be read is left out."""
+    from search.sampler import startup_trials
+    from search.story import ensemble_line, tpe_line
+    from search.study import StudyError, load_study
+
+    lines = []
+    try:
+        lines.append(tpe_line(load_study(plan.out_dir), startup_trials(plan.space)))
+    except (StudyError, OSError, ValueError, KeyError):
+        pass
+    try:
+        lines.append(ensemble_line(plan.out_dir, table))
+    except (OSError, ValueError, KeyError):
+        pass
+    return [line for line in lines if line]
 
 
 def status_fields(plan) -> list:
@@ -143,7 +159,7 @@ def _already_finished(plan, table: pd.DataFrame) -> int:
         print(f"error: {all_failed_message(table, plan.out_dir)}", file=sys.stderr)
         return EXIT_ALL_FAILED
     print(summary(table, metric=s.metric, max_epochs=s.max_epochs, out_dir=plan.out_dir,
-                  storage_dir=plan.experiment_path))
+                  storage_dir=plan.experiment_path, story=story_lines(plan, table)))
     if plan.ensemble_top_k and not (plan.out_dir / "ensemble.json").exists():
         print(f"No ensemble in {plan.out_dir}: build it with python -m ensemble {plan.out_dir}")
     return 0

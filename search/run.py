@@ -6,6 +6,7 @@ summary. Nothing is run before the space, the data and every backbone's budget h
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -52,12 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_local_token_auth(args)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # a refused plan prints a command that works
     try:
         return run(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def quiet_local_token_auth(args) -> None:
+    """A Ray this driver starts has token auth on by default, and Ray warns so at every start unless RAY_AUTH_MODE
+    is set: setting it to "token", what Ray picks anyway, keeps the auth and drops the warning. Only before Ray is
+    imported (Ray reads the mode once, at import: set later, the driver and its GCS would disagree), and only for a
+    local Ray: joining a cluster, Ray's message says something about that cluster's auth."""
+    if "ray" not in sys.modules and not (args.address or os.environ.get("RAY_ADDRESS")):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 def run(args) -> int:

@@ -45,4 +45,6 @@ def load_study(run_dir: Path) -> optuna.Study:
 
 
 def dashboard_command(run_dir: Path) -> str:
-    return f"optuna-dashboard {study_file(run_dir)}"
+    from search.outputs import tool_command
+
+    return f"{tool_command('optuna-dashboard')} {study_file(run_dir)}"
