@@ -106,3 +106,23 @@ def test_a_fatal_error_is_a_failure_and_never_the_best():
 
 def test_durations_read_short():
     assert [duration(s) for s in (4, 250, 3725)] == ["4s", "4m10s", "1h02m"]
+
+
+def test_tensorboard_hparams_lists_the_trials_metrics_and_no_tune_internals():
+    import optuna
+    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+
+    from search.trial_tensorboard import experiment_summary, table_metrics
+
+    summary = experiment_summary({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True),
+                                  "head": optuna.distributions.CategoricalDistribution(["linear", "mlp"])},
+                                 table_metrics("val_acc"))
+    experiment = HParamsPluginData.FromString(summary.value[0].metadata.plugin_data.content).experiment
+    metrics = [m.name.tag for m in experiment.metric_infos]
+    assert metrics[0] == "best_val_acc"
+    assert {"val_acc", "val_macro_f1", "val_loss", "lr", "train_loss", "epoch"} <= set(metrics)
+    assert not [m for m in metrics if m.startswith("ray/") or m in ("done", "timesteps_total", "training_iteration")]
+    hparams = {h.name: h for h in experiment.hparam_infos}
+    assert set(hparams) == {"lr", "head", "status"}
+    assert list(hparams["status"].domain_discrete.values[i].string_value for i in range(3)) == [
+        "completed", "stopped_early", "failed"]  # ASHA-stopped trials are told apart from completed ones
