@@ -102,6 +102,7 @@ class TrialConfig:
     fused_optimizer: bool = field(default=True, metadata={"doc": "on CUDA: the optimizer's fused kernel (one launch for all parameters)"})
     cudnn_benchmark: bool = field(default=True, metadata={"doc": "on CUDA: let cuDNN time and pick convolution algorithms (input sizes are fixed)"})
     compile: bool = field(default=False, metadata={"doc": "torch.compile the model (minutes of compile time; pays off on long GPU runs)"})
+    log_every_batches: int = field(default=50, metadata=in_range(0, 1_000_000, doc="print the epoch's progress (batch, loss, images/s, time left in the epoch) every N batches; 0 = only the epoch lines"))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrialConfig":

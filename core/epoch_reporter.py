@@ -39,6 +39,10 @@ class Sink:
     def warn(self, message: str) -> None:
         print(message, file=sys.stderr)
 
+    def progress(self, line: str) -> None:
+        """One line of progress within an epoch (every log_every_batches batches): where a person watches."""
+        print(line, flush=True)
+
     def send(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         """Persist one report; a checkpoint_dir is the sink's to take (the trial deletes it afterwards)."""
         raise NotImplementedError

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 PARAM_COUNT_TIMEOUT_S = 600  # importing torch + timm and building a dozen meta models takes seconds; never hang a plan
 WEIGHTS_TIMEOUT_S = 600      # building one model per distinct weights file
@@ -22,9 +23,14 @@ def check_weights(checks: list[dict]) -> list[dict]:
 
 
 def ask_child(module: str, payload: list[dict], what: str, timeout_s: float) -> list[dict]:
-    """`python -m module` with `payload` on stdin; its stdout is the JSON answer. `what` names the job in errors."""
+    """`python -m module` with `payload` on stdin; its stdout is the JSON answer. `what` names the job in errors
+    and in the progress lines (stderr: the seconds torch takes to import are not silence)."""
+    started = time.perf_counter()
+    print(f"Plan check: {what} for {len(payload)} model(s) in a child process (imports torch) ...", file=sys.stderr,
+          flush=True)
     proc = subprocess.run([sys.executable, "-m", module], input=json.dumps(payload), capture_output=True, text=True,
                           timeout=timeout_s)
     if proc.returncode != 0:
         raise RuntimeError(f"{what} in a child process failed (exit {proc.returncode}):\n{proc.stderr}")
+    print(f"Plan check: {what} done in {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
     return json.loads(proc.stdout)

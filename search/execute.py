@@ -22,7 +22,8 @@ from ensemble.build import build_ensemble
 from ensemble.tasks import Resources
 from search.concurrency import resolve_concurrency
 from search.leaderboard import build_leaderboard
-from search.outputs import summary, write_leaderboard, write_run_files
+from search.outputs import summary, tool_command, write_leaderboard, write_run_files
+from search.progress import SearchProgress
 from search.run_folder import never_started, owned, set_aside_abandoned_start
 from search.saved_plan import write_saved_plan
 from search.space_file import searched_parameters
@@ -56,7 +57,10 @@ def execute(plan) -> int:
 
 def _init_ray(plan) -> None:
     try:
-        ray.init(address=plan.address, logging_level="WARNING")
+        # log_level WARNING in every worker too: no "Checkpoint successfully created" line per checkpoint; the
+        # trials' own prints (epoch lines, batch progress) still reach this terminal.
+        ray.init(address=plan.address, logging_level="WARNING",
+                 logging_config=ray.LoggingConfig(encoding="TEXT", log_level="WARNING"))
     except (ConnectionError, RuntimeError, ValueError) as err:  # preflight saw the port open; Ray did not answer
         address = plan.address or os.environ.get("RAY_ADDRESS")
         if not address:
@@ -77,9 +81,13 @@ def _run(plan) -> int:
             s = plan.space.settings
             tensorboard = TrialTensorBoard(metric=s.metric, max_epochs=s.max_epochs,
                                            parameters=searched_parameters(plan.space))
+            progress = SearchProgress(metric=s.metric, num_samples=s.num_samples, max_epochs=s.max_epochs,
+                                      fields=status_fields(plan))
             tuner = build_tuner(plan.space, name=plan.name, storage=plan.storage, data=plan.data,
-                                max_concurrent=concurrency.trials, callbacks=[tensorboard],
+                                max_concurrent=concurrency.trials, callbacks=[tensorboard, progress],
                                 study_path=study_file(plan.out_dir), data_fingerprint=plan.data_fingerprint)
+        print(f"Trials run in {plan.experiment_path}: watch them with "
+              f"{tool_command('tensorboard')} --logdir {plan.experiment_path}")
         results = fit(tuner, plan.space)
     except KeyboardInterrupt:  # a second Ctrl-C: Tune saved its state at the first
         print(f"\nInterrupted. Trials and searcher state are saved. To continue: {plan.resume_command}", file=sys.stderr)
@@ -105,8 +113,33 @@ def _run(plan) -> int:
     if plan.ensemble_top_k and best_config is not None:
         _ensemble(plan)
     _report(plan)
-    print("\n" + summary_text)
+    print("\n" + summary(table, metric=s.metric, max_epochs=s.max_epochs, out_dir=plan.out_dir,
+                         storage_dir=plan.experiment_path, story=story_lines(plan, table)))
     return 0
+
+
+def story_lines(plan, table: pd.DataFrame) -> list[str]:
+    """What TPE and the ensemble did, a line each (search/story.py); a story that cannot be read is left out."""
+    from search.sampler import startup_trials
+    from search.story import ensemble_line, tpe_line
+    from search.study import StudyError, load_study
+
+    lines = []
+    try:
+        lines.append(tpe_line(load_study(plan.out_dir), startup_trials(plan.space)))
+    except (StudyError, OSError, ValueError, KeyError):
+        pass
+    try:
+        lines.append(ensemble_line(plan.out_dir, table))
+    except (OSError, ValueError, KeyError):
+        pass
+    return [line for line in lines if line]
+
+
+def status_fields(plan) -> list:
+    """Objects whose status_fields() -> dict[str, str] the status line appends (search/progress.py), e.g. a cost
+    estimate; none yet."""
+    return []
 
 
 def unfinished_trials(table: pd.DataFrame, num_samples: int) -> int:
@@ -135,7 +168,7 @@ def _already_finished(plan, table: pd.DataFrame) -> int:
         print(f"error: {all_failed_message(table, plan.out_dir)}", file=sys.stderr)
         return EXIT_ALL_FAILED
     print(summary(table, metric=s.metric, max_epochs=s.max_epochs, out_dir=plan.out_dir,
-                  storage_dir=plan.experiment_path))
+                  storage_dir=plan.experiment_path, story=story_lines(plan, table)))
     if plan.ensemble_top_k and not (plan.out_dir / "ensemble.json").exists():
         print(f"No ensemble in {plan.out_dir}: build it with python -m ensemble {plan.out_dir}")
     elif plan.refit and not _has_refit(plan.out_dir, plan.refit):  # never dropped without a word

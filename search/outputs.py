@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -83,7 +84,24 @@ def write_leaderboard(out_dir: Path, table: pd.DataFrame, best_config: dict | No
         write_text(out_dir / BEST_CONFIG, json.dumps(best_config, indent=2, sort_keys=True))
 
 
-def summary(table: pd.DataFrame, *, metric: str, max_epochs: int, out_dir: Path, storage_dir: str) -> str:
+def tool_command(name: str) -> str:
+    """A console script of this environment as a command that works as printed: its bare name when the shell
+    finds this environment's copy (an activated venv), else its path (.venv/bin/NAME)."""
+    here = Path(sys.executable).parent / name
+    if not here.exists():
+        return name
+    found = shutil.which(name)
+    if found and Path(found).resolve() == here.resolve():
+        return name
+    try:
+        return str(here.relative_to(Path.cwd()))
+    except ValueError:
+        return str(here)
+
+
+def summary(table: pd.DataFrame, *, metric: str, max_epochs: int, out_dir: Path, storage_dir: str,
+            story: list[str] = ()) -> str:
+    """story: a line each on what TPE and the ensemble did (search/story.py), after the trials' line (ASHA's)."""
     status = table["status"]
     ran = table[status != TrialStatus.FAILED.value]
     if ran.empty or ran["epochs"].max() == 0:
@@ -107,6 +125,7 @@ def summary(table: pd.DataFrame, *, metric: str, max_epochs: int, out_dir: Path,
         f"Best trial{' so far' if unfinished else ''} {best['trial_id']} "
         f"({best['backbone'] if 'backbone' in best else ''}): {metrics} at epoch {best['best_epoch']} of {best['epochs']}.",
         f"Trials: {len(table)} ({stopped} stopped early by ASHA, {failed} failed{unfinished_text}). {cost}.",
+        *story,
         f"Files: {out_dir}/leaderboard.md, best_config.json; trials and checkpoints in {storage_dir}.",
-        f"Compare trials: tensorboard --logdir {storage_dir}",
+        f"Compare trials: {tool_command('tensorboard')} --logdir {storage_dir}",
     ])

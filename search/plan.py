@@ -113,9 +113,17 @@ class Plan:
 
             ray_internals.check("driver_profile 'large'")
             optuna_internals.check("driver_profile 'large'")
-        if not address:
-            _check_local_resources(space)
-        preflight.check_trials(space, index, data)  # batch size, metric, pretrained weights: would fail every trial
+        # What this machine cannot give the trials (GPUs, CPUs, pretrained weights offline) is found together and
+        # refused in one message with one command that works here, not one fix per attempt.
+        problems = [] if address else _local_resource_problems(space)
+        try:
+            preflight.check_trials(space, index, data)  # batch size, metric, pretrained weights: would fail every trial
+        except preflight.WeightsUnavailable as err:
+            if not problems:
+                raise
+            problems.append((str(err), ["--no-pretrained"]))
+        if problems:
+            raise SpaceError(_one_message(space, problems, getattr(args, "argv", None)))
         return plan
 
     def _check_existing(self) -> None:
@@ -181,6 +189,9 @@ def _refuse_changes(args, saved: dict | None) -> None:
         given = getattr(args, key)
         if given is not None and given != saved["settings"][key]:
             changed[flag] = f"{flag} {given}, it started with {saved['settings'][key]}"
+    for flag, (key, value) in _trial_flags(args).items():
+        if saved["settings"].get("trial", {}).get(key) != value:
+            changed[flag] = f"{flag}, it started with {key} {saved['settings'].get('trial', {}).get(key)!r}"
     if args.smoke_test and not saved.get("smoke_test"):
         changed["--smoke-test"] = "--smoke-test, it started without"
     if args.data and _data_spec(args.data) != saved["data"]:
@@ -203,6 +214,18 @@ def _same_space(given: Path, saved: dict) -> bool:
         return False
 
 
+def _trial_flags(args) -> dict:
+    """--no-pretrained / --weights-file as flag -> (trial key, value)."""
+    flags = {}
+    if getattr(args, "no_pretrained", False):
+        if getattr(args, "weights_file", None):
+            raise UserError("--no-pretrained and --weights-file contradict each other; give one of them.")
+        flags["--no-pretrained"] = ("pretrained", False)
+    if getattr(args, "weights_file", None):
+        flags["--weights-file"] = ("weights_file", str(Path(args.weights_file).expanduser().absolute()))
+    return flags
+
+
 def _data_spec(spec: str) -> str:
     return spec if spec.startswith("builtin:") else str(Path(spec).resolve())
 
@@ -221,6 +244,9 @@ def _load(args, out_dir: Path, saved: dict | None) -> Space:
             raise UserError("--space is required: a space file such as spaces/quick.py or spaces/full.py.")
         space = load_space(args.space)
         overrides = {k: getattr(args, k) for k in OVERRIDE_FLAGS if getattr(args, k) is not None}
+        trial_keys = dict(_trial_flags(args).values())
+        if trial_keys:
+            overrides["trial"] = {**space.settings.trial, **trial_keys}
         if args.smoke_test:
             s = space.settings
             overrides.update(num_samples=min(s.num_samples, 2), max_epochs=1, grace_period=1,
@@ -267,14 +293,44 @@ def _local_gpus() -> int:
     return min(found, len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"]))
 
 
-def _check_local_resources(space: Space) -> None:
+def _local_resource_problems(space: Space) -> list[tuple[str, list[str]]]:
+    """(what this machine lacks, the flags that fix it) for GPUs and CPUs per trial."""
     s, cpus, gpus = space.settings, os.cpu_count() or 1, _local_gpus()
+    problems = []
     if s.gpus_per_trial > gpus:
-        raise SpaceError(f"{space.path} asks for {s.gpus_per_trial:g} GPU per trial, but this machine has {gpus}. "
-                         "Pass --gpus-per-trial 0 to run on CPU, or --address to use a Ray cluster.")
+        problems.append((f"it asks for {s.gpus_per_trial:g} GPU per trial, but this machine has {gpus}",
+                         ["--gpus-per-trial", f"{gpus}"]))
     if s.cpus_per_trial > cpus:
-        raise SpaceError(f"{space.path} asks for {s.cpus_per_trial:g} CPUs per trial, but this machine has {cpus}. "
-                         f"Pass --cpus-per-trial {cpus} or less, or --address to use a Ray cluster.")
+        problems.append((f"it asks for {s.cpus_per_trial:g} CPUs per trial, but this machine has {cpus}",
+                         ["--cpus-per-trial", f"{cpus}"]))
+    return problems
+
+
+def _one_message(space: Space, problems: list, argv: list[str] | None) -> str:
+    reasons = "; ".join(text.rstrip(".") for text, _ in problems)
+    fixes = [flags for _, flags in problems]
+    if argv is None:  # called without a command line (a notebook): name the flags
+        fix = "pass " + " ".join(shlex.join(f) for f in fixes)
+    else:
+        fix = "this command runs here: " + shlex.join(["python", "search/run.py", *_with_flags(argv, fixes)])
+    return (f"{space.path} cannot run on this machine as it stands: {reasons}. To run it locally, {fix} "
+            "(or use --address for a Ray cluster that has them).")
+
+
+def _with_flags(argv: list[str], fixes: list[list[str]]) -> list[str]:
+    """argv with each fix's flag set: an existing `--flag value` (or `--flag=value`) replaced, else appended."""
+    out = list(argv)
+    for flags in fixes:
+        name = flags[0]
+        for i, arg in enumerate(out):
+            if arg == name:
+                del out[i:i + len(flags)]
+                break
+            if arg.startswith(name + "="):
+                del out[i]
+                break
+        out.extend(flags)
+    return out
 
 
 def _check_refit_fits(refit: str, index: DatasetIndex) -> None:

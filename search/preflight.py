@@ -126,6 +126,10 @@ def _speaks_grpc(hostport: str) -> bool:
 
 # ----------------------------------------------------------------------------- what every trial needs
 
+class WeightsUnavailable(PreflightError):
+    """Pretrained weights this machine cannot have (not cached, no internet): --no-pretrained fixes it."""
+
+
 def check_trials(space: Space, index: DatasetIndex, data: str) -> None:
     _check_metric(space, index)
     configs = candidate_configs(space, data)
@@ -226,7 +230,8 @@ def _check_weights(space: Space, index: DatasetIndex, configs: list) -> None:
                              "or set pretrained: False.") from None
     for key, answer in zip(keys, answers):
         if "error" in answer:
-            raise PreflightError(f"{space.path}: {first_use[key]}: {answer['error']}")
+            error = WeightsUnavailable if answer.get("unavailable") else PreflightError
+            raise error(f"{space.path}: {first_use[key]}: {answer['error']}")
 
 
 def _check_weights_path(space: Space, where: str, weights_file: str) -> None:

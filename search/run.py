@@ -6,6 +6,7 @@ summary. Nothing is run before the space, the data and every backbone's budget h
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ USAGE_EXAMPLES = """examples:
   python search/run.py --space spaces/quick.py                      # CPU demo on builtin:digits
   python search/run.py --space spaces/full.py --data /data/hw1 --gpus-per-trial 1
   python search/run.py --space spaces/full.py --data /data/hw1 --dry-run
+  python search/run.py --space spaces/full.py --data builtin:digits --dry-run --gpus-per-trial 0 --cpus-per-trial 2 --no-pretrained
   python search/run.py --name full-20261122 --resume                # continue an interrupted search
   python search/run.py --space spaces/full.py --address auto --storage s3://bucket/tune   # on a cluster
 """
@@ -32,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, help="trials at once (0 = as many as resources allow)")
     p.add_argument("--cpus-per-trial", type=float)
     p.add_argument("--gpus-per-trial", type=float, help="fractions share a GPU, e.g. 0.5")
+    p.add_argument("--no-pretrained", action="store_true",
+                   help="train every backbone from scratch (sets the trial key pretrained: False; no weights needed)")
+    p.add_argument("--weights-file", metavar="PATH",
+                   help="pretrained weights from this local file (.pth/.safetensors) instead of the hub (trial key "
+                        "weights_file: a space with one backbone)")
     p.add_argument("--address", help="existing Ray cluster (e.g. auto); default: start Ray locally")
     p.add_argument("--resume", action="store_true", help="continue the search named --name")
     p.add_argument("--dry-run", action="store_true", help="check space, data and budgets, print the plan, run nothing")
@@ -48,11 +55,22 @@ def main(argv=None, prog=None) -> int:
     parser = build_parser()
     parser.prog = prog or parser.prog  # `resnet-search SUBCOMMAND` (cli/main.py) shows its own name
     args = parser.parse_args(argv)
+    quiet_local_token_auth(args)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # a refused plan prints a command that works
     try:
         return run(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def quiet_local_token_auth(args) -> None:
+    """A Ray this driver starts has token auth on by default, and Ray warns so at every start unless RAY_AUTH_MODE
+    is set: setting it to "token", what Ray picks anyway, keeps the auth and drops the warning. Only before Ray is
+    imported (Ray reads the mode once, at import: set later, the driver and its GCS would disagree), and only for a
+    local Ray: joining a cluster, Ray's message says something about that cluster's auth."""
+    if "ray" not in sys.modules and not (args.address or os.environ.get("RAY_ADDRESS")):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 def run(args) -> int:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import warnings
 
 import optuna
 from optuna.trial import TrialState
@@ -38,14 +39,19 @@ logger = logging.getLogger(__name__)
 
 RAY_TRIAL_ID = "ray_trial_id"   # user attribute: links the study to the leaderboard (and the dashboard to Tune)
 REASKED_FROM = "reasked_from"   # user attribute: the orphaned trial whose parameters this one runs again
+SAMPLED_BY = "sampled_by"       # user attribute: "warm_start", "random" (TPE's startup) or "tpe" (its model)
 
 
 class OptunaTPESearch(Searcher):
     def __init__(self, *, define, metric: str, mode: str, max_epochs: int, sampler, warm_starts=(),
-                 storage=None, study_name: str = "optuna", truthful: bool = True, pool=None, num_samples: int = 0):
+                 storage=None, study_name: str = "optuna", truthful: bool = True, pool=None, num_samples: int = 0,
+                 startup_trials: int | None = None):
         """define: the space's define(trial); storage: an Optuna storage (None keeps the study in memory);
-        pool: a search.suggestion_pool.PoolSpec (driver_profile "large"), with num_samples, the trials in all."""
+        pool: a search.suggestion_pool.PoolSpec (driver_profile "large"), with num_samples, the trials in all;
+        startup_trials: the sampler's n_startup_trials (search/sampler.py), to record which trials TPE modelled."""
         super().__init__(metric=metric, mode=mode)
+        self._startup_trials = startup_trials
+        self._warm_starts = len(warm_starts)
         self._define = define
         self._max_epochs = max_epochs
         self._truthful = truthful
@@ -54,7 +60,10 @@ class OptunaTPESearch(Searcher):
         if not self._study.get_trials(deepcopy=False):  # a new study: the recipes are asked first
             for point in warm_starts:
                 self._study.enqueue_trial(dict(point))
-        self._study.set_user_attr("metric", metric)  # the report and the dashboard label the value with it
+        self._study.set_user_attr("metric", metric)  # the report labels the value with it
+        with warnings.catch_warnings():  # flagged experimental since Optuna 3.2; the dashboard reads it
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._study.set_metric_names([metric])  # optuna-dashboard's label (else "Objective 0")
         self._trials: dict[str, optuna.Trial] = {}   # Tune trial id -> its Optuna trial (unfinished ones pickled)
         self._finished: set[str] = set()
         self._reported: dict[str, int] = {}          # Tune trial id -> last epoch told to Optuna
@@ -81,10 +90,20 @@ class OptunaTPESearch(Searcher):
         if trial is None:
             trial = self._prepared() or self._study.ask()
             trial.set_user_attr(RAY_TRIAL_ID, trial_id)
+            if self._startup_trials is not None:
+                trial.set_user_attr(SAMPLED_BY, self._sampled_by(trial))
             self._trials[trial_id] = trial
             self.trials_started += 1
         extra = self._define(trial)  # define-by-run: each parameter sampled (or, enqueued, fixed) and recorded
         return {**trial.params, **(extra or {})}
+
+    def _sampled_by(self, trial: optuna.Trial) -> str:
+        """What chose this trial's values: the warm starts are asked first; then TPE samples at random until
+        startup_trials trials have finished (COMPLETE or PRUNED, as Optuna's TPESampler counts), then models."""
+        if trial.number < self._warm_starts and REASKED_FROM not in trial.user_attrs:
+            return "warm_start"
+        finished = len(self._study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        return "tpe" if finished >= self._startup_trials else "random"
 
     def _prepared(self) -> optuna.Trial | None:
         """A trial the suggestion pool's helpers asked and sampled, or None (the driver samples one)."""

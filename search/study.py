@@ -69,4 +69,6 @@ def check_journal(path: Path) -> None:
 
 
 def dashboard_command(run_dir: Path) -> str:
-    return f"optuna-dashboard {study_file(run_dir)}"
+    from search.outputs import tool_command
+
+    return f"{tool_command('optuna-dashboard')} {study_file(run_dir)}"

@@ -13,7 +13,7 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 
-from search.sampler import make_tpe_sampler
+from search.sampler import make_tpe_sampler, startup_trials
 from search.searcher import OptunaTPESearch
 from search.space_file import Space
 from search.study import journal_storage
@@ -33,7 +33,7 @@ def make_searcher(space: Space, *, truthful: bool = True, sampler=None, study_pa
         define=space.define, metric=s.metric, mode=s.mode, max_epochs=s.max_epochs,
         sampler=sampler or make_tpe_sampler(space), warm_starts=space.warm_starts,
         storage=journal_storage(study_path) if study_path else None, study_name=study_name,
-        truthful=truthful, pool=pool, num_samples=s.num_samples)
+        truthful=truthful, pool=pool, num_samples=s.num_samples, startup_trials=startup_trials(space))
 
 
 def make_scheduler(space: Space) -> ASHAScheduler:
@@ -50,9 +50,11 @@ def trainable_with_resources(space: Space):
 
 
 def run_config(space: Space, name: str, storage: str, callbacks=()) -> tune.RunConfig:
-    """callbacks: the project's TensorBoard logger (search/trial_tensorboard.py) and progress line, next to Tune's
-    CSV and JSON loggers (progress.csv, result.json: what the ResultGrid reads back). Tune's own TensorBoard
-    logger is not added (fit() sets Tune's documented TUNE_DISABLE_AUTO_CALLBACK_LOGGERS)."""
+    """callbacks: the project's TensorBoard logger (search/trial_tensorboard.py) and status line
+    (search/progress.py), next to Tune's CSV and JSON loggers (progress.csv, result.json: what the ResultGrid reads
+    back). Tune's own TensorBoard logger is not added (fit() sets Tune's documented
+    TUNE_DISABLE_AUTO_CALLBACK_LOGGERS). verbose=0: Tune prints no config box per trial and no result tables; the
+    status line says what a person needs."""
     s = space.settings
     return tune.RunConfig(
         name=name,
@@ -62,13 +64,19 @@ def run_config(space: Space, name: str, storage: str, callbacks=()) -> tune.RunC
         ),
         failure_config=tune.FailureConfig(max_failures=s.max_failures),  # retried from the last checkpoint
         callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), *callbacks],
-        verbose=1,
+        verbose=0,
     )
 
 
 def trial_dirname(trial) -> str:
     """Short trial paths (the params live in params.json). Tune pickles this into every trial's saved state:
     a lambda by value (1.2 KB per trial in each experiment snapshot), a module-level function by reference."""
+    return trial.trial_id
+
+
+def trial_name(trial) -> str:
+    """Tune's name for a trial, in its messages and logs: the id the leaderboard, TensorBoard and the run folder
+    use (Tune's default is tune_trial_<id>)."""
     return trial.trial_id
 
 
@@ -85,6 +93,7 @@ def tune_config(space: Space, *, max_concurrent: int | None, truthful: bool = Tr
         max_concurrent_trials=max_concurrent,
         reuse_actors=s.reuse_actors,
         trial_dirname_creator=trial_dirname,
+        trial_name_creator=trial_name,
     )
 
 
@@ -119,17 +128,26 @@ def fit(tuner: tune.Tuner, space: Space) -> tune.ResultGrid:
 @contextmanager
 def own_loggers_only():
     """While a search fits, Tune adds no loggers of its own: the run config holds them (also when restored).
-    TUNE_DISABLE_AUTO_CALLBACK_LOGGERS is Tune's documented switch; put back afterwards, so another Tuner in
-    this process (a notebook, the refit) gets Tune's defaults."""
-    key, before = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
-    os.environ[key] = "1"
+    TUNE_DISABLE_AUTO_CALLBACK_LOGGERS is Tune's documented switch. RAY_AIR_NEW_OUTPUT=0 (Tune's switch back to
+    its classic output) because the new output prints an experiment box and a "View detailed results" line even
+    at verbose=0; the classic one prints nothing at 0, and search/progress.py's status line says what matters.
+    TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S=0 (unless set): Tune forces an experiment snapshot
+    whenever a trial has checkpointed keep_checkpoints times since the last, and warns each time it happens twice in
+    5 s (every epoch or two with keep_checkpoints 1, as in spaces/quick.py); its cost is measured in docs/scale.md.
+    All put back afterwards, so another Tuner in this process (a notebook, the refit) gets Tune's defaults."""
+    settings = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0",
+                "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S":
+                    os.environ.get("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")}
+    before = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def restore_tuner(space: Space, path: str) -> tune.Tuner:

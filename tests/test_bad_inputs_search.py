@@ -9,6 +9,7 @@ nobody listens on) are replaced by paths under the test's tmp dir.
 import hashlib
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -170,6 +171,14 @@ CASES = [
     ("pretrained-offline-no-cache", S, {"SPACE": space(settings_trial=', "pretrained": True')},
      ["pretrained weights for backbone 'resnet10t' are not in this machine's cache", "HF_HUB_OFFLINE is set",
       "weights_file"]),
+    # what the machine lacks, all of it in one message with one command that works here
+    ("resources-all-at-once", S + ["--gpus-per-trial", "1", "--cpus-per-trial", str((os.cpu_count() or 1) + 1)],
+     {"SPACE": space(settings_trial=', "pretrained": True')},
+     ["1 GPU per trial, but this machine has 0", f"{(os.cpu_count() or 1) + 1} CPUs per trial",
+      "pretrained weights for backbone 'resnet10t' are not in this machine's cache", "this command runs here:",
+      f"--gpus-per-trial 0 --cpus-per-trial {os.cpu_count() or 1} --no-pretrained"]),
+    ("pretrained-flags-contradict", S + ["--no-pretrained", "--weights-file", "/w.pth"], {"SPACE": GOOD},
+     ["--no-pretrained and --weights-file contradict each other"]),
 ]
 
 
@@ -290,6 +299,20 @@ def test_the_table_covers_every_kind_of_input():
     assert len(CASES) >= 35
     assert {"space", "settings", "define", "data", "name", "resume", "storage", "address", "top5", "weights",
             "pretrained"} <= kinds
+
+
+@pytest.mark.usefixtures("children_once")
+def test_the_command_the_refusal_prints_works(world, tmp_path, capsys, monkeypatch):
+    argv = S + ["--gpus-per-trial", "1", "--cpus-per-trial", str((os.cpu_count() or 1) + 1)]
+    args = arrange({"SPACE": space(settings_trial=', "pretrained": True')}, argv, world, tmp_path, monkeypatch)
+    assert search_main(args + ["--dry-run"]) == 2
+    err = capsys.readouterr().err
+    command = shlex.split(err.split("this command runs here: ")[1].split(" (or use --address")[0])
+    assert command[:2] == ["python", "search/run.py"] and "--dry-run" in command
+    code = search_main(command[2:])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "Dry run: nothing was started." in out
 
 
 @pytest.mark.usefixtures("children_once")

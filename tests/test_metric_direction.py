@@ -55,9 +55,9 @@ def test_a_val_loss_trial_decays_its_lr_exactly_when_val_loss_stops_falling(toy_
     losses, lrs = [r["val_loss"] for r in sink.rows], [r["lr"] for r in sink.rows]
     best = losses[0]
     decays = 0
-    for epoch in range(1, len(losses)):  # lrs[e]: the lr after epoch e's scheduler step
+    for epoch in range(1, len(losses) - 1):  # lrs[e]: the lr epoch e trained at, set by epoch e-1's step
         improved = losses[epoch] < best * (1 - 1e-4)  # torch's ReduceLROnPlateau, threshold_mode "rel"
-        assert (lrs[epoch] < lrs[epoch - 1]) == (not improved), (epoch, losses, lrs)
+        assert (lrs[epoch + 1] < lrs[epoch]) == (not improved), (epoch, losses, lrs)
         decays += not improved
         best = min(best, losses[epoch])
     assert 0 < decays < len(losses) - 1, (losses, lrs)  # both cases happened: the test says something

@@ -217,3 +217,19 @@ def test_a_checkpoint_without_train_state_is_never_resumed(toy_data, tmp_path):
         checkpoint.restore(out / "checkpoints" / "epoch_0002", model=run.model, ema=None, optimizer=run.optimizer,
                            scheduler=run.scheduler, scaler=None, classes=run.index.classes,
                            loader_generator=run.loader_generator)
+
+
+def test_the_cli_picks_the_image_size_from_the_data(toy_data, tmp_path, capsys):
+    from conftest import make_image_folder
+    from trainable.__main__ import sizes_from_data
+
+    out = tmp_path / "run"  # toy_data's images are 24 px: trained at 32, not at timm's 224
+    assert trainable_main(["--data", str(toy_data), "--backbone", "resnet10t", "--epochs", "1", "--batch-size", "8",
+                           "--num-workers", "0", "--out", str(out)]) == 0
+    assert "Image size 32 px for train_size, eval_size, from the data" in capsys.readouterr().out
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["train_size"] == saved["eval_size"] == 32
+    photos = make_image_folder(tmp_path / "photos", size=100, per_class=3, val_per_class=1, test=0)
+    assert sizes_from_data({"data": str(photos)}) == {"train_size": 96, "eval_size": 96}
+    assert sizes_from_data({"data": str(photos), "train_size": 64}) == {"eval_size": 96}  # a given size is kept
+    assert sizes_from_data({"data": str(photos), "train_size": 64, "eval_size": 80}) == {}

@@ -68,6 +68,40 @@ def config_from_args(args: argparse.Namespace) -> dict:
     return values
 
 
+SIZE_SAMPLE = 200      # training images whose headers decide the size
+SIZE_STEP, SIZE_RANGE = 32, (32, 224)
+
+
+def sizes_from_data(config: dict) -> dict:
+    """train_size / eval_size from the data when neither the config nor a flag gives them: the median short side
+    of a sample of training images, rounded down to a multiple of 32 within [32, 224] (8x8 digits upscaled to
+    224 px would cost 49 times the compute for nothing; photos keep timm's 224). Returns the keys to add."""
+    missing = [k for k in ("train_size", "eval_size") if k not in config]
+    if not missing:
+        return {}
+    from PIL import Image
+
+    from core.data import index_dataset, resolve_data_root
+
+    defaults = TrialConfig()
+    cfg = TrialConfig.from_dict({k: v for k, v in config.items() if k not in missing})
+    index = index_dataset(resolve_data_root(cfg.data), val_fraction=cfg.val_fraction, seed=cfg.seed,
+                          min_image_side=cfg.min_image_side)
+    sides = []
+    for path, _ in index.train[:: max(1, len(index.train) // SIZE_SAMPLE)][:SIZE_SAMPLE]:
+        with Image.open(path) as image:  # the header only
+            sides.append(min(image.size))
+    if not sides:
+        return {}
+    median = sorted(sides)[len(sides) // 2]
+    size = min(max(median // SIZE_STEP * SIZE_STEP, SIZE_RANGE[0]), SIZE_RANGE[1])
+    chosen = {k: size for k in missing}
+    print(f"Image size {size} px for {', '.join(missing)}, from the data (median short side {median} px of "
+          f"{len(sides)} training images; timm's default would be {defaults.train_size}). Set --train-size / "
+          "--eval-size to choose.")
+    return chosen
+
+
 def check_out_dir(out: Path, resume: bool) -> None:
     """--out must be (or become) a folder we can write; checked before any data is read or trained on."""
     if out.exists() and not out.is_dir():
@@ -103,6 +137,7 @@ def main(argv=None, prog=None) -> int:
         check_out_dir(out, args.resume)
         if args.resume and not args.config and (out / "config.json").exists():
             config = {**read_json_object(out / "config.json", "The run's config"), **config}
+        config.update(sizes_from_data(config))
         resolved = TrialConfig.from_dict(config).to_dict()
         from trainable.local_sink import LocalSink
         from trainable.trial import train_trial

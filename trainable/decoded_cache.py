@@ -37,6 +37,7 @@ from core.data import DataError, cache_dir, to_rgb, upright
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2  # 2: EXIF orientation applied (as load_rgb does)
+BUILD_PROGRESS_S = 10.0  # a progress line at most this often while the cache builds
 _BUILD_CHUNK = 256  # images decoded in flight at once: bounds the builder's memory
 
 
@@ -109,7 +110,9 @@ def ensure_decoded(paths: Sequence[str], short_side: int, *, workers: int = 4) -
 
 def _build(folder: Path, paths: list[str], short_side: int, workers: int) -> None:
     started = time.perf_counter()
-    log.info("Decoding %d images at short side %d into %s (once per node)", len(paths), short_side, folder)
+    # print, not log: this is what a person waits on (minutes for a large dataset), and the workers log at WARNING.
+    print(f"Decoding {len(paths)} images at short side {short_side} into {folder} (once per node)", flush=True)
+    last_line = started
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-building-"))
     try:
         offsets, shapes, offset = np.zeros(len(paths), np.int64), np.zeros((len(paths), 2), np.int32), 0
@@ -120,12 +123,19 @@ def _build(folder: Path, paths: list[str], short_side: int, workers: int) -> Non
                     out.write(pixels.tobytes())
                     offsets[i], shapes[i] = offset, pixels.shape[:2]
                     offset += pixels.size
+                done, now = chunk_start + len(chunk), time.perf_counter()
+                if now - last_line >= BUILD_PROGRESS_S and done < len(paths):
+                    last_line = now
+                    left = (now - started) / done * (len(paths) - done)
+                    print(f"Decoding: {done}/{len(paths)} images ({done / len(paths):.0%}), "
+                          f"{now - started:.0f}s, about {left:.0f}s left", flush=True)
         np.savez(tmp / "index.npz", offsets=offsets, shapes=shapes, short_side=short_side)
         (tmp / "paths.json").write_text(json.dumps(paths))
         (tmp / "build.json").write_text(json.dumps({"images": len(paths), "bytes": offset, "pid": os.getpid(),
                                                     "seconds": round(time.perf_counter() - started, 2)}))
         tmp.chmod(0o755)
         os.rename(tmp, folder)  # atomic: readers see no folder or a whole one
+        print(f"Decoded {len(paths)} images in {time.perf_counter() - started:.0f}s ({offset / 1e9:.2f} GB)", flush=True)
     except OSError as err:
         if err.errno != errno.ENOSPC:
             raise

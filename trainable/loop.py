@@ -48,15 +48,17 @@ def stop_if_asked(should_stop) -> None:
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, step: StepSettings, *, epoch: int,
-                    mixup=None, scaler=None, ema=None, should_stop=None) -> dict:
+                    mixup=None, scaler=None, ema=None, should_stop=None, progress=None) -> dict:
+    """progress: None, or a trainable.batch_progress.BatchProgress told every progress.every batches."""
     model.train()
     num_classes = model.head[-1].out_features
     weight = step.class_weight.to(step.device) if step.class_weight is not None else None
     updates = epoch * len(loader)
     # Summed on the device: a .item() per step would stall the GPU on every batch.
     total_loss, seen = torch.zeros((), device=step.device), 0
+    peak_lr: dict = {}  # group name -> the highest lr a batch of this epoch trained at (warm-up rises, cosine falls)
     start = time.perf_counter()
-    for images, labels in loader:
+    for batch, (images, labels) in enumerate(loader, start=1):
         stop_if_asked(should_stop)  # a stopped trial frees its GPU within a batch (Tune waits for it to end)
         images, labels = step.to_device(images), labels.to(step.device, non_blocking=True)
         if mixup is not None:
@@ -74,6 +76,9 @@ def train_one_epoch(model, loader, optimizer, scheduler, step: StepSettings, *, 
             loss.backward()
         if step.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), step.grad_clip)
+        for index, group in enumerate(optimizer.param_groups):
+            name = group.get("name", index)
+            peak_lr[name] = max(peak_lr.get(name, 0.0), group["lr"])
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
@@ -85,13 +90,15 @@ def train_one_epoch(model, loader, optimizer, scheduler, step: StepSettings, *, 
             ema.update(getattr(model, "_orig_mod", model), step=updates)  # the uncompiled module
         total_loss += loss.detach() * labels.size(0)
         seen += labels.size(0)
+        if progress is not None and progress.due(batch):
+            progress.report(batch, seen, total_loss.item() / seen, time.perf_counter() - start)
     mean_loss = total_loss.item() / max(seen, 1)  # the one sync per epoch
     seconds = time.perf_counter() - start
     # Checked once per epoch, before any checkpoint of it is written: a NaN epoch never gets saved.
     if not math.isfinite(mean_loss):
         raise NonFiniteLossError(f"train loss is {mean_loss} in epoch {epoch}; lower the lr or enable grad_clip")
     return {"train_loss": mean_loss, "train_images": seen, "train_seconds": seconds,
-            "train_images_per_s": seen / seconds if seconds else 0.0}
+            "train_images_per_s": seen / seconds if seconds else 0.0, "peak_lr": peak_lr}
 
 
 @torch.no_grad()

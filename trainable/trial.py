@@ -25,6 +25,7 @@ from core.epoch_reporter import EpochReporter, Sink
 from core.errors import UserError
 from core.subsets import apply_subset
 from trainable import checkpoint
+from trainable.batch_progress import BatchProgress
 from trainable.cached_pipeline import CachedImageDataset, on_device, train_image_transform
 from trainable.decoded_cache import ensure_decoded
 from trainable.eval_pipeline import cache_side, eval_loader
@@ -110,7 +111,9 @@ def train_trial(config: dict, sink: Sink) -> dict:
     reporter = EpochReporter(sink, cfg, history)
     metrics = {}
     for epoch in range(start_epoch, cfg.epochs):
-        metrics = run_epoch(run, epoch, should_stop=reporter.stopped)
+        progress = BatchProgress(cfg.log_every_batches, epoch=epoch, epochs=cfg.epochs,
+                                 batches=len(run.train_loader), printer=sink.progress)
+        metrics = run_epoch(run, epoch, should_stop=reporter.stopped, progress=progress)
         reporter.end_of_epoch(metrics, save=lambda folder: checkpoint.save(
             folder, model=run.model, ema=run.ema, optimizer=run.optimizer, scheduler=run.scheduler, scaler=run.scaler,
             epoch=metrics["epoch"], classes=run.index.classes, config=cfg.to_dict(), data_config=run.data_config,
@@ -118,17 +121,20 @@ def train_trial(config: dict, sink: Sink) -> dict:
     return metrics
 
 
-def run_epoch(run: TrialRun, epoch: int, should_stop=None) -> dict:
+def run_epoch(run: TrialRun, epoch: int, should_stop=None, progress=None) -> dict:
     """Train one epoch, evaluate, step the epoch-wise lr schedule on the trial's metric; the epoch's metrics.
-    should_stop() is asked between batches (a trial the search stopped frees its device within a batch)."""
+    should_stop() is asked between batches (a trial the search stopped frees its device within a batch).
+    `lr` / `head_lr` are the highest rates the epoch's batches trained at: read after the schedule's step they
+    would be the next epoch's (a 1-epoch cosine trial reported min_lr, as if it had trained at 1e-6)."""
     started = time.perf_counter()
     train = train_one_epoch(run.step_model, run.train_loader, run.optimizer, run.scheduler, run.step, epoch=epoch,
-                            mixup=run.mixup, scaler=run.scaler, ema=run.ema, should_stop=should_stop)
+                            mixup=run.mixup, scaler=run.scaler, ema=run.ema, should_stop=should_stop,
+                            progress=progress)
     val = evaluate(run.ema.module if run.ema is not None else run.step_model, run.val_loader, run.step, should_stop)
     run.scheduler.step(epoch + 1, metric=val[run.cfg.metric])  # plateau: in the metric's direction (setup_run)
     return {
         "epoch": epoch + 1, "train_loss": train["train_loss"], **val,
-        "lr": current_lr(run.optimizer, "backbone"), "head_lr": current_lr(run.optimizer, "head"),
+        "lr": train["peak_lr"].get("backbone", 0.0), "head_lr": train["peak_lr"].get("head", 0.0),
         "epoch_seconds": time.perf_counter() - started, "train_images_per_s": train["train_images_per_s"],
         "param_count": run.n_params, "device": run.step.device.type, "peak_gpu_mem_gb": peak_gpu_mem_gb(run.step.device),
     }

@@ -104,7 +104,8 @@ def _check_hub(backbone: str) -> dict:
     return {"error": f"pretrained weights for backbone {backbone!r} are not in this machine's cache ({cache}) and "
                      f"cannot be downloaded from {where}: {reason}. Download them once where there is internet "
                      f"(python -c \"import timm; timm.create_model('{backbone}', pretrained=True)\") and copy the "
-                     "cache here (HF_HUB_CACHE), or set weights_file to a local file, or pretrained: False."}
+                     "cache here (HF_HUB_CACHE), or set weights_file to a local file (--weights-file), or pretrained: "
+                     "False (--no-pretrained).", "unavailable": True}
 
 
 def _hf_cached(repo_id: str, filenames: list[str]) -> str | None:

@@ -10,7 +10,6 @@ know when Tune stopped the trial between reports, which Ray has no public way to
 """
 from __future__ import annotations
 
-import atexit
 import os
 import posixpath
 import re
@@ -45,6 +44,10 @@ class TuneSink(Sink):
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
         tune.report(metrics, checkpoint=checkpoint)  # a trial the scheduler stops ends inside this call
 
+    def progress(self, line: str) -> None:
+        # Ray prefixes the worker's pid; the trial id is what the status line and the leaderboard use.
+        print(f"trial {tune.get_context().get_trial_id()}: {line}", flush=True)
+
 
 class BackgroundTuneSink(TuneSink):
     """send() hands the report to a thread of its own and returns: the trial trains its next epoch while Tune
@@ -70,11 +73,9 @@ class BackgroundTuneSink(TuneSink):
         self._in_flight: Future | None = None
         self._stopped = threading.Event()
         self._session_stop = ray_internals.trial_stop_event()
-        self._closed = threading.Event()
         # Tune ends a cached actor (the search's end, reuse_actors) by stopping the trial and exiting the process
-        # at once; a trial still training then dies inside torch as Python finalizes (SIGABRT and a C++ stack
-        # trace in the log). Exiting waits for it to reach its next batch and end.
-        atexit.register(self._closed.wait, self.THREAD_TIMEOUT_S)
+        # at once; worker/tune_trial.py makes the exit wait until the trial (which asks stopped() between
+        # batches) has ended.
 
     def stopped(self) -> bool:
         return self._stopped.is_set() or (self._session_stop is not None and self._session_stop.is_set())
@@ -103,8 +104,6 @@ class BackgroundTuneSink(TuneSink):
         finally:
             self._sender.shutdown(wait=True)
             shutil.rmtree(self._staging, ignore_errors=True)
-            self._closed.set()
-            atexit.unregister(self._closed.wait)
 
     def _send(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         try:

@@ -10,6 +10,10 @@ Tune pickles these functions by module path into every experiment: moving them i
 """
 from __future__ import annotations
 
+import atexit
+import gc
+import threading
+
 from compat import ray_internals
 from core.errors import TrialStopped, UserError
 from core.trial_status import FATAL_ERROR
@@ -28,21 +32,53 @@ def refit_trial(config: dict) -> None:
     tune_trial(config["job"]["config"])
 
 
+# How long a worker process that is exiting waits for its trial thread to end (see run_reporting_to_tune).
+EXIT_WAIT_S = 30
+
+
 def run_reporting_to_tune(train, config: dict, sink) -> None:
-    """train(config, sink) inside a Tune trial; the sink is closed whatever happens."""
+    """train(config, sink) inside a Tune trial; the sink is closed whatever happens.
+
+    Tune runs the function in a daemon thread. When the scheduler stops a trial, Tune wakes that thread out of its
+    tune.report with SystemExit and, without waiting for it (FunctionTrainable.cleanup joins with timeout 0), ends
+    the actor: the process exits while the trial thread is still unwinding, freeing the model, optimizer and loaders
+    inside torch. A daemon thread inside torch while Python finalizes is what ended some ASHA-stopped trials in
+    `*** SIGABRT received` and a C++ stack trace. So the process's exit (atexit runs before finalizing, also on
+    Ray's exit_actor) waits until this function has freed the trial's objects, and the stop signal is re-raised
+    only afterwards, without the frames that held them."""
+    ended = threading.Event()
+    atexit.register(ended.wait, EXIT_WAIT_S)
+    try:
+        stopped = _train_until_stopped(train, config, sink)
+        if stopped:
+            gc.collect()  # torch objects in reference cycles too, in this thread, not during finalization
+    finally:
+        ended.set()
+        atexit.unregister(ended.wait)
+    if stopped:
+        ray_internals.end_stopped_trial()
+
+
+def _train_until_stopped(train, config: dict, sink) -> bool:
+    """Whether the search stopped the trial. Returns only once its frames (and their torch objects) are gone."""
+    stop_signal = False
     try:
         run_without_retrying_user_errors(train, config, sink)
     except TrialStopped:
         pass  # the scheduler's decision, reached between reports
-    except BaseException:
+    except BaseException as exc:
         try:
             sink.close()  # the report in flight still reaches Tune, so the retry starts from its checkpoint
         except BaseException:
             pass  # the trial's own error is the one Tune should see
-        raise
-    sink.close()
-    if sink.stopped():  # only a background sink says so: its trial must end as Tune ends a stopped trial
-        ray_internals.end_stopped_trial()
+        if not ray_internals.is_stop_signal(exc):
+            raise
+        stop_signal = True  # re-raised by the caller, once this exception's traceback has let go of the trial
+    if not stop_signal:
+        sink.close()
+    # A background sink says stopped when Tune stopped the trial between reports: it must end as Tune ends a
+    # stopped trial, too.
+    return stop_signal or sink.stopped()
 
 
 def run_without_retrying_user_errors(train, config: dict, sink) -> None:
