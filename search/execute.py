@@ -24,6 +24,7 @@ from search.concurrency import resolve_concurrency
 from search.leaderboard import build_leaderboard
 from search.outputs import summary, write_leaderboard, write_run_files
 from search.saved_plan import write_saved_plan
+from search import spend
 from search.space_file import searched_parameters
 from search.study import dashboard_command, study_file
 from search.trial_tensorboard import TrialTensorBoard
@@ -43,6 +44,8 @@ def execute(plan) -> int:
         write_run_files(plan.out_dir, plan.space.path)  # only once Ray is up: a failed start leaves no run behind
         if not plan.resume:
             write_saved_plan(plan, smoke_test=plan.smoke_test)
+        else:
+            spend.record_budget(plan)
         return _run(plan)
     finally:
         if owns_ray:  # only now: the ensemble stage scores its members as Ray tasks on the cluster
@@ -75,21 +78,31 @@ def _run(plan) -> int:
             tuner = build_tuner(plan.space, name=plan.name, storage=plan.storage, data=plan.data,
                                 max_concurrent=concurrency.trials, callbacks=[tensorboard],
                                 study_path=study_file(plan.out_dir))
-        results = fit(tuner, plan.space)
+        live = spend.live_spend(plan)
+        spend.REGISTRY[plan.name] = live  # the Tune stopper and callback find it by the run's name
+        try:
+            results = fit(tuner, plan.space)
+        finally:
+            spend.REGISTRY.pop(plan.name, None)
     except KeyboardInterrupt:  # a second Ctrl-C: Tune saved its state at the first
         print(f"\nInterrupted. Trials and searcher state are saved. To continue: {plan.resume_command}", file=sys.stderr)
         return EXIT_INTERRUPTED
 
     s = plan.space.settings
-    table = build_leaderboard(results, plan.space, plan.space.trial_config({}, plan.data))
+    table = build_leaderboard(results, plan.space, plan.space.trial_config({}, plan.data), live.usd_per_hour)
+    spend.mark_budget_stops(table, live)
     best_config = None
     if len(table) and TrialStatus(table.iloc[0]["status"]).trained:
         best_config = _config_of(results, table.iloc[0]["trial_id"])
     write_leaderboard(plan.out_dir, table, best_config)
     summary_text = summary(table, metric=s.metric, max_epochs=s.max_epochs, out_dir=plan.out_dir,
                            storage_dir=plan.experiment_path)
+    summary_text += "\n" + spend.spent_line(table, plan)
     unfinished = unfinished_trials(table, s.num_samples)
-    if unfinished:  # no ensemble, no report: they wait for the trials --resume will finish
+    if unfinished and live.closed:  # the budget ended it: a search that ended cleanly, with fewer trials
+        print(f"\nThe budget is spent: {unfinished} trial(s) not run. {spend.spent_line(table, plan)}. To continue "
+              f"with a larger budget: {plan.resume_command} --budget-gpu-hours HOURS", file=sys.stderr)
+    elif unfinished:  # no ensemble, no report: they wait for the trials --resume will finish
         print("\n" + summary_text)
         print(f"\nThe search stopped with {unfinished} trial(s) not run or not finished; no ensemble was built. "
               f"To continue it: {plan.resume_command}", file=sys.stderr)

@@ -38,6 +38,8 @@ class Plan:
     ensemble_top_k: int = 5
     smoke_test: bool = False
     refit: str | None = None  # ensemble/refit.py: "kfold:K" or "bag:N" after the ensemble
+    forecast: dict | None = None  # search/forecast.py: expected epochs, hours, cost (plan.json "forecast")
+    budget: dict | None = None    # search/spend.py: {"gpu_hours", "usd"} the search keeps within
 
     @property
     def storage(self) -> str:
@@ -106,6 +108,10 @@ class Plan:
         if not address:
             _check_local_resources(space)
         preflight.check_trials(space, index, data)  # batch size, metric, pretrained weights: would fail every trial
+        from search import forecast, spend
+
+        plan.forecast = forecast.plan_forecast(plan, args, saved, _local_gpus())
+        plan.budget = spend.plan_budget(args, saved, plan.forecast)
         return plan
 
     def _check_existing(self) -> None:
@@ -132,6 +138,10 @@ class Plan:
             f"  storage    {self.experiment_path}",
             f"  outputs    {self.out_dir}",
         ]
+        if self.forecast:
+            from search import forecast, spend
+
+            lines += [forecast.table(self.forecast)] + ([spend.describe_budget(self.budget)] if self.budget else [])
         return "\n".join(lines)
 
     def _loader(self) -> str:
