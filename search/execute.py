@@ -68,6 +68,10 @@ def _init_ray(plan) -> None:
 def _run(plan) -> int:
     try:
         if plan.resume:
+            if spend.ended_by_budget(plan):  # its stopper finished Tune's search: open it for the trials left
+                from compat.ray_internals import reopen_search
+
+                reopen_search(plan.experiment_path)
             tuner = restore_tuner(plan.space, plan.experiment_path)
         else:
             concurrency = resolve_concurrency(plan.space.settings, nodes=ray.nodes())
@@ -99,6 +103,7 @@ def _run(plan) -> int:
                            storage_dir=plan.experiment_path)
     summary_text += "\n" + spend.spent_line(table, plan)
     unfinished = unfinished_trials(table, s.num_samples)
+    spend.record_budget_end(plan, ended=bool(unfinished and live.closed))
     if unfinished and live.closed:  # the budget ended it: a search that ended cleanly, with fewer trials
         print(f"\nThe budget is spent: {unfinished} trial(s) not run. {spend.spent_line(table, plan)}. To continue "
               f"with a larger budget: {plan.resume_command} --budget-gpu-hours HOURS", file=sys.stderr)
@@ -112,6 +117,9 @@ def _run(plan) -> int:
         return EXIT_ALL_FAILED
     if plan.ensemble_top_k and best_config is not None:
         _ensemble(plan)
+    from search.cleanup import after_ensemble  # only after ensemble.json (and the refit) are written
+
+    summary_text += "\n" + after_ensemble(plan, table)
     _report(plan)
     print("\n" + summary_text)
     return 0

@@ -40,6 +40,8 @@ class Plan:
     refit: str | None = None  # ensemble/refit.py: "kfold:K" or "bag:N" after the ensemble
     forecast: dict | None = None  # search/forecast.py: expected epochs, hours, cost (plan.json "forecast")
     budget: dict | None = None    # search/spend.py: {"gpu_hours", "usd"} the search keeps within
+    keep_all_checkpoints: bool = False  # search/cleanup.py: removes none after the ensemble
+    members_weights_only: bool = False  # ... or removes the ensemble members' optimizer state too
 
     @property
     def storage(self) -> str:
@@ -112,6 +114,8 @@ class Plan:
 
         plan.forecast = forecast.plan_forecast(plan, args, saved, _local_gpus())
         plan.budget = spend.plan_budget(args, saved, plan.forecast)
+        plan.keep_all_checkpoints = bool(getattr(args, "keep_all_checkpoints", False))
+        plan.members_weights_only = bool(getattr(args, "members_weights_only", False))
         return plan
 
     def _check_existing(self) -> None:

@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="no trial starts that this many accelerator-hours cannot cover (CPU-hours without GPUs); "
                            "--resume with a larger one continues")
     cost.add_argument("--budget-usd", type=float, metavar="USD", help="the same, in dollars (needs a price)")
+    cost.add_argument("--keep-all-checkpoints", action="store_true",
+                      help="after the ensemble, remove no checkpoint (default: keep each trial's best and the members')")
+    cost.add_argument("--members-weights-only", action="store_true",
+                      help="after the ensemble, keep its members' weights only (no optimizer state)")
     p.add_argument("--smoke-test", action="store_true", help="2 trials x 1 epoch at <= 64 px, to check the plumbing")
     return p
 

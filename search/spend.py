@@ -64,6 +64,7 @@ class LiveSpend:
         self.closed = False                    # the budget cannot cover another trial
         self.late: set[str] = set()            # trials that started after it closed
         self.stopped: dict[str, int] = {}      # trial id -> the epoch the budget stopped it at
+        self.completed: set[str] = set()       # trials Tune has completed (or errored) in this run
 
     # --- fed by SpendCallback
     def update(self, trials) -> None:
@@ -71,7 +72,7 @@ class LiveSpend:
             result = trial.last_result or {}
             self.seconds[trial.trial_id] = float(result.get("time_total_s", 0.0) or 0.0)
             self.epochs[trial.trial_id] = int(result.get("epoch", 0) or 0)
-        running = {t.trial_id for t in trials if t.status == "RUNNING"}
+        running = {t.trial_id for t in trials if t.status == "RUNNING"} - self.completed
         if self.closed:
             self.late |= running - self.running
         self.running = running
@@ -139,6 +140,13 @@ class SpendCallback(Callback):
         if live is not None:
             live.update(trials)
 
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if (live := REGISTRY.get(self.name)) is not None:
+            live.completed.add(trial.trial_id)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.on_trial_complete(iteration, trials, trial)
+
 
 class BudgetStopper(Stopper):
     def __init__(self, name: str):
@@ -156,8 +164,10 @@ class BudgetStopper(Stopper):
         return stop
 
     def stop_all(self) -> bool:
+        # Only once every trial it stopped has completed in Tune (its last checkpoint saved, the searcher told):
+        # the step that processes a completion ends the search before another trial is queued.
         live = REGISTRY.get(self.name)
-        return bool(live is not None and live.closed and not live.running)
+        return bool(live is not None and live.closed and not live.running - live.completed)
 
 
 def live_spend(plan) -> LiveSpend:
@@ -196,12 +206,34 @@ def spent_line(table, plan) -> str:
 
 def record_budget(plan) -> None:
     """A --resume that gives a new budget writes it into plan.json, so the next --resume keeps it."""
+    record = _plan_record(plan)
+    if record.get("budget") != plan.budget:
+        _write_plan_record(plan, {**record, "budget": plan.budget})
+
+
+def _plan_record(plan) -> dict:
+    import json
+
+    from core.files import PLAN_FILE
+
+    return json.loads((plan.out_dir / PLAN_FILE).read_text())
+
+
+def _write_plan_record(plan, record: dict) -> None:
     import json
 
     from core.atomic import write_text
     from core.files import PLAN_FILE
 
-    path = plan.out_dir / PLAN_FILE
-    record = json.loads(path.read_text())
-    if record.get("budget") != plan.budget:
-        write_text(path, json.dumps({**record, "budget": plan.budget}, indent=2, sort_keys=True))
+    write_text(plan.out_dir / PLAN_FILE, json.dumps(record, indent=2, sort_keys=True))
+
+
+def record_budget_end(plan, *, ended: bool) -> None:
+    """plan.json "ended_by_budget": the next --resume must reopen Tune's search (compat/ray_internals.py)."""
+    record = _plan_record(plan)
+    if bool(record.get("ended_by_budget")) != ended:
+        _write_plan_record(plan, {**record, "ended_by_budget": ended})
+
+
+def ended_by_budget(plan) -> bool:
+    return bool(_plan_record(plan).get("ended_by_budget"))
