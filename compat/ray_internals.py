@@ -15,6 +15,10 @@ calls `check` for driver_profile "large" before anything starts.
   ray.tune.registry._global_registry               the registry cache (large):      a Tune setting to resolve
                                                    five GCS reads per trial start   the trainable once per
                                                    answered once per search         experiment; cf. ray#15504
+  the search generator's saved state              a --resume of a search its      a Tune way to continue an
+    (search_gen_state-*.json: a pickled dict,      budget ended (search/spend.py): experiment a Stopper ended
+    "finished" set by a Stopper's stop_all)        reopen_search()                 (stop_all finishes the search
+                                                                                   for good); no upstream issue found
 
 Measurement only (benchmarks/, never a search): the methods of Tune's controller loop the driver's phase clock
 times (tune_loop_methods), and the internal types that build a synthetic experiment state (experiment_state_types).
@@ -27,7 +31,7 @@ from compat.versions import CompatError, require
 
 TESTED = ("2.60.0",)
 __all__ = ["CompatError", "TESTED", "check", "running_cluster_address", "trial_stop_event", "is_stop_signal",
-           "end_stopped_trial", "trainable_lookups_cached", "tune_loop_methods", "experiment_state_types"]
+           "end_stopped_trial", "trainable_lookups_cached", "reopen_search", "tune_loop_methods", "experiment_state_types"]
 
 
 def check(feature: str, instead: str = "Use driver_profile 'standard'") -> None:
@@ -163,3 +167,30 @@ def experiment_state_types():
     from ray.train._internal.storage import StorageContext
 
     return _TrainingResult, StorageContext
+
+
+def reopen_search(experiment_path: str) -> bool:
+    """Clears the "finished" mark a Stopper's stop_all() leaves in the newest saved search-generator state, so a
+    restored Tuner asks its searcher for the trials still to run. True when it was set (and is now cleared)."""
+    check("--resume of a search a budget ended", "Start a new search under another --name")
+    import pickle
+
+    import pyarrow.fs
+
+    path, _, query = experiment_path.partition("?")
+    fs, folder = pyarrow.fs.FileSystem.from_uri(experiment_path if "://" in path else f"file://{path}")
+    files = sorted(info.path for info in fs.get_file_info(pyarrow.fs.FileSelector(folder))
+                   if info.base_name.startswith("search_gen_state-") and info.base_name.endswith(".json"))
+    if not files:
+        return False
+    with fs.open_input_file(files[-1]) as f:
+        state = pickle.loads(f.read())
+    if not state.get("finished") or state.get("counter", 0) >= state.get("total_samples", 0):
+        return False
+    state["finished"] = False
+    # Whole or not at all: the same temporary-name-then-move Tune itself uses for this file.
+    tmp = files[-1].rsplit("/", 1)[0] + "/tmp-reopen-" + files[-1].rsplit("/", 1)[1]
+    with fs.open_output_stream(tmp) as f:
+        f.write(pickle.dumps(state))
+    fs.move(tmp, files[-1])
+    return True

@@ -26,6 +26,7 @@ from search.outputs import summary, tool_command, write_leaderboard, write_run_f
 from search.progress import SearchProgress
 from search.run_folder import never_started, owned, set_aside_abandoned_start
 from search.saved_plan import write_saved_plan
+from search import spend
 from search.space_file import searched_parameters
 from search.study import dashboard_command, study_file
 from search.trial_tensorboard import TrialTensorBoard
@@ -49,6 +50,8 @@ def execute(plan) -> int:
             write_run_files(plan.out_dir, plan.space.path)  # only once Ray is up: a failed start leaves no run behind
             if not plan.resume:
                 write_saved_plan(plan, smoke_test=plan.smoke_test)
+            else:
+                spend.record_budget(plan)
             return _run(plan)
         finally:
             if owns_ray:  # only now: the ensemble stage scores its members as Ray tasks on the cluster
@@ -72,8 +75,13 @@ def _init_ray(plan) -> None:
 
 
 def _run(plan) -> int:
+    live = spend.live_spend(plan)  # hours and cost spent: the budget's stopper and the status line read it
     try:
         if plan.resume:
+            if spend.ended_by_budget(plan):  # its stopper finished Tune's search: open it for the trials left
+                from compat.ray_internals import reopen_search
+
+                reopen_search(plan.experiment_path)
             tuner = restore_tuner(plan.space, plan.experiment_path)
         else:
             concurrency = resolve_concurrency(plan.space.settings, nodes=ray.nodes())
@@ -82,27 +90,37 @@ def _run(plan) -> int:
             tensorboard = TrialTensorBoard(metric=s.metric, max_epochs=s.max_epochs,
                                            parameters=searched_parameters(plan.space))
             progress = SearchProgress(metric=s.metric, num_samples=s.num_samples, max_epochs=s.max_epochs,
-                                      fields=status_fields(plan))
+                                      fields=[spend.SpendFields(plan.name)])
             tuner = build_tuner(plan.space, name=plan.name, storage=plan.storage, data=plan.data,
                                 max_concurrent=concurrency.trials, callbacks=[tensorboard, progress],
                                 study_path=study_file(plan.out_dir), data_fingerprint=plan.data_fingerprint)
         print(f"Trials run in {plan.experiment_path}: watch them with "
               f"{tool_command('tensorboard')} --logdir {plan.experiment_path}")
-        results = fit(tuner, plan.space)
+        spend.REGISTRY[plan.name] = live  # the Tune stopper and callback find it by the run's name
+        try:
+            results = fit(tuner, plan.space)
+        finally:
+            spend.REGISTRY.pop(plan.name, None)
     except KeyboardInterrupt:  # a second Ctrl-C: Tune saved its state at the first
         print(f"\nInterrupted. Trials and searcher state are saved. To continue: {plan.resume_command}", file=sys.stderr)
         return EXIT_INTERRUPTED
 
     s = plan.space.settings
-    table = build_leaderboard(results, plan.space, plan.space.trial_config({}, plan.data))
+    table = build_leaderboard(results, plan.space, plan.space.trial_config({}, plan.data), live.usd_per_hour)
+    spend.mark_budget_stops(table, live)
     best_config = None
     if len(table) and TrialStatus(table.iloc[0]["status"]).trained:
         best_config = _config_of(results, table.iloc[0]["trial_id"])
     write_leaderboard(plan.out_dir, table, best_config)
     summary_text = summary(table, metric=s.metric, max_epochs=s.max_epochs, out_dir=plan.out_dir,
                            storage_dir=plan.experiment_path)
+    summary_text += "\n" + spend.spent_line(table, plan)
     unfinished = unfinished_trials(table, s.num_samples)
-    if unfinished:  # no ensemble, no report: they wait for the trials --resume will finish
+    spend.record_budget_end(plan, ended=bool(unfinished and live.closed))
+    if unfinished and live.closed:  # the budget ended it: a search that ended cleanly, with fewer trials
+        print(f"\nThe budget is spent: {unfinished} trial(s) not run. {spend.spent_line(table, plan)}. To continue "
+              f"with a larger budget: {plan.resume_command} --budget-gpu-hours HOURS", file=sys.stderr)
+    elif unfinished:  # no ensemble, no report: they wait for the trials --resume will finish
         print("\n" + summary_text)
         print(f"\nThe search stopped with {unfinished} trial(s) not run or not finished; no ensemble was built. "
               f"To continue it: {plan.resume_command}", file=sys.stderr)
@@ -112,6 +130,9 @@ def _run(plan) -> int:
         return EXIT_ALL_FAILED
     if plan.ensemble_top_k and best_config is not None:
         _ensemble(plan)
+    from search.cleanup import after_ensemble  # only after ensemble.json (and the refit) are written
+
+    summary_text += "\n" + after_ensemble(plan, table)
     _report(plan)
     print("\n" + summary(table, metric=s.metric, max_epochs=s.max_epochs, out_dir=plan.out_dir,
                          storage_dir=plan.experiment_path, story=story_lines(plan, table)))
@@ -134,12 +155,6 @@ def story_lines(plan, table: pd.DataFrame) -> list[str]:
     except (OSError, ValueError, KeyError):
         pass
     return [line for line in lines if line]
-
-
-def status_fields(plan) -> list:
-    """Objects whose status_fields() -> dict[str, str] the status line appends (search/progress.py), e.g. a cost
-    estimate; none yet."""
-    return []
 
 
 def unfinished_trials(table: pd.DataFrame, num_samples: int) -> int:

@@ -9,13 +9,14 @@ from core.trial_status import FATAL_ERROR, TrialStatus, error_reason
 from search.space_file import Space
 
 TRIAL_COLUMNS = ["rank", "trial_id", "status", "reason", "epochs", "best_epoch"]
-COST_COLUMNS = ["param_count", "trial_hours", "accelerator_hours", "best_checkpoint"]
+COST_COLUMNS = ["param_count", "trial_hours", "accelerator_hours", "cpu_hours", "cost_usd", "best_checkpoint"]
 
 
-def build_leaderboard(results, space: Space, base_config: dict) -> pd.DataFrame:
+def build_leaderboard(results, space: Space, base_config: dict, usd_per_hour: float | None = None) -> pd.DataFrame:
+    """usd_per_hour: the price of an accelerator-hour (a CPU-hour on a CPU-only search), for cost_usd."""
     s = space.settings
     tune_status = _tune_statuses(results)
-    rows = [_row(result, s, base_config, tune_status) for result in results]
+    rows = [_row(result, s, base_config, tune_status, usd_per_hour) for result in results]
     if not rows:
         return pd.DataFrame(columns=TRIAL_COLUMNS)
     table = pd.DataFrame(rows)
@@ -29,7 +30,7 @@ def build_leaderboard(results, space: Space, base_config: dict) -> pd.DataFrame:
     return table[TRIAL_COLUMNS + metric_cols + hyper_cols + COST_COLUMNS]
 
 
-def _row(result, settings, base_config: dict, tune_status: dict[str, str]) -> dict:
+def _row(result, settings, base_config: dict, tune_status: dict[str, str], usd_per_hour: float | None) -> dict:
     metrics = result.metrics or {}
     history = result.metrics_dataframe
     trial_id = metrics.get("trial_id") or _trial_id_from_path(result.path)
@@ -61,6 +62,9 @@ def _row(result, settings, base_config: dict, tune_status: dict[str, str]) -> di
     hours = float(metrics.get("time_total_s", 0.0) or 0.0) / 3600
     row["trial_hours"] = round(hours, 5)
     row["accelerator_hours"] = round(hours * settings.gpus_per_trial, 5)
+    row["cpu_hours"] = round(hours * settings.cpus_per_trial, 5)  # what a CPU-only search spends
+    spent = row["accelerator_hours"] if settings.gpus_per_trial else row["cpu_hours"]
+    row["cost_usd"] = round(spent * usd_per_hour, 4) if usd_per_hour is not None else float("nan")
     best = _best_checkpoint(result, settings)
     row["best_checkpoint"] = best
     return row

@@ -39,6 +39,10 @@ class Plan:
     smoke_test: bool = False
     refit: str | None = None  # ensemble/refit.py: "kfold:K" or "bag:N" after the ensemble
     data_fingerprint: str = ""  # core/data_fingerprint.py: what every trial checks its dataset against
+    forecast: dict | None = None  # search/forecast.py: expected epochs, hours, cost (plan.json "forecast")
+    budget: dict | None = None    # search/spend.py: {"gpu_hours", "usd"} the search keeps within
+    keep_all_checkpoints: bool = False  # search/cleanup.py: removes none after the ensemble
+    members_weights_only: bool = False  # ... or removes the ensemble members' optimizer state too
 
     @property
     def storage(self) -> str:
@@ -124,6 +128,12 @@ class Plan:
             problems.append((str(err), ["--no-pretrained"]))
         if problems:
             raise SpaceError(_one_message(space, problems, getattr(args, "argv", None)))
+        from search import forecast, spend
+
+        plan.forecast = forecast.plan_forecast(plan, args, saved, _local_gpus())
+        plan.budget = spend.plan_budget(args, saved, plan.forecast)
+        plan.keep_all_checkpoints = bool(getattr(args, "keep_all_checkpoints", False))
+        plan.members_weights_only = bool(getattr(args, "members_weights_only", False))
         return plan
 
     def _check_existing(self) -> None:
@@ -154,6 +164,10 @@ class Plan:
             f"  storage    {self.experiment_path}",
             f"  outputs    {self.out_dir}",
         ]
+        if self.forecast:
+            from search import forecast, spend
+
+            lines += [forecast.table(self.forecast)] + ([spend.describe_budget(self.budget)] if self.budget else [])
         return "\n".join(lines)
 
     def _loader(self) -> str:

@@ -47,6 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refit", metavar="kfold:K|bag:N",
                    help="after the ensemble, retrain its candidates on train+val (K folds or N bags) as Ray trials and "
                         "ensemble those too (python -m ensemble --help)")
+    cost = p.add_argument_group("cost (docs/cost.md)")
+    cost.add_argument("--epoch-seconds", metavar="S|BACKBONE=S,...",
+                      help="seconds per epoch for the forecast, instead of timing a few batches on this machine")
+    cost.add_argument("--gpu-hour-usd", type=float, metavar="USD",
+                      help="price of a GPU-hour (of a CPU-hour on a CPU-only search) for the forecast and budget")
+    cost.add_argument("--cluster-yaml", type=Path, metavar="PATH",
+                      help="price GPU-hours from this Ray cluster file's instance types (a dated price table)")
+    cost.add_argument("--budget-gpu-hours", type=float, metavar="H",
+                      help="no trial starts that this many accelerator-hours cannot cover (CPU-hours without GPUs); "
+                           "--resume with a larger one continues")
+    cost.add_argument("--budget-usd", type=float, metavar="USD", help="the same, in dollars (needs a price)")
+    cost.add_argument("--keep-all-checkpoints", action="store_true",
+                      help="after the ensemble, remove no checkpoint (default: keep each trial's best and the members')")
+    cost.add_argument("--members-weights-only", action="store_true",
+                      help="after the ensemble, keep its members' weights only (no optimizer state)")
     p.add_argument("--smoke-test", action="store_true", help="2 trials x 1 epoch at <= 64 px, to check the plumbing")
     return p
 

@@ -30,6 +30,8 @@ def write_saved_plan(plan, *, smoke_test: bool) -> Path:
         "ensemble_top_k": plan.ensemble_top_k,
         "refit": plan.refit,
         "data_fingerprint": plan.data_fingerprint,
+        "forecast": plan.forecast,  # search/forecast.py: what the search was expected to cost
+        "budget": plan.budget,      # search/spend.py; a --resume with a new budget rewrites it
     }
     path = plan.out_dir / PLAN_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

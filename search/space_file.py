@@ -359,3 +359,8 @@ def _warm_start_config(space: Space, k: int, point: dict, data: str | None) -> d
         raise SpaceError(f"{space.path}: WARM_STARTS[{k}] sets {unused}, which define() never suggests on this "
                          "branch; Optuna would ignore them. Remove them or make define() suggest them.")
     return space.trial_config(params, data)
+
+
+def warm_start_configs(space: Space, data: str | None = None) -> list[dict]:
+    """Every warm start's trial config, as the search runs it."""
+    return [_warm_start_config(space, k, point, data) for k, point in enumerate(space.warm_starts)]

@@ -15,6 +15,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from search.sampler import make_tpe_sampler, startup_trials
 from search.searcher import OptunaTPESearch
+from search.spend import BudgetStopper, SpendCallback
 from search.space_file import Space
 from search.study import journal_storage
 from search.suggestion_pool import PoolSpec
@@ -63,7 +64,9 @@ def run_config(space: Space, name: str, storage: str, callbacks=()) -> tune.RunC
             num_to_keep=s.keep_checkpoints, checkpoint_score_attribute=s.metric, checkpoint_score_order=s.mode
         ),
         failure_config=tune.FailureConfig(max_failures=s.max_failures),  # retried from the last checkpoint
-        callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), *callbacks],
+        # Always there, budget or not, so a --resume can add or raise one (search/spend.py).
+        stop=BudgetStopper(name),
+        callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), SpendCallback(name), *callbacks],
         verbose=0,
     )
 

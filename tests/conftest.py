@@ -19,6 +19,9 @@ TINY100 = SHARED / "datasets" / "tiny100"
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Scan caches and the built-in dataset go to one per-session temp dir, never ~/.cache."""
     monkeypatch.setenv("RESNET_SEARCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    # The plan's forecast times a few batches of every backbone in a child process (search/forecast.py):
+    # seconds per plan. Off here; tests/test_cost_forecast.py turns it on where it is the subject.
+    monkeypatch.setenv("RESNET_SEARCH_CALIBRATE", "0")
 
 
 requires_tiny100 = pytest.mark.skipif(not TINY100.exists(), reason="../shared/datasets/tiny100 is absent (fresh clone)")
