@@ -1,7 +1,6 @@
 """The docs people find their way in: README's layout table names every module, and every relative link in
 README.md, BENCHMARKS.md, benchmarks/README.md and docs/*.md points to a file that exists."""
 import re
-import warnings
 from pathlib import Path
 
 import pytest
@@ -9,10 +8,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 PACKAGES = ("core", "compat", "worker", "trainable", "search", "ensemble", "cli")
-# Pages other engineers are writing on their own branches (issue 24): README links them already. While one is
-# absent here its links are reported as a warning, not a failure; once it exists it is checked like any other.
-# Delete this set once those branches are merged.
-WRITTEN_ELSEWHERE = {"docs/cost.md"}
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 
 
@@ -60,15 +55,12 @@ def relative_links(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("path", documents(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_relative_link_points_to_a_file_that_exists(path):
-    broken, pending = [], []
+    broken = []
     for target in relative_links(path):
         resolved = (path.parent / target).resolve()
         if resolved.exists():
             continue
-        named = resolved.relative_to(ROOT).as_posix() if resolved.is_relative_to(ROOT) else str(resolved)
-        (pending if named in WRITTEN_ELSEWHERE else broken).append(target)
-    if pending:
-        warnings.warn(f"{path.name} links {pending}, which other branches are writing (WRITTEN_ELSEWHERE)")
+        broken.append(target)
     assert broken == [], f"{path.relative_to(ROOT)} links to files that do not exist: {broken}"
 
 
