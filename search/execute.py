@@ -132,10 +132,12 @@ def _run(plan) -> int:
         _ensemble(plan)
     from search.cleanup import after_ensemble  # only after ensemble.json (and the refit) are written
 
-    summary_text += "\n" + after_ensemble(plan, table)
+    kept = after_ensemble(plan, table)
     _report(plan)
     print("\n" + summary(table, metric=s.metric, max_epochs=s.max_epochs, out_dir=plan.out_dir,
                          storage_dir=plan.experiment_path, story=story_lines(plan, table)))
+    print(spend.spent_line(table, plan))  # hours and cost spent, then the checkpoint bytes kept
+    print(kept)
     return 0
 
 
