@@ -89,10 +89,6 @@ class Plan:
         counted: dict = {}
         check_space(space, num_classes=len(index.classes), data=data, counted=counted)
         fingerprint = _fingerprint(index, saved)
-        if not args.resume:  # a resumed search has written most of its checkpoints already
-            from search.disk_space import check_free_space
-
-            check_free_space(space, storage.local_path and storage.local_path / name, counted.get("max_params"))
         top_k = args.ensemble_top_k if args.ensemble_top_k is not None else (saved or {}).get("ensemble_top_k", 5)
         if top_k < 0:
             raise UserError(f"--ensemble-top-k is {top_k}, but must be >= 0 (0 skips the ensemble).")
@@ -116,6 +112,11 @@ class Plan:
         if not address:
             _check_local_resources(space)
         preflight.check_trials(space, index, data)  # batch size, metric, pretrained weights: would fail every trial
+        if not args.resume:  # a resumed search has written most of its checkpoints already
+            from search.disk_space import check_free_space
+
+            check_free_space(space, storage.local_path and storage.local_path / name, counted.get("min_params"),
+                             counted.get("max_params"))
         return plan
 
     def _check_existing(self) -> None:

@@ -29,7 +29,7 @@ def write_saved_plan(plan, *, smoke_test: bool) -> Path:
         "address": plan.address,
         "ensemble_top_k": plan.ensemble_top_k,
         "refit": plan.refit,
-        "data_fingerprint": plan.data_fingerprint,
+        "data_fingerprint": getattr(plan, "data_fingerprint", ""),
     }
     path = plan.out_dir / PLAN_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
