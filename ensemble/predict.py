@@ -102,6 +102,12 @@ def predict_folder(run_dir: Path, images_dir: Path, out: Path | None = None, say
     return out
 
 
+def _check_inputs(args) -> None:
+    manifest = read_manifest(args.run_dir)
+    check_out_file(Path(args.out) if args.out else Path(args.run_dir) / f"prediction-{Path(args.images_dir).absolute().name}.csv")
+    list_images(args.images_dir, manifest["min_image_side"], say=lambda _: None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ensemble.predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -116,6 +122,7 @@ def main(argv=None, prog=None) -> int:
     parser.prog = prog or parser.prog  # `resnet-search SUBCOMMAND` (cli/main.py) shows its own name
     args = parser.parse_args(argv)
     try:
+        _check_inputs(args)  # a mistake is refused before the lock: it leaves not even the lock's file
         with RunLock(args.run_dir, what="python -m ensemble.predict", create=False):  # not while an ensemble is rebuilt
             predict_folder(args.run_dir, args.images_dir, args.out)
     except UserError as err:

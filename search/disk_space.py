@@ -6,7 +6,8 @@ A checkpoint holds the weights (model.pt: 4 bytes a parameter, twice with EMA) a
 
     num_samples x (keep_checkpoints + 1) x bytes per checkpoint of its largest model
 
-(ASHA stops most trials before they write all of them: the figure is an upper bound, stated as one). Cloud
+(ASHA stops most trials before they write all of them: the figure is an upper bound, stated as one). The plan
+refuses a storage without room even at the smallest model's size and warns below the largest's. Cloud
 storage is not measured (a bucket has no free space to ask about). What fills up later anyway (a disk shared
 with other jobs) ends in one message through search/run.py.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+import sys
 from pathlib import Path
 
 from core.errors import UserError
@@ -28,20 +30,30 @@ def checkpoint_bytes(space, max_params: int) -> int:
     return s.num_samples * (s.keep_checkpoints + 1) * per_param * int(max_params)
 
 
-def check_free_space(space, storage_path: Path | None, max_params: int | None) -> None:
-    """Refuses a local storage without room for the checkpoints; a cloud storage (None) is not measured."""
-    if storage_path is None or not max_params:
+def check_free_space(space, storage_path: Path | None, min_params: int | None, max_params: int | None = None,
+                     warn=None) -> None:
+    """Refuses a local storage without room for the checkpoints even if every trial sampled the smallest model
+    (it cannot succeed); warns when it lacks room for the largest (it may fill up). A cloud storage (None) is not
+    measured."""
+    if storage_path is None or not min_params:
         return
-    need = checkpoint_bytes(space, max_params)
+    max_params = max_params or min_params
     where = existing_parent(Path(storage_path))
     free = shutil.disk_usage(where).free
-    if need > free:
-        s = space.settings
+    s = space.settings
+    kept = s.num_samples * (s.keep_checkpoints + 1)
+    least, most = checkpoint_bytes(space, min_params), checkpoint_bytes(space, max_params)
+    if least > free:
         raise UserError(
-            f"--storage {storage_path}: its disk has {gb(free)} free, but the checkpoints may take up to {gb(need)} "
-            f"({s.num_samples} trials x {s.keep_checkpoints + 1} kept checkpoints x {gb(need // (s.num_samples * (s.keep_checkpoints + 1)))} "
-            f"for the largest model, {max_params / 1e6:.1f}M parameters). Free space under {where}, pass --storage on a "
+            f"--storage {storage_path}: its disk has {gb(free)} free, but the checkpoints need at least {gb(least)} "
+            f"({s.num_samples} trials x {s.keep_checkpoints + 1} kept checkpoints x {gb(least // kept)} for the "
+            f"smallest model, {min_params / 1e6:.1f}M parameters). Free space under {where}, pass --storage on a "
             "larger disk (or s3://...), or lower num_samples / keep_checkpoints.")
+    if most > free:
+        (warn or (lambda text: print(f"warning: {text}", file=sys.stderr)))(
+            f"--storage {storage_path}: its disk has {gb(free)} free; the checkpoints take up to {gb(most)} if "
+            f"every trial sampled the largest model ({max_params / 1e6:.1f}M parameters). A full disk mid-search "
+            "ends it with the --resume command; more room avoids that.")
 
 
 def existing_parent(path: Path) -> Path:

@@ -75,7 +75,7 @@ class Plan:
         # A resumed search is the one that was started: its saved plan, never the space file's defaults.
         saved = read_saved_plan(out_dir) if args.resume else None
         if args.resume:
-            _refuse_changes(args, saved and {**saved, "_out_dir": str(out_dir)})
+            _refuse_changes(args, saved, out_dir)
         # Before anything reads the storage or joins Ray: a bad URI or a dead address is one message, not a hang.
         preflight.check_destination(storage, args.name, args.address or (saved or {}).get("address"))
         if args.resume and (saved is None or not _can_restore(experiment)):
@@ -93,10 +93,6 @@ class Plan:
         counted: dict = {}
         check_space(space, num_classes=len(index.classes), data=data, counted=counted)
         fingerprint = _fingerprint(index, saved)
-        if not args.resume:  # a resumed search has written most of its checkpoints already
-            from search.disk_space import check_free_space
-
-            check_free_space(space, storage.local_path and storage.local_path / name, counted.get("max_params"))
         top_k = args.ensemble_top_k if args.ensemble_top_k is not None else (saved or {}).get("ensemble_top_k", 5)
         if top_k < 0:
             raise UserError(f"--ensemble-top-k is {top_k}, but must be >= 0 (0 skips the ensemble).")
@@ -134,6 +130,11 @@ class Plan:
         plan.budget = spend.plan_budget(args, saved, plan.forecast)
         plan.keep_all_checkpoints = bool(getattr(args, "keep_all_checkpoints", False))
         plan.members_weights_only = bool(getattr(args, "members_weights_only", False))
+        if not args.resume:  # a resumed search has written most of its checkpoints already
+            from search.disk_space import check_free_space
+
+            check_free_space(space, storage.local_path and storage.local_path / name, counted.get("min_params"),
+                             counted.get("max_params"))
         return plan
 
     def _check_existing(self) -> None:
@@ -193,7 +194,7 @@ class Plan:
         return execute(self)
 
 
-def _refuse_changes(args, saved: dict | None) -> None:
+def _refuse_changes(args, saved: dict | None, out_dir: Path) -> None:
     """Flags that would change the search being resumed are refused; the same values as at the start are
     accepted (a repeated command line)."""
     if saved is None:
@@ -210,7 +211,7 @@ def _refuse_changes(args, saved: dict | None) -> None:
         changed["--smoke-test"] = "--smoke-test, it started without"
     if args.data and _data_spec(args.data) != saved["data"]:
         changed["--data"] = f"--data {args.data}, it started with {saved['data']}"
-    if args.space and not _same_space(args.space, saved):
+    if args.space and not _same_space(args.space, out_dir):
         changed["--space"] = (f"--space {args.space}, which differs from the copy it started with "
                               f"({saved.get('space_file', 'space.py')}, saved as space.py beside plan.json)")
     if changed:
@@ -219,11 +220,10 @@ def _refuse_changes(args, saved: dict | None) -> None:
                         "a new search under another --name.")
 
 
-def _same_space(given: Path, saved: dict) -> bool:
+def _same_space(given: Path, out_dir: Path) -> bool:
     """--space on --resume is accepted only as a repeat of the start's (the same text as the run's copy)."""
-    copy = Path(saved.get("_out_dir", "")) / SPACE_COPY
     try:
-        return Path(given).read_bytes() == copy.read_bytes()
+        return Path(given).read_bytes() == (out_dir / SPACE_COPY).read_bytes()
     except OSError:
         return False
 

@@ -255,7 +255,8 @@ def check_space(space: Space, *, num_classes: int = 100, samples: int = 64, data
     """Sample configs with a seeded study and validate every one, every categorical choice and every range end.
 
     Returns the sampled trial configs. Raises SpaceError naming the file and the problem. `counted`, if given,
-    receives "max_params": the largest model's parameter count (search/disk_space.py sizes checkpoints by it).
+    receives "min_params" / "max_params": the smallest and largest model's parameter counts (search/disk_space.py
+    sizes checkpoints by them).
     """
     sampled, distributions = sample_space(space, samples, data)
     # Each parameter alone first, so a message names the parameter rather than a whole config.
@@ -267,9 +268,9 @@ def check_space(space: Space, *, num_classes: int = 100, samples: int = 64, data
                  for k, point in enumerate(space.warm_starts)]
     checked = [(where, _valid_config(space, config, where, base)) for where, config in to_check]
     _check_checkpoint_cadence(space, checked)
-    largest = _check_budgets(space, checked, num_classes)
+    smallest, largest = _check_budgets(space, checked, num_classes)
     if counted is not None:
-        counted["max_params"] = largest
+        counted.update(min_params=smallest, max_params=largest)
     return sampled
 
 
@@ -321,7 +322,7 @@ def _check_checkpoint_cadence(space: Space, checked: list[tuple[str, TrialConfig
                 "resume_state_every to a divisor of grace_period, or checkpoint_new_bests to True.")
 
 
-def _check_budgets(space: Space, checked: list[tuple[str, TrialConfig]], num_classes: int) -> int:
+def _check_budgets(space: Space, checked: list[tuple[str, TrialConfig]], num_classes: int) -> tuple[int, int]:
     """Every distinct (backbone, head) counted once, in a child process (it needs torch and timm); then
     each config against its own budget, in order, so the first message names the first offender."""
     key = lambda cfg: (cfg.backbone, cfg.head, cfg.head_hidden if cfg.head == "mlp" else 0)
@@ -339,7 +340,8 @@ def _check_budgets(space: Space, checked: list[tuple[str, TrialConfig]], num_cla
             if cfg.backbone == space.settings.trial.get("backbone"):
                 where = "SETTINGS['trial']"
             raise SpaceError(f"{space.path}: {where}: {err}") from None
-    return max((c["params"] for c in counts if "params" in c), default=0)
+    params = [c["params"] for c in counts if "params" in c]
+    return min(params, default=0), max(params, default=0)
 
 
 def _warm_start_config(space: Space, k: int, point: dict, data: str | None) -> dict:

@@ -78,14 +78,24 @@ def test_the_plan_refuses_a_storage_without_room_for_the_checkpoints(small_disk,
                         "--name", "toy", "--dry-run"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("error:") == 1 and "Traceback" not in err, err
-    assert "free, but the checkpoints may take up to" in err and "1 trials x 3 kept checkpoints" in err
+    assert "free, but the checkpoints need at least" in err and "1 trials x 3 kept checkpoints" in err
     assert "pass --storage on a larger disk" in err
     assert not (storage / "r").exists()
 
 
-def test_the_plan_passes_a_storage_with_room(tmp_path):
-    check_free_space(type("S", (), {"settings": type("T", (), {"num_samples": 1, "keep_checkpoints": 1,
-                                                                 "trial": {}})()})(), tmp_path / "new" / "run", 1000)
+def test_the_plan_passes_a_storage_with_room_and_warns_when_only_small_models_fit(tmp_path, monkeypatch):
+    import shutil
+
+    import search.disk_space
+
+    space = type("S", (), {"settings": type("T", (), {"num_samples": 1, "keep_checkpoints": 1, "trial": {}})()})()
+    warnings = []
+    check_free_space(space, tmp_path / "new" / "run", 1000, 2000, warn=warnings.append)
+    assert warnings == []
+    monkeypatch.setattr(search.disk_space.shutil, "disk_usage",
+                        lambda path: shutil._ntuple_diskusage(10**9, 0, 2 * 24 * 10**6))  # 48 MB free
+    check_free_space(space, tmp_path / "run", 10**6, 10**7, warn=warnings.append)  # 24 MB .. 240 MB
+    assert len(warnings) == 1 and "take up to 0.24 GB if every trial sampled the largest model" in warnings[0]
 
 
 @pytest.mark.slow  # a real one-trial search, then its resume

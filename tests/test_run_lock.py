@@ -138,6 +138,7 @@ def test_every_command_refuses_a_run_another_holds_and_changes_nothing(tmp_path,
     run = storage / "toy"
     run.mkdir(parents=True)
     (run / "leaderboard.csv").write_text("rank,trial_id\n1,abc\n")
+    (run / "ensemble.json").write_text('{"min_image_side": 8}')  # enough for predict's checks before the lock
     proc, fresh = holder(run), holder(storage / "new")  # "new": a start that holds the name, nothing written yet
     try:
         before = snapshot(tmp_path)

@@ -74,5 +74,6 @@ def test_a_search_on_s3_storage_ensembles_its_members_straight_from_the_bucket(s
     again = subprocess.run([sys.executable, "-m", "ensemble", str(run_dir), "--top-k", "1"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
-    manifest = json.loads((run_dir / "ensemble.json").read_text())
+    # --top-k 1 is not the search's own (2): written beside it (ensemble/destination.py)
+    manifest = json.loads((run_dir / "ensembles" / "top_k1" / "ensemble.json").read_text())
     assert manifest["storage"] == storage and manifest["selection"]["skipped"] == []
