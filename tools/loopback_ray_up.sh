@@ -100,7 +100,9 @@ setup_flag=$([[ $full == 1 ]] && echo "" || echo " --reuse-venv $venv")
 import sys, yaml
 src, dst, key, setup_flag = sys.argv[1:]
 config = yaml.safe_load(open(src))
-config["cluster_name"] = "resnet-search-loopback"
+# A name per run: Ray keys its SSH connection sharing (/tmp/ray_ssh_<user>/<cluster>, outside any namespace) by the
+# cluster's name, so two runs with one name would send their commands down each other's connection.
+config["cluster_name"] = "resnet-search-loopback-" + dst.split("/")[-2].split(".")[-1]
 config["provider"].update(head_ip="127.0.0.1", worker_ips=[])
 config["auth"] = {"ssh_user": "root", "ssh_private_key": key}
 config["min_workers"] = config["max_workers"] = 0
