@@ -116,8 +116,14 @@ ray() { "$venv/bin/ray" "$@"; }
 cd "$repo"  # file_mounts are relative to it, as for every `ray up`
 start=$(date +%s)
 echo "loopback: ray up (setup: clusters/setup_node.sh$setup_flag)"
-ray up -y --no-config-cache --disable-usage-stats "$work/loopback.yaml" > "$work/ray_up.log" 2>&1 || {
-    tail -40 "$work/ray_up.log"; echo "loopback: ray up failed"; exit 1; }
+# Once more if the head's start timed out: Ray gives its raylet a fixed 30 s to register (ray/_private/node.py), which
+# a heavily loaded machine can miss; `ray up` is safe to rerun (it is what a user does then too).
+if ! ray up -y --no-config-cache --disable-usage-stats "$work/loopback.yaml" > "$work/ray_up.log" 2>&1; then
+    grep -q "timed out during startup" "$work/ray_up.log" || { tail -40 "$work/ray_up.log"; echo "loopback: ray up failed"; exit 1; }
+    echo "loopback: the head's start timed out (load $(cut -d' ' -f1-3 /proc/loadavg)); ray up once more"
+    ray up -y --no-config-cache --disable-usage-stats "$work/loopback.yaml" > "$work/ray_up_2.log" 2>&1 || {
+        tail -40 "$work/ray_up_2.log"; echo "loopback: ray up failed twice"; exit 1; }
+fi
 up=$(( $(date +%s) - start ))
 echo "loopback: ray up took ${up}s"
 
