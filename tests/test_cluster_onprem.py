@@ -72,7 +72,7 @@ def node(tmp_path):
     repo = tmp_path / "home" / "resnet-search"
     for name in ("clusters", "tools", "cli", "core"):
         shutil.copytree(ROOT / name, repo / name)
-    shutil.copy(ROOT / "requirements.lock", repo)
+    shutil.copy(ROOT / "requirements-cluster.lock", repo)
     return repo
 
 
