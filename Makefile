@@ -1,6 +1,6 @@
 # make demo: set up (or reuse) .venv and run the main job on the built-in dataset.
 # make test: set up (or reuse) .venv and run the test suite; make test-fast: the tier without Ray or searches.
-# make lock: regenerate requirements.lock (make's: the project, test, dashboard) and requirements-cluster.lock (a
+# make lock: regenerate requirements.lock (make's: the project and its tests) and requirements-cluster.lock (a
 # cluster node's and the image's: every extra), every dependency pinned and hashed, from pyproject.toml + constraints.txt.
 PYTHON ?= python3
 VENV ?= .venv
@@ -25,7 +25,7 @@ lock:
 	    --no-emit-index-url --no-emit-find-links $(LOCK_ARGS) -c constraints.txt -o requirements-cluster.lock pyproject.toml
 	# The same pins, fewer extras: seeded from the cluster lock, so the two never disagree on a shared package.
 	cp requirements-cluster.lock requirements.lock
-	/tmp/resnet-search-piptools/bin/pip-compile --quiet --generate-hashes --extra test --extra dashboard --strip-extras \
+	/tmp/resnet-search-piptools/bin/pip-compile --quiet --generate-hashes --extra test --strip-extras \
 	    --allow-unsafe --no-emit-index-url --no-emit-find-links -c constraints.txt -o requirements.lock pyproject.toml
 
 demo: $(VENV)/.installed

@@ -44,6 +44,7 @@ def declared_pins(extras) -> dict[str, str]:
 ALL_EXTRAS = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
 
 
+# "dashboard": an extra until main made optuna-dashboard a dependency; either way requirements.lock pins it.
 @pytest.mark.parametrize("lock, extras", [(LOCK, {"test", "dashboard"}), (CLUSTER_LOCK, ALL_EXTRAS)],
                          ids=["requirements.lock", "requirements-cluster.lock"])
 def test_each_lock_pins_what_pyproject_and_constraints_pin(lock, extras):
