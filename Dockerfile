@@ -1,5 +1,5 @@
 # resnet-search on Ray's own image: the same Ray as pyproject.toml, Python 3.11 (the lock's), and the CUDA build of
-# torch from requirements.lock. Used by clusters/aws-docker.yaml, k8s/ and slurm/ (docs/clusters.md "Docker").
+# torch from requirements-cluster.lock (every extra: ray[default], boto3). Used by clusters/aws-docker.yaml, k8s/ and slurm/ (docs/clusters.md "Docker").
 #
 #   docker build -t resnet-search:0.1.0 .
 #   docker run --rm resnet-search:0.1.0                                   # resnet-search --help
@@ -16,8 +16,8 @@ FROM ${RAY_IMAGE}
 WORKDIR /home/ray/resnet-search
 
 # The dependencies first (their own layer: it changes only with the lock), every file's hash checked.
-COPY --chown=ray:users requirements.lock ./
-RUN pip install --no-cache-dir --require-hashes -r requirements.lock
+COPY --chown=ray:users requirements-cluster.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements-cluster.lock
 
 # Then the project, at the path every cluster file uses (~/resnet-search), without touching the pins above.
 COPY --chown=ray:users pyproject.toml constraints.txt README.md ./

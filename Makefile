@@ -1,5 +1,7 @@
 # make demo: set up (or reuse) .venv and run the main job on the built-in dataset.
 # make test: set up (or reuse) .venv and run the test suite; make test-fast: the tier without Ray or searches.
+# make lock: regenerate requirements.lock (make's: the project and its tests) and requirements-cluster.lock (a
+# cluster node's and the image's: every extra), every dependency pinned and hashed, from pyproject.toml + constraints.txt.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -20,7 +22,11 @@ lock:
 	rm -rf /tmp/resnet-search-piptools && $(PYTHON) -m venv /tmp/resnet-search-piptools
 	/tmp/resnet-search-piptools/bin/pip install -q pip-tools==7.6.2
 	/tmp/resnet-search-piptools/bin/pip-compile --quiet --generate-hashes --all-extras --strip-extras --allow-unsafe \
-	    --no-emit-index-url --no-emit-find-links $(LOCK_ARGS) -c constraints.txt -o requirements.lock pyproject.toml
+	    --no-emit-index-url --no-emit-find-links $(LOCK_ARGS) -c constraints.txt -o requirements-cluster.lock pyproject.toml
+	# The same pins, fewer extras: seeded from the cluster lock, so the two never disagree on a shared package.
+	cp requirements-cluster.lock requirements.lock
+	/tmp/resnet-search-piptools/bin/pip-compile --quiet --generate-hashes --extra test --strip-extras \
+	    --allow-unsafe --no-emit-index-url --no-emit-find-links -c constraints.txt -o requirements.lock pyproject.toml
 
 demo: $(VENV)/.installed
 	$(PY) search/run.py --space spaces/quick.py

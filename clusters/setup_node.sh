@@ -6,7 +6,7 @@
 # ~/resnet-search. So what tools/loopback_ray_up.sh runs for real is what an AWS or on-prem node runs.
 # Safe to rerun (`ray up` reruns it on every update): the install is skipped while the lock is unchanged.
 #
-#   (no flag)          ~/resnet-search/.venv from requirements.lock (tools/install_venv.sh: CUDA torch on a GPU
+#   (no flag)          ~/resnet-search/.venv from requirements-cluster.lock (tools/install_venv.sh: CUDA torch on a GPU
 #                      node, CPU torch elsewhere)
 #   --reuse-venv DIR   no install: ~/resnet-search/.venv layered over an environment already built from the same
 #                      lock (DIR), running the copied code. For CI's loopback run, where a full install per run
@@ -24,7 +24,9 @@ done
 
 if [[ -f ~/.ray/auth_token ]]; then chmod 600 ~/.ray/auth_token; fi  # token auth refuses a readable token
 
-# The lock is for Python 3.11 (requirements.lock's header): use it where the node has it.
+# A node's lock: make's plus the `cluster` extra (ray[default]: dashboard and autoscaler; boto3).
+export LOCK=requirements-cluster.lock
+# The lock is for Python 3.11 (its header): use it where the node has it.
 PYTHON=$(command -v python3.11 || command -v python3)
 export PYTHON
 
@@ -42,8 +44,8 @@ if [[ -n "$reuse" ]]; then
     done
     printf '#!/bin/sh\nexec %s -m cli.main "$@"\n' "$repo/.venv/bin/python" > .venv/bin/resnet-search
     chmod +x .venv/bin/resnet-search
-elif [[ -f .venv/.installed ]] && cmp -s requirements.lock .venv/.installed; then
-    echo "setup_node.sh: .venv is up to date with requirements.lock"
+elif [[ -f .venv/.installed ]] && cmp -s "$LOCK" .venv/.installed; then
+    echo "setup_node.sh: .venv is up to date with $LOCK"
 else
     if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then  # Debian/Ubuntu ship venv separately
         sudo=$([[ $(id -u) == 0 ]] || echo sudo)
@@ -51,7 +53,7 @@ else
         $sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq python3-venv
     fi
     bash tools/install_venv.sh .venv
-    cp requirements.lock .venv/.installed  # what was installed: a later run compares
+    cp "$LOCK" .venv/.installed  # what was installed: a later run compares
 fi
 
 # Every later command (ray start/stop, ray exec, the driver) sees the venv and token auth mode; appended once.

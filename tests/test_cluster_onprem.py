@@ -61,7 +61,8 @@ def test_token_auth_and_a_private_dashboard(prepared):
 def test_ci_runs_the_loopback_launch():
     assert "tools/loopback_ray_up.sh" in (ROOT / ".ci" / "run").read_text()
     script = (ROOT / "tools" / "loopback_ray_up.sh").read_text()
-    for step in ("ray up -y", "ray exec", "ray down -y", "clusters/onprem.yaml", "--pid --fork --mount-proc", 'echo "--net"'):
+    steps = ("ray up -y", "ray exec", "ray down -y", "clusters/onprem.yaml", "--pid --fork --mount-proc", 'echo "--net"')
+    for step in steps:
         assert step in script, step
 
 
@@ -71,7 +72,7 @@ def node(tmp_path):
     repo = tmp_path / "home" / "resnet-search"
     for name in ("clusters", "tools", "cli", "core"):
         shutil.copytree(ROOT / name, repo / name)
-    shutil.copy(ROOT / "requirements.lock", repo)
+    shutil.copy(ROOT / "requirements-cluster.lock", repo)
     return repo
 
 

@@ -115,7 +115,7 @@ def test_setup_installs_the_project_at_the_pinned_ray_and_syncs_the_data(prepare
     ray_pin = next(p for p in project["dependencies"] if p.startswith("ray[")).split("==")[1]
     # Every node, the project and the machine running `ray up` must run the same Ray.
     assert f"ray[default]=={ray_pin}" in project["optional-dependencies"]["cluster"]
-    assert re.search(rf"^ray=={re.escape(ray_pin)} ", (ROOT / "requirements.lock").read_text(), re.M)
+    assert re.search(rf"^ray=={re.escape(ray_pin)} ", (ROOT / "requirements-cluster.lock").read_text(), re.M)
     assert ray.__version__ == ray_pin
 
 

@@ -20,7 +20,7 @@ except ModuleNotFoundError:  # Python 3.10
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-LOCK = (ROOT / "requirements.lock").read_text()
+LOCK = (ROOT / "requirements-cluster.lock").read_text()
 
 
 def instructions(keyword: str) -> list[str]:
@@ -47,7 +47,7 @@ def test_the_base_is_rays_image_at_the_pinned_ray_python_and_cuda():
 
 def test_it_installs_the_lock_with_hashes_then_the_project_without_deps():
     runs = instructions("RUN")
-    assert runs[0] == "pip install --no-cache-dir --require-hashes -r requirements.lock"
+    assert runs[0] == "pip install --no-cache-dir --require-hashes -r requirements-cluster.lock"
     assert runs[1].startswith("pip install --no-cache-dir --no-deps -e .")
     assert not any("constraints.txt" in r or re.search(r"\b(torch|ray)==", r) for r in runs)  # no second set of pins
     assert locked("torch") == (ROOT / "constraints.txt").read_text().split("torch==")[1].split()[0]

@@ -18,6 +18,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements.lock"
+CLUSTER_LOCK = ROOT / "requirements-cluster.lock"
 SCRIPT = ROOT / "tools" / "install_venv.sh"
 
 
@@ -25,30 +26,46 @@ def name(requirement: str) -> str:
     return re.split(r"[\[=<>!~ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
 
 
-def lock_pins() -> dict[str, str]:
-    return {m[0].lower(): m[1] for m in re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", LOCK.read_text(), re.M)}
+def lock_pins(lock: Path = LOCK) -> dict[str, str]:
+    return {m[0].lower(): m[1] for m in re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", lock.read_text(), re.M)}
 
 
-def declared_pins() -> dict[str, str]:
-    """Every `==` pin of pyproject.toml (dependencies and every extra) and constraints.txt."""
+def declared_pins(extras) -> dict[str, str]:
+    """Every `==` pin of pyproject.toml (dependencies and the given extras) and constraints.txt."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     requirements = list(project["dependencies"])
-    for extra in project["optional-dependencies"].values():
-        requirements += extra
+    for extra, listed in project["optional-dependencies"].items():
+        if extra in extras:
+            requirements += listed
     requirements += [line.split("#")[0].strip() for line in (ROOT / "constraints.txt").read_text().splitlines()]
     return {name(r): r.split("==", 1)[1].strip() for r in requirements if "==" in r}
 
 
-def test_the_lock_pins_what_pyproject_and_constraints_pin():
-    pins, declared = lock_pins(), declared_pins()
+ALL_EXTRAS = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+
+
+# "dashboard": an extra until main made optuna-dashboard a dependency; either way requirements.lock pins it.
+@pytest.mark.parametrize("lock, extras", [(LOCK, {"test", "dashboard"}), (CLUSTER_LOCK, ALL_EXTRAS)],
+                         ids=["requirements.lock", "requirements-cluster.lock"])
+def test_each_lock_pins_what_pyproject_and_constraints_pin(lock, extras):
+    pins, declared = lock_pins(lock), declared_pins(extras)
     assert {"torch", "torchvision", "ray", "optuna", "timm", "pytest"} <= declared.keys()
     assert {k: pins.get(k) for k in declared} == declared
 
 
-def test_every_locked_requirement_has_a_hash_and_no_index_is_baked_in():
-    text = LOCK.read_text()
-    stanzas = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n\n", 1)[1])
-    assert len(stanzas) == len(lock_pins()) > 100
+def test_make_s_lock_is_the_cluster_lock_less_the_cluster_extra():
+    """Seeded from the cluster lock: every package they share has one version, so a node runs what CI tested."""
+    make, cluster = lock_pins(LOCK), lock_pins(CLUSTER_LOCK)
+    assert make.items() <= cluster.items()
+    assert "aiohttp-cors" in cluster.keys() - make.keys()  # ray[default]'s dashboard: nodes only
+
+
+@pytest.mark.parametrize("lock", [LOCK, CLUSTER_LOCK], ids=lambda p: p.name)
+def test_every_locked_requirement_has_a_hash_and_no_index_is_baked_in(lock):
+    text = lock.read_text()
+    body = "\n".join(line for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    stanzas = re.split(r"\n(?=[A-Za-z0-9])", body)
+    assert len(stanzas) == len(lock_pins(lock)) > 100
     for stanza in stanzas:
         assert "--hash=sha256:" in stanza, stanza.splitlines()[0]
     assert "--index-url" not in text and "--find-links" not in text and "file://" not in text
@@ -60,7 +77,8 @@ def test_make_installs_from_the_lock_and_make_lock_regenerates_it():
     installed = makefile.split("$(VENV)/.installed:", 1)[1].split("\n\n", 1)[0]
     assert "requirements.lock" in installed and "tools/install_venv.sh" in installed
     lock = makefile.split("\nlock:", 1)[1].split("\n\n", 1)[0]
-    assert "pip-compile" in lock and "--generate-hashes" in lock and "-o requirements.lock" in lock
+    assert lock.count("pip-compile") == 2 and "--generate-hashes" in lock
+    assert "-o requirements-cluster.lock" in lock and "-o requirements.lock" in lock
     script = SCRIPT.read_text()
     assert '--require-hashes -r "$LOCK"' in script and "install -q --no-deps -e ." in script
 

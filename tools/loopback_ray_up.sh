@@ -100,7 +100,9 @@ setup_flag=$([[ $full == 1 ]] && echo "" || echo " --reuse-venv $venv")
 import sys, yaml
 src, dst, key, setup_flag = sys.argv[1:]
 config = yaml.safe_load(open(src))
-config["cluster_name"] = "resnet-search-loopback"
+# A name per run: Ray keys its SSH connection sharing (/tmp/ray_ssh_<user>/<cluster>, outside any namespace) by the
+# cluster's name, so two runs with one name would send their commands down each other's connection.
+config["cluster_name"] = "resnet-search-loopback-" + dst.split("/")[-2].split(".")[-1]
 config["provider"].update(head_ip="127.0.0.1", worker_ips=[])
 config["auth"] = {"ssh_user": "root", "ssh_private_key": key}
 config["min_workers"] = config["max_workers"] = 0
@@ -114,8 +116,14 @@ ray() { "$venv/bin/ray" "$@"; }
 cd "$repo"  # file_mounts are relative to it, as for every `ray up`
 start=$(date +%s)
 echo "loopback: ray up (setup: clusters/setup_node.sh$setup_flag)"
-ray up -y --no-config-cache --disable-usage-stats "$work/loopback.yaml" > "$work/ray_up.log" 2>&1 || {
-    tail -40 "$work/ray_up.log"; echo "loopback: ray up failed"; exit 1; }
+# Once more if the head's start timed out: Ray gives its raylet a fixed 30 s to register (ray/_private/node.py), which
+# a heavily loaded machine can miss; `ray up` is safe to rerun (it is what a user does then too).
+if ! ray up -y --no-config-cache --disable-usage-stats "$work/loopback.yaml" > "$work/ray_up.log" 2>&1; then
+    grep -q "timed out during startup" "$work/ray_up.log" || { tail -40 "$work/ray_up.log"; echo "loopback: ray up failed"; exit 1; }
+    echo "loopback: the head's start timed out (load $(cut -d' ' -f1-3 /proc/loadavg)); ray up once more"
+    ray up -y --no-config-cache --disable-usage-stats "$work/loopback.yaml" > "$work/ray_up_2.log" 2>&1 || {
+        tail -40 "$work/ray_up_2.log"; echo "loopback: ray up failed twice"; exit 1; }
+fi
 up=$(( $(date +%s) - start ))
 echo "loopback: ray up took ${up}s"
 
