@@ -156,7 +156,7 @@ class CostForecast:
             f"  epochs     {self.trial_epochs:.0f} trial-epochs of {self.full_epochs} without ASHA "
             f"(trials reaching epoch: {reach})",
             f"  per epoch  {self.epoch_seconds:.1f} s ({self.epoch_seconds_source}) + {self.start_seconds:.0f} s to start "
-            "each trial" + (f"; {_by_backbone(self.by_backbone)}" if len(self.by_backbone) > 1 else ""),
+            "each trial" + (f"; {_by_backbone(self.by_backbone)}" if len(set(self.by_backbone.values())) > 1 else ""),
             f"  {unit:<10} {self.accelerator_hours:.3g} ({self.trial_hours:.3g} trial-hours x {self.per_trial:g} "
             f"{self.accelerator} per trial)",
             f"  wall       {_duration(self.wall_hours)} at {self.concurrency} trials at once",
@@ -166,7 +166,10 @@ class CostForecast:
 
 
 def _by_backbone(seconds: dict) -> str:
-    return ", ".join(f"{name} {s:.1f} s" for name, s in sorted(seconds.items(), key=lambda kv: kv[1]))
+    ranked = sorted(seconds.items(), key=lambda kv: kv[1])
+    if len(ranked) > 4:  # one short line: the fastest and the slowest
+        return f"{len(ranked)} backbones, {ranked[0][0]} {ranked[0][1]:.1f} s to {ranked[-1][0]} {ranked[-1][1]:.1f} s"
+    return ", ".join(f"{name} {s:.1f} s" for name, s in ranked)
 
 
 def usd_text(usd: float) -> str:

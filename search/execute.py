@@ -186,6 +186,7 @@ def _already_finished(plan, table: pd.DataFrame) -> int:
         return EXIT_ALL_FAILED
     print(summary(table, metric=s.metric, max_epochs=s.max_epochs, out_dir=plan.out_dir,
                   storage_dir=plan.experiment_path, story=story_lines(plan, table)))
+    print(spend.spent_line(table, plan))
     if plan.ensemble_top_k and not (plan.out_dir / "ensemble.json").exists():
         print(f"No ensemble in {plan.out_dir}: build it with python -m ensemble {plan.out_dir}")
     elif plan.refit and not _has_refit(plan.out_dir, plan.refit):  # never dropped without a word

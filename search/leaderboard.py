@@ -30,7 +30,7 @@ def build_leaderboard(results, space: Space, base_config: dict, usd_per_hour: fl
     return table[TRIAL_COLUMNS + metric_cols + hyper_cols + COST_COLUMNS]
 
 
-def _row(result, settings, base_config: dict, tune_status: dict[str, str], usd_per_hour: float | None) -> dict:
+def _row(result, settings, base_config: dict, tune_status: dict[str, str], usd_per_hour: float | None = None) -> dict:
     metrics = result.metrics or {}
     history = result.metrics_dataframe
     trial_id = metrics.get("trial_id") or _trial_id_from_path(result.path)

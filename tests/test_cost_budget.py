@@ -113,3 +113,20 @@ def test_a_budget_stops_a_search_and_a_larger_one_resumes_it(tmp_path, toy_data,
     from search.study import load_study
 
     assert len(load_study(out).trials) == 4
+
+
+def test_the_budget_a_plan_keeps():
+    from search.spend import BudgetError, plan_budget
+
+    args = types.SimpleNamespace(budget_gpu_hours=None, budget_usd=None)
+    forecast = {"cost": {"usd_per_hour": 2.0}}
+    assert plan_budget(args, None, forecast) is None
+    assert plan_budget(args, {"budget": {"hours": 3}}, forecast) == {"hours": 3}   # --resume keeps the saved one
+    args.budget_usd, args.budget_gpu_hours = 10.0, 8.0
+    assert plan_budget(args, {"budget": {"hours": 3}}, forecast)["hours"] == 5.0  # the tighter: $10 at $2/h
+    args.budget_gpu_hours = -1.0
+    with pytest.raises(BudgetError, match="--budget-gpu-hours is -1, but a budget must be > 0"):
+        plan_budget(args, None, forecast)
+    args.budget_gpu_hours = None
+    with pytest.raises(BudgetError, match="needs a price"):
+        plan_budget(args, None, {})

@@ -49,6 +49,19 @@ def define(trial):
 }
 
 
+def measured_split(out: Path) -> tuple[float, float]:
+    """(mean epoch_seconds the trials reported, mean seconds a trial spent before its first epoch): the two
+    terms the forecast multiplies, measured, so its error can be put on one or the other."""
+    epochs, starts = [], []
+    for path in out.glob("*/result.json"):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        epochs += [r["epoch_seconds"] for r in rows if "epoch_seconds" in r]
+        if rows and "epoch_seconds" in rows[0]:
+            starts.append(rows[0]["time_this_iter_s"] - rows[0]["epoch_seconds"])
+    mean = lambda xs: round(sum(xs) / len(xs), 2) if xs else None  # noqa: E731
+    return mean(epochs), mean(starts)
+
+
 def run_one(label: str, space: str, extra: list[str], work: Path) -> dict:
     path = ROOT / space if space.endswith(".py") and "\n" not in space else work / f"{label}.py"
     if path.parent == work:
@@ -69,6 +82,7 @@ def run_one(label: str, space: str, extra: list[str], work: Path) -> dict:
     table = pd.read_csv(out / "leaderboard.csv")
     from search.cleanup import clean
 
+    epoch_s, start_s = measured_split(out)
     tidy = clean(str(out), table, out)
     actual_h = float(table["cpu_hours"].sum())
     return {
@@ -78,6 +92,7 @@ def run_one(label: str, space: str, extra: list[str], work: Path) -> dict:
         "forecast_epochs": cost["trial_epochs"], "actual_epochs": int(table["epochs"].sum()),
         "forecast_epoch_s": cost["epoch_seconds"], "forecast_start_s": cost["start_seconds"],
         "actual_epoch_s": round(float(table["trial_hours"].sum() * 3600 / max(table["epochs"].sum(), 1)), 2),
+        "actual_reported_epoch_s": epoch_s, "actual_start_s": start_s,
         "forecast_wall_min": round(cost["wall_hours"] * 60, 2), "actual_wall_min": round(wall / 60, 2),
         "checkpoint_bytes_before": tidy.before, "checkpoint_bytes_after": tidy.after,
         "checkpoint_folders_removed": tidy.removed, "checkpoint_folders_kept": tidy.kept,
