@@ -3,7 +3,7 @@
 Optuna's TPE rebuilds two Parzen estimators from every finished trial at every suggestion, once per
 sampling group (4 for spaces/full.py: the joint space plus the conditional mixup, MLP-head and
 class-weight branches), so a suggestion costs ~0.05 ms per finished trial on this machine: ~100 ms at
-2,000 trials (BENCHMARKS.md section 9.5). At 1,024 GPUs that alone saturates the driver.
+2,000 trials (docs/benchmarks-history.md, "TPE's cost per suggestion"). At 1,024 GPUs that alone saturates the driver.
 
 The window keeps what TPE's split depends on and samples the rest:
   - the `keep_best` best trials in TPE's own order (completed by value, then pruned by how far they got
