@@ -63,7 +63,7 @@ class BackgroundTuneSink(TuneSink):
 
     # How long Tune waits for a stopped trial's function to end before it reuses the actor (default 2 s; a
     # reset that times out fails the *next* trial). A stopped trial ends within a batch, or after the checkpoint
-    # it is writing: seconds for a large backbone.
+    # it is writing: seconds for a large backbone. worker/tune_trial.py sets it for every trial.
     THREAD_TIMEOUT_S = 30
 
     def __init__(self):

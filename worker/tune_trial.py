@@ -11,7 +11,7 @@ Tune pickles these functions by module path into every experiment: moving them i
 from __future__ import annotations
 
 import atexit
-import gc
+import os
 import threading
 
 from compat import ray_internals
@@ -45,13 +45,17 @@ def run_reporting_to_tune(train, config: dict, sink) -> None:
     inside torch. A daemon thread inside torch while Python finalizes is what ended some ASHA-stopped trials in
     `*** SIGABRT received` and a C++ stack trace. So the process's exit (atexit runs before finalizing, also on
     Ray's exit_actor) waits until this function has freed the trial's objects, and the stop signal is re-raised
-    only afterwards, without the frames that held them."""
+    only afterwards, without the frames that held them.
+
+    With reuse_actors Tune waits TUNE_FUNCTION_THREAD_TIMEOUT_S (default 2 s) for this thread to end before it
+    runs the next trial in the same process, and fails that trial if it has not ("reuse requires reset_config() to
+    ... return True"): freeing a trial takes longer than that on a loaded machine, so the default here is
+    EXIT_WAIT_S (Tune's documented variable, read in this worker at the reset; one set by the user is kept)."""
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", str(EXIT_WAIT_S))
     ended = threading.Event()
     atexit.register(ended.wait, EXIT_WAIT_S)
     try:
         stopped = _train_until_stopped(train, config, sink)
-        if stopped:
-            gc.collect()  # torch objects in reference cycles too, in this thread, not during finalization
     finally:
         ended.set()
         atexit.unregister(ended.wait)
