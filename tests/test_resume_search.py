@@ -298,7 +298,7 @@ def test_the_saved_plan_keeps_the_refit_a_search_was_started_with(tmp_path):
 
     plan = SimpleNamespace(name="r", space=SimpleNamespace(path=tmp_path / "space.py", settings=SearchSettings()),
                            data="builtin:digits", storage=str(tmp_path), address=None, ensemble_top_k=3,
-                           refit="kfold:3", out_dir=tmp_path / "r")
+                           refit="kfold:3", out_dir=tmp_path / "r", data_fingerprint="", forecast=None, budget=None)
     write_saved_plan(plan, smoke_test=False)
     saved = read_saved_plan(tmp_path / "r")
     assert saved["refit"] == "kfold:3" and saved["ensemble_top_k"] == 3
