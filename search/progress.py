@@ -70,6 +70,13 @@ class SearchProgress(Callback):
         self.record_end(trial.trial_id, trial.last_result or {}, failed=True)
         self.print_line(trials, event=self._event(trial.trial_id))
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        # Tune restarts a failed trial (a lost node, a crash) from its last checkpoint while it has retries left;
+        # with verbose=0 nothing else would say so.
+        retry = getattr(trial, "num_failures", None)
+        self.print_line(trials, event=f"trial {trial.trial_id} failed at epoch {self._epochs.get(trial.trial_id, 0)}: "
+                                      f"retried from its last checkpoint" + (f" (failure {retry})" if retry else ""))
+
     def on_step_end(self, iteration, trials, **info):
         if self._start is None:
             self.setup()

@@ -104,6 +104,18 @@ def test_a_fatal_error_is_a_failure_and_never_the_best():
     assert "1 failed" in printed[-1] and "best" not in printed[-1]
 
 
+def test_a_trial_tune_retries_is_said_once_and_not_counted_as_ended():
+    printed = []
+    progress = SearchProgress(metric="val_acc", num_samples=2, max_epochs=4, printer=printed.append, clock=Clock())
+    progress.setup()
+    lost = trial("lost")
+    progress.on_trial_result(0, [lost], lost, {"epoch": 2, "val_acc": 0.5})
+    lost.num_failures = 1  # its node died: Tune restarts it from its last checkpoint
+    progress.on_trial_recover(0, [lost], lost)
+    assert printed[-1].endswith("<- trial lost failed at epoch 2: retried from its last checkpoint (failure 1)")
+    assert "1 running, 0 ended (0 stopped by ASHA, 0 failed)" in printed[-1]
+
+
 def test_durations_read_short():
     assert [duration(s) for s in (4, 250, 3725)] == ["4s", "4m10s", "1h02m"]
 
