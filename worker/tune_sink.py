@@ -10,7 +10,6 @@ know when Tune stopped the trial between reports, which Ray has no public way to
 """
 from __future__ import annotations
 
-import os
 import posixpath
 import re
 import shutil
@@ -61,13 +60,11 @@ class BackgroundTuneSink(TuneSink):
     flush() or close().
     """
 
-    # How long Tune waits for a stopped trial's function to end before it reuses the actor (default 2 s; a
-    # reset that times out fails the *next* trial). A stopped trial ends within a batch, or after the checkpoint
-    # it is writing: seconds for a large backbone. worker/tune_trial.py sets it for every trial.
-    THREAD_TIMEOUT_S = 30
+    # How long Tune waits for a stopped trial's function to end before it reuses the actor (a stopped trial ends
+    # after the checkpoint it is writing: seconds for a large backbone) is set once for every trial, by
+    # worker/tune_trial.py (TUNE_FUNCTION_THREAD_TIMEOUT_S).
 
     def __init__(self):
-        os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", str(self.THREAD_TIMEOUT_S))
         self._staging = Path(tempfile.mkdtemp(prefix="trial-reports-"))
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tune-report")
         self._in_flight: Future | None = None
