@@ -4,6 +4,7 @@ one clear message on the driver rather than a remote traceback."""
 from __future__ import annotations
 
 from core.errors import UserError
+from worker import quiet_sigterm
 
 
 def score(*args) -> dict:
@@ -25,6 +26,7 @@ def member_logits(*args) -> dict:
 
 
 def _user_errors_as_values(fn, *args) -> dict:
+    quiet_sigterm.install()
     try:
         return fn(*args)
     except UserError as err:

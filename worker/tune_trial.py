@@ -17,12 +17,15 @@ import threading
 from compat import ray_internals
 from core.errors import TrialStopped, UserError
 from core.trial_status import FATAL_ERROR
+from worker import quiet_sigterm
 from worker.tune_sink import BackgroundTuneSink, TuneSink
 
 
 def tune_trial(config: dict) -> None:
     """One search trial, reporting every epoch (or as its report_epochs say)."""
     from trainable.trial import train_trial  # torch is imported in the trial's worker, never in the driver
+
+    quiet_sigterm.install()
 
     run_reporting_to_tune(train_trial, config, BackgroundTuneSink() if config.get("report_in_background") else TuneSink())
 
