@@ -19,6 +19,11 @@ calls `check` for driver_profile "large" before anything starts.
     (search_gen_state-*.json: a pickled dict,      budget ended (search/spend.py): experiment a Stopper ended
     "finished" set by a Stopper's stop_all)        reopen_search()                 (stop_all finishes the search
                                                                                    for good); no upstream issue found
+  Trial.storage.storage_filesystem                 every search: a retried trial's  Tune's loggers not replacing a
+                                                   result.json and progress.csv     fresher local result.json with the
+                                                   pushed to storage before Tune    remote copy at a trial's restart
+                                                   restarts it: push_trial_logs()   (ray#38598 added that copy); no
+                                                                                   upstream issue found
 
 Measurement only (benchmarks/, never a search): the methods of Tune's controller loop the driver's phase clock
 times (tune_loop_methods), and the internal types that build a synthetic experiment state (experiment_state_types).
@@ -31,7 +36,7 @@ from compat.versions import CompatError, require
 
 TESTED = ("2.60.0",)
 __all__ = ["CompatError", "TESTED", "check", "running_cluster_address", "trial_stop_event", "is_stop_signal",
-           "end_stopped_trial", "trainable_lookups_cached", "reopen_search", "tune_loop_methods", "experiment_state_types"]
+           "end_stopped_trial", "trainable_lookups_cached", "reopen_search", "push_trial_logs", "tune_loop_methods", "experiment_state_types"]
 
 
 def check(feature: str, instead: str = "Use driver_profile 'standard'") -> None:
@@ -194,3 +199,39 @@ def reopen_search(experiment_path: str) -> bool:
         f.write(pickle.dumps(state))
     fs.move(tmp, files[-1])
     return True
+
+
+TRIAL_LOG_FILES = ("result.json", "progress.csv")  # ray.tune.result's EXPR_RESULT_FILE, EXPR_PROGRESS_FILE
+
+
+def push_trial_logs(trial) -> bool:
+    """Copies a trial's result.json and progress.csv from the driver's staging folder to the run's storage now.
+
+    Why: when Tune restarts a failed trial from its checkpoint, its JSON and CSV loggers first replace the driver's
+    local copy of those files with the one in storage (LoggerCallback._restore_from_remote, on every trial start
+    with a checkpoint). Storage holds only what the driver last synced (every few seconds to minutes), so the
+    epochs reported since were dropped from the trial's logs: seen in the chaos soak, epoch 1 of a trial whose node
+    was killed right after it. Pushed first, the copy Tune downloads is the current one. Called from a public
+    callback (Callback.on_trial_recover); a Ray other than TESTED skips it (Tune's behaviour, unchanged)."""
+    import ray
+
+    if ray.__version__ not in TESTED:
+        return False
+    from pathlib import Path
+
+    import pyarrow.fs
+
+    local, remote = getattr(trial, "local_path", None), getattr(trial, "path", None)
+    filesystem = getattr(getattr(trial, "storage", None), "storage_filesystem", None)
+    if not local or not remote or filesystem is None:
+        return False
+    pushed = False
+    for name in TRIAL_LOG_FILES:
+        source, target = Path(local, name), f"{remote.rstrip('/')}/{name}"
+        if not source.is_file():
+            continue
+        if isinstance(filesystem, pyarrow.fs.LocalFileSystem) and Path(target).resolve() == source.resolve():
+            continue  # the same file: nothing to push (and a copy onto itself would empty it)
+        pyarrow.fs.copy_files(str(source), target, destination_filesystem=filesystem)
+        pushed = True
+    return pushed

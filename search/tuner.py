@@ -19,6 +19,7 @@ from search.spend import BudgetStopper, SpendCallback
 from search.space_file import Space
 from search.study import journal_storage
 from search.suggestion_pool import PoolSpec
+from search.trial_logs import TrialLogsKept
 from worker.tune_trial import tune_trial
 
 
@@ -66,7 +67,7 @@ def run_config(space: Space, name: str, storage: str, callbacks=()) -> tune.RunC
         failure_config=tune.FailureConfig(max_failures=s.max_failures),  # retried from the last checkpoint
         # Always there, budget or not, so a --resume can add or raise one (search/spend.py).
         stop=BudgetStopper(name),
-        callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), SpendCallback(name), *callbacks],
+        callbacks=[TrialLogsKept(), CSVLoggerCallback(), JsonLoggerCallback(), SpendCallback(name), *callbacks],
         verbose=0,
     )
 
