@@ -4,9 +4,12 @@ nothing can use any more are removed, on a local folder or a bucket alike (pyarr
 Kept: every ended trial's best checkpoint (the leaderboard's best_checkpoint: what `python -m ensemble` and a
 refit read), every ensemble member's checkpoint, and every checkpoint of a trial that has not ended
 (interrupted or not started: --resume continues from them). Removed: the other checkpoints of ended trials
-(Tune keeps keep_checkpoints per trial, and the latest). With members_weights_only, the members' train_state.pt
-(optimizer and RNG state, what only an exact resume needs) goes too. Refit models live in their own experiment
-(results/<name>/refit/...) and are never touched. --keep-all-checkpoints turns all of this off.
+(Tune keeps keep_checkpoints per trial, and the latest), and the train_state.pt of every ended trial's kept
+checkpoint: the optimizer, scheduler and RNG state (8 bytes a parameter of AdamW's, twice the weights) is what only
+an exact resume reads, and Tune never resumes an ended trial; the ensemble, predict and a refit read model.pt alone.
+keep_train_state (--keep-train-state) keeps it, for whoever means to train a finished trial on from its checkpoint
+(trainable/checkpoint.py restores from both files). Refit models live in their own experiment (results/<name>/refit/...) and are never touched.
+--keep-all-checkpoints turns all of this off.
 """
 from __future__ import annotations
 
@@ -89,11 +92,17 @@ class Cleanup:
     after: int
     kept: int            # folders
     removed: int
+    states_removed: int = 0  # train_state.pt files of kept checkpoints
 
     def text(self) -> str:
+        removed = []
+        if self.removed:
+            removed.append(f"{self.removed} folder(s): no ensemble member, not a trial's best")
+        if self.states_removed:
+            removed.append(f"the optimizer state of {self.states_removed} ended trial checkpoint(s): only an exact "
+                           "resume reads it, --keep-train-state keeps it")
         return (f"Checkpoints kept: {_mb(self.after)} in {self.kept} folder(s)"
-                + (f" (removed {self.removed}, {_mb(self.before - self.after)}: no ensemble member, not a trial's "
-                   "best)" if self.removed else ""))
+                + (f" (removed {_mb(self.before - self.after)}: {'; '.join(removed)})" if removed else ""))
 
 
 def _mb(n: int) -> str:
@@ -106,7 +115,7 @@ def kept_bytes(experiment_path: str) -> Cleanup:
     return Cleanup(total, total, len(folders), 0)
 
 
-def clean(experiment_path: str, table: pd.DataFrame, out_dir: Path, *, members_weights_only: bool = False) -> Cleanup:
+def clean(experiment_path: str, table: pd.DataFrame, out_dir: Path, *, keep_train_state: bool = False) -> Cleanup:
     """Removes what nothing can use; the caller has written the ensemble (and refit) first."""
     fs, _ = _filesystem(experiment_path)
     folders = checkpoint_folders(experiment_path)
@@ -115,15 +124,17 @@ def clean(experiment_path: str, table: pd.DataFrame, out_dir: Path, *, members_w
     removed = [f for f in folders if f.key not in keep]
     for folder in removed:
         fs.delete_dir(folder.path)
-    if members_weights_only:
-        chosen = members(out_dir)
+    states_removed = 0
+    if not keep_train_state:
+        ended = {str(row.trial_id) for row in table.itertuples() if TrialStatus(row.status).ended}
         for folder in folders:
-            if folder.key in chosen:
+            if folder.key in keep and folder.trial_id in ended:
                 state = f"{folder.path}/{TRAIN_STATE_FILE}"
                 if fs.get_file_info(state).type == pyarrow.fs.FileType.File:
                     fs.delete_file(state)
+                    states_removed += 1
     after = sum(f.bytes for f in checkpoint_folders(experiment_path))
-    return Cleanup(before, after, len(folders) - len(removed), len(removed))
+    return Cleanup(before, after, len(folders) - len(removed), len(removed), states_removed)
 
 
 def after_ensemble(plan, table: pd.DataFrame) -> str:
@@ -140,5 +151,4 @@ def after_ensemble(plan, table: pd.DataFrame) -> str:
             return kept_bytes(experiment).text() + " (no ensemble written: none removed)"
         if plan.refit and "refit" not in manifest:
             return kept_bytes(experiment).text() + " (the refit did not finish: none removed)"
-    return clean(experiment, table, plan.out_dir,
-                 members_weights_only=getattr(plan, "members_weights_only", False)).text()
+    return clean(experiment, table, plan.out_dir, keep_train_state=getattr(plan, "keep_train_state", False)).text()

@@ -42,7 +42,7 @@ class Plan:
     forecast: dict | None = None  # search/forecast.py: expected epochs, hours, cost (plan.json "forecast")
     budget: dict | None = None    # search/spend.py: {"gpu_hours", "usd"} the search keeps within
     keep_all_checkpoints: bool = False  # search/cleanup.py: removes none after the ensemble
-    members_weights_only: bool = False  # ... or removes the ensemble members' optimizer state too
+    keep_train_state: bool = False  # ... or keeps the optimizer state of ended trials' checkpoints
 
     @property
     def storage(self) -> str:
@@ -129,7 +129,7 @@ class Plan:
         plan.forecast = forecast.plan_forecast(plan, args, saved, _local_gpus())
         plan.budget = spend.plan_budget(args, saved, plan.forecast)
         plan.keep_all_checkpoints = bool(getattr(args, "keep_all_checkpoints", False))
-        plan.members_weights_only = bool(getattr(args, "members_weights_only", False))
+        plan.keep_train_state = bool(getattr(args, "keep_train_state", False))
         if not args.resume:  # a resumed search has written most of its checkpoints already
             from search.disk_space import check_free_space
 

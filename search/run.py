@@ -60,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("--budget-usd", type=float, metavar="USD", help="the same, in dollars (needs a price)")
     cost.add_argument("--keep-all-checkpoints", action="store_true",
                       help="after the ensemble, remove no checkpoint (default: keep each trial's best and the members')")
-    cost.add_argument("--members-weights-only", action="store_true",
-                      help="after the ensemble, keep its members' weights only (no optimizer state)")
+    cost.add_argument("--keep-train-state", action="store_true",
+                      help="after the ensemble, keep the optimizer state in ended trials' checkpoints (default: "
+                           "weights only, what the ensemble, predict and refit read)")
     p.add_argument("--smoke-test", action="store_true", help="2 trials x 1 epoch at <= 64 px, to check the plumbing")
     return p
 

@@ -59,19 +59,31 @@ def test_local_cleanup_keeps_exactly_what_the_ensemble_and_resume_need(tmp_path)
     assert before.after == 10 * 4000 and before.kept == 10
     done = cleanup.clean(str(root), table, root)
     assert left(str(root)) == KEPT
-    assert (done.before, done.after, done.kept, done.removed) == (40_000, 24_000, 6, 4)
-    assert "Checkpoints kept: 0.0 MB in 6 folder(s) (removed 4" in done.text()
+    # 4 folders go; the 4 kept ones of ended trials lose train_state.pt; interrupted t4's 2 stay whole
+    assert (done.before, done.after, done.kept, done.removed, done.states_removed) == (40_000, 12_000, 6, 4, 4)
+    assert done.text().startswith("Checkpoints kept: 0.0 MB in 6 folder(s) (removed 0.0 MB: 4 folder(s): no ensemble "
+                                  "member, not a trial's best; the optimizer state of 4 ended trial checkpoint(s)")
     assert (root / "t1" / "result.json").exists()          # only checkpoint folders go
-    assert cleanup.clean(str(root), table, root).removed == 0  # a second run removes nothing more
+    again = cleanup.clean(str(root), table, root)
+    assert (again.removed, again.states_removed) == (0, 0)  # a second run removes nothing more
 
 
-def test_members_as_weights_only(tmp_path):
+def test_ended_trials_keep_their_weights_and_unfinished_ones_everything(tmp_path):
     root = tmp_path / "run"
     table = stage(pyarrow.fs.LocalFileSystem(), str(root), str(root), root)
-    cleanup.clean(str(root), table, root, members_weights_only=True)
-    for trial_id, k in MEMBERS:
-        assert sorted(p.name for p in (root / trial_id / name(k)).iterdir()) == ["model.pt"]
-    assert (root / "t2" / name(1) / "train_state.pt").exists()  # not a member: kept whole
+    cleanup.clean(str(root), table, root)
+    for trial_id, k in KEPT:
+        files = sorted(p.name for p in (root / trial_id / name(k)).iterdir())
+        assert files == (["model.pt", "train_state.pt"] if trial_id == "t4" else ["model.pt"]), (trial_id, k)
+
+
+def test_keep_train_state(tmp_path):
+    root = tmp_path / "run"
+    table = stage(pyarrow.fs.LocalFileSystem(), str(root), str(root), root)
+    done = cleanup.clean(str(root), table, root, keep_train_state=True)
+    assert (done.after, done.states_removed) == (24_000, 0)
+    for trial_id, k in KEPT:
+        assert (root / trial_id / name(k) / "train_state.pt").exists()
 
 
 def test_nothing_is_removed_before_the_ensemble_is_written(tmp_path):
