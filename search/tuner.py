@@ -23,9 +23,11 @@ from worker.tune_trial import tune_trial
 
 
 def make_searcher(space: Space, *, truthful: bool = True, sampler=None, study_path: Path | None = None,
-                  study_name: str = "optuna", grows: bool = False) -> OptunaTPESearch:
-    """study_path: the JournalStorage file the study lives in (search/study.py); None keeps it in memory."""
+                  study_name: str = "optuna", grows: bool = False, num_samples: int | None = None) -> OptunaTPESearch:
+    """study_path: the JournalStorage file the study lives in (search/study.py); None keeps it in memory.
+    grows, num_samples: a growth's searcher (search/growth.py) and the trials it asks for."""
     s = space.settings
+    num_samples = s.num_samples if num_samples is None else num_samples
     pool = None
     if study_path and s.large and s.suggestion_pool:
         pool = PoolSpec(str(Path(space.path).resolve()), space.settings_dict(), str(study_path), study_name,
@@ -34,7 +36,7 @@ def make_searcher(space: Space, *, truthful: bool = True, sampler=None, study_pa
         define=space.define, metric=s.metric, mode=s.mode, max_epochs=s.max_epochs,
         sampler=sampler or make_tpe_sampler(space), warm_starts=space.warm_starts,
         storage=journal_storage(study_path) if study_path else None, study_name=study_name,
-        truthful=truthful, pool=pool, num_samples=s.num_samples, startup_trials=startup_trials(space), grows=grows)
+        truthful=truthful, pool=pool, num_samples=num_samples, startup_trials=startup_trials(space), grows=grows)
 
 
 def make_scheduler(space: Space) -> ASHAScheduler:
@@ -97,7 +99,7 @@ def tune_config(space: Space, *, max_concurrent: int | None, truthful: bool = Tr
         metric=s.metric,
         mode=s.mode,
         search_alg=make_searcher(space, truthful=truthful, study_path=study_path, study_name=study_name,
-                                 grows=grow is not None),
+                                 grows=grow is not None, num_samples=None if grow is None else grow.trials),
         scheduler=scheduler,
         num_samples=s.num_samples if grow is None else grow.trials,
         max_concurrent_trials=max_concurrent,

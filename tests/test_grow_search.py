@@ -154,6 +154,29 @@ def test_a_grown_searcher_asks_the_new_warm_starts_and_ends_orphans(tmp_path):
     assert waiting[0].user_attrs[SAMPLED_BY] == "warm_start"
 
 
+def test_asha_cuts_a_growths_trials_against_the_earlier_trials_values():
+    """The growth's ASHA (a new scheduler) starts with the earlier trials' values at its rungs, as if they had run
+    in it: a new trial below them at a rung stops there; without them, the first arrival always continues."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    from compat.ray_internals import seed_asha_rungs
+
+    def decision(scheduler, value):
+        scheduler.set_search_properties("val_acc", "max")
+        trial = SimpleNamespace(trial_id="new")
+        scheduler.on_trial_add(None, trial)
+        return scheduler.on_trial_result(None, trial, {"epoch": 1, "val_acc": value, "training_iteration": 1})
+
+    earlier = {"a": {1: 0.8, 2: 0.9}, "b": {1: 0.7}, "c": {1: 0.9, 2: 0.95}}
+    seeded = ASHAScheduler(time_attr="epoch", max_t=4, grace_period=1, reduction_factor=2)
+    assert seed_asha_rungs(seeded, earlier, maximize=True) == 5
+    assert decision(seeded, 0.5) == TrialScheduler.STOP
+    assert decision(ASHAScheduler(time_attr="epoch", max_t=4, grace_period=1, reduction_factor=2), 0.5) == \
+        TrialScheduler.CONTINUE
+
+
 # --- a real search, grown -----------------------------------------------------------------------------------
 
 SPACE = '''
