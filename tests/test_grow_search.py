@@ -209,7 +209,9 @@ def snapshot(run_dir: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_a_finished_search_grows_into_the_same_run_and_study(tmp_path):
+def test_a_finished_search_grows_into_the_same_run_and_study(tmp_path, capsys, monkeypatch):
+    from types import SimpleNamespace
+
     import pandas as pd
 
     from conftest import make_image_folder
@@ -238,16 +240,31 @@ def test_a_finished_search_grows_into_the_same_run_and_study(tmp_path):
         (["--space", str(write_space(tmp_path / "n.py", low=3.1e-2, high=5e-2))], "does not hold"),  # narrower
         ([], None),  # no --num-samples
     ]
+    from search.run import main as search_main
+
+    def refused(*argv):  # in this process: the refusals come before Ray starts (nor does one here)
+        capsys.readouterr()
+        code = search_main(["--name", "g", "--grow", "--storage", str(storage), *argv])
+        return SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)
+
+    monkeypatch.chdir(ROOT)
     before = snapshot(run_dir)
     for flags, message in cases:
-        refused = run("--name", "g", "--grow", "--storage", str(storage), *(["--num-samples", "5"] if message else []),
-                      *flags, timeout=300)
-        err = refused.stderr
-        assert refused.returncode == 2 and err.startswith("error: ") and "Traceback" not in err, (flags, err)
+        refusal = refused(*(["--num-samples", "5"] if message else []), *flags)
+        err = refusal.stderr
+        assert refusal.returncode == 2 and err.startswith("error: ") and "Traceback" not in err, (flags, err)
         assert (message or "--grow needs --num-samples TOTAL") in err, (flags, err)
         assert len(err.strip().splitlines()) == 1, err
         if message:
             assert "nothing was written" in err and "start a new search under another --name" in err, err
+    # The same path, but the dataset changed since the search indexed it (its fingerprint): refused alike.
+    from PIL import Image
+
+    Image.new("RGB", (24, 24), (7, 99, 201)).save(data / "train" / "cat" / "extra.png")
+    refusal = refused("--num-samples", "5")
+    assert refusal.returncode == 2 and "--grow: the dataset at" in refusal.stderr and "changed" in refusal.stderr, \
+        refusal.stderr
+    (data / "train" / "cat" / "extra.png").unlink()
     assert snapshot(run_dir) == before
 
     # Grown: 3 -> 5 trials, a new backbone and a wider lr, into the same study; Ctrl-C once the growth's first
