@@ -28,6 +28,8 @@ SUBCOMMANDS = {
                           ("--dry-run",), "python search/run.py --dry-run"),
     "resume": Subcommand("search.run", "continue an interrupted search: resnet-search resume --name NAME",
                          ("--resume",), "python search/run.py --resume"),
+    "grow": Subcommand("search.run", "add trials (a wider space) to a finished search: resnet-search grow --name "
+                       "NAME --num-samples TOTAL", ("--grow",), "python search/run.py --grow"),
     "ensemble": Subcommand("ensemble.__main__", "(re)build the ensemble of a finished search's top trials",
                            spelled="python -m ensemble"),
     "predict": Subcommand("ensemble.predict", "label a folder of images with a run's ensemble",

@@ -24,6 +24,9 @@ calls `check` for driver_profile "large" before anything starts.
                                                    pushed to storage before Tune    remote copy at a trial's restart
                                                    restarts it: push_trial_logs()   (ray#38598 added that copy); no
                                                                                    upstream issue found
+  ASHAScheduler._brackets[i]._rungs                a grown search (search/growth.py):  a public way to give ASHA the
+    ((milestone, {trial id: value}), top rung      the new experiment's rungs start    results of trials it did not
+    first)                                         from the earlier trials' values     run; no upstream issue found
 
 Measurement only (benchmarks/, never a search): the methods of Tune's controller loop the driver's phase clock
 times (tune_loop_methods), and the internal types that build a synthetic experiment state (experiment_state_types).
@@ -36,7 +39,7 @@ from compat.versions import CompatError, require
 
 TESTED = ("2.60.0",)
 __all__ = ["CompatError", "TESTED", "check", "running_cluster_address", "trial_stop_event", "is_stop_signal",
-           "end_stopped_trial", "trainable_lookups_cached", "reopen_search", "push_trial_logs", "tune_loop_methods", "experiment_state_types"]
+           "end_stopped_trial", "trainable_lookups_cached", "reopen_search", "push_trial_logs", "seed_asha_rungs", "tune_loop_methods", "experiment_state_types"]
 
 
 def check(feature: str, instead: str = "Use driver_profile 'standard'") -> None:
@@ -235,3 +238,25 @@ def push_trial_logs(trial) -> bool:
         pyarrow.fs.copy_files(str(source), target, destination_filesystem=filesystem)
         pushed = True
     return pushed
+
+
+def seed_asha_rungs(scheduler, histories: dict[str, dict[int, float]], maximize: bool) -> int:
+    """Records in a new ASHAScheduler the value each earlier trial had at each rung, as Tune's ASHA records its own
+    trials' (the first result at or past the rung's epoch, signed by the mode), so that the grown search's trials
+    are cut against every trial the search has run, not only each other. histories: trial id -> {epoch: metric}.
+    Returns the values recorded."""
+    check("a grown search's ASHA rungs", "Grow it without them (the new trials' rungs then start empty)")
+    sign = 1.0 if maximize else -1.0
+    brackets = getattr(scheduler, "_brackets", None)
+    if not brackets or not all(isinstance(getattr(b, "_rungs", None), list) for b in brackets):
+        raise CompatError("Ray's ASHAScheduler changed shape; the grown search's rungs cannot be seeded.")
+    recorded = 0
+    for bracket in brackets:
+        for milestone, values in bracket._rungs:
+            for trial_id, history in histories.items():
+                reached = sorted(epoch for epoch in history if epoch >= milestone)
+                value = history[reached[0]] if reached else None
+                if value is not None and value == value:  # not NaN
+                    values[trial_id] = sign * float(value)
+                    recorded += 1
+    return recorded

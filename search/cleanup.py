@@ -109,16 +109,24 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:,.1f} MB"
 
 
-def kept_bytes(experiment_path: str) -> Cleanup:
-    folders = checkpoint_folders(experiment_path)
+def _all_folders(experiment_paths) -> list[Folder]:
+    """A grown search's experiments (its first and each growth's, search/growth.py) are one search's trials."""
+    paths = [experiment_paths] if isinstance(experiment_paths, str) else list(experiment_paths)
+    return [folder for path in paths for folder in checkpoint_folders(path)]
+
+
+def kept_bytes(experiment_path) -> Cleanup:
+    folders = _all_folders(experiment_path)
     total = sum(f.bytes for f in folders)
     return Cleanup(total, total, len(folders), 0)
 
 
-def clean(experiment_path: str, table: pd.DataFrame, out_dir: Path, *, keep_train_state: bool = False) -> Cleanup:
-    """Removes what nothing can use; the caller has written the ensemble (and refit) first."""
-    fs, _ = _filesystem(experiment_path)
-    folders = checkpoint_folders(experiment_path)
+def clean(experiment_path, table: pd.DataFrame, out_dir: Path, *, keep_train_state: bool = False) -> Cleanup:
+    """Removes what nothing can use; the caller has written the ensemble (and refit) first. experiment_path: one
+    experiment, or a list of them (a grown search's, on one storage)."""
+    first = experiment_path if isinstance(experiment_path, str) else list(experiment_path)[0]
+    fs, _ = _filesystem(first)
+    folders = _all_folders(experiment_path)
     keep = to_keep(table, out_dir, folders)
     before = sum(f.bytes for f in folders)
     removed = [f for f in folders if f.key not in keep]
@@ -133,14 +141,14 @@ def clean(experiment_path: str, table: pd.DataFrame, out_dir: Path, *, keep_trai
                 if fs.get_file_info(state).type == pyarrow.fs.FileType.File:
                     fs.delete_file(state)
                     states_removed += 1
-    after = sum(f.bytes for f in checkpoint_folders(experiment_path))
+    after = sum(f.bytes for f in _all_folders(experiment_path))
     return Cleanup(before, after, len(folders) - len(removed), len(removed), states_removed)
 
 
 def after_ensemble(plan, table: pd.DataFrame) -> str:
     """The search's last storage step: what is kept, after removing what nothing can use (unless opted out, or
     the ensemble or refit it would serve is not written: then nothing is removed)."""
-    experiment = plan.experiment_path
+    experiment = getattr(plan, "experiment_paths", None) or plan.experiment_path
     if getattr(plan, "keep_all_checkpoints", False):
         return kept_bytes(experiment).text() + " (--keep-all-checkpoints)"
     manifest_path = Path(plan.out_dir) / ENSEMBLE_MANIFEST

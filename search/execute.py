@@ -26,7 +26,7 @@ from search.outputs import summary, tool_command, write_leaderboard, write_run_f
 from search.progress import SearchProgress
 from search.run_folder import never_started, owned, set_aside_abandoned_start
 from search.saved_plan import write_saved_plan
-from search import spend
+from search import growth, spend
 from search.space_file import searched_parameters
 from search.study import dashboard_command, study_file
 from search.trial_tensorboard import TrialTensorBoard
@@ -37,7 +37,9 @@ EXIT_ALL_FAILED, EXIT_INTERRUPTED = 1, 130
 
 def execute(plan) -> int:
     with owned(plan):  # before anything is written: a second search of the same name ends here, naming this one
-        if plan.resume and (finished := finished_leaderboard(plan)) is not None:
+        if plan.grow:  # again, now that the folder is ours: another command may have grown it meanwhile
+            growth.check_finished(plan.out_dir, plan.grow["from"], plan.name)
+        elif plan.resume and (finished := finished_leaderboard(plan)) is not None:
             return _already_finished(plan, finished)  # touches nothing: no Ray, no file rewritten
         plan._check_existing()  # again, now that the folder is ours
         import_tensorboardx_without_torch()
@@ -50,6 +52,8 @@ def execute(plan) -> int:
             write_run_files(plan.out_dir, plan.space.path)  # only once Ray is up: a failed start leaves no run behind
             if not plan.resume:
                 write_saved_plan(plan, smoke_test=plan.smoke_test)
+            elif plan.grow:
+                growth.start(plan)  # the wider space, the study, plan.json: before the growth's first trial
             else:
                 spend.record_budget(plan)
             return _run(plan)
@@ -76,25 +80,37 @@ def _init_ray(plan) -> None:
 
 def _run(plan) -> int:
     live = spend.live_spend(plan)  # hours and cost spent: the budget's stopper and the status line read it
+    # A grown search's trials are in several experiments: the first, then one per growth (search/growth.py);
+    # Tune runs the last one, the others have ended.
+    *ended, active = plan.experiment_paths
+    earlier = [growth.results_of(path, plan.space) for path in ended]
+    grow = None
+    if ended:
+        s = plan.space.settings
+        base = plan.space.trial_config({}, plan.data)
+        for row in build_leaderboard(earlier, plan.space, base).itertuples():  # the budget counts them too
+            live.seconds[str(row.trial_id)], live.epochs[str(row.trial_id)] = row.trial_hours * 3600, row.epochs
+        grow = growth.Growth(plan.grow or plan.growths[-1], plan.name, growth.histories(earlier, s.metric))
     try:
-        if plan.resume:
+        if plan.resume and not plan.grow and _can_restore(active):
             if spend.ended_by_budget(plan):  # its stopper finished Tune's search: open it for the trials left
                 from compat.ray_internals import reopen_search
 
-                reopen_search(plan.experiment_path)
-            tuner = restore_tuner(plan.space, plan.experiment_path)
-        else:
+                reopen_search(active)
+            tuner = restore_tuner(plan.space, active)
+        else:  # a new search, a growth, or a growth stopped before Tune's first saved state
             concurrency = resolve_concurrency(plan.space.settings, nodes=ray.nodes())
             print(f"Concurrency: {concurrency.describe()}")
             s = plan.space.settings
             tensorboard = TrialTensorBoard(metric=s.metric, max_epochs=s.max_epochs,
                                            parameters=searched_parameters(plan.space))
-            progress = SearchProgress(metric=s.metric, num_samples=s.num_samples, max_epochs=s.max_epochs,
-                                      fields=[spend.SpendFields(plan.name)])
-            tuner = build_tuner(plan.space, name=plan.name, storage=plan.storage, data=plan.data,
-                                max_concurrent=concurrency.trials, callbacks=[tensorboard, progress],
-                                study_path=study_file(plan.out_dir), data_fingerprint=plan.data_fingerprint)
-        print(f"Trials run in {plan.experiment_path}: watch them with "
+            progress = SearchProgress(metric=s.metric, num_samples=grow.trials if grow else s.num_samples,
+                                      max_epochs=s.max_epochs, fields=[spend.SpendFields(plan.name)])
+            tuner = build_tuner(plan.space, name=plan.name, storage=plan.experiment_path if grow else plan.storage,
+                                data=plan.data, max_concurrent=concurrency.trials, callbacks=[tensorboard, progress],
+                                study_path=study_file(plan.out_dir), data_fingerprint=plan.data_fingerprint,
+                                grow=grow)
+        print(f"Trials run in {active}: watch them with "
               f"{tool_command('tensorboard')} --logdir {plan.experiment_path}")
         spend.REGISTRY[plan.name] = live  # the Tune stopper and callback find it by the run's name
         try:
@@ -106,11 +122,12 @@ def _run(plan) -> int:
         return EXIT_INTERRUPTED
 
     s = plan.space.settings
-    table = build_leaderboard(results, plan.space, plan.space.trial_config({}, plan.data), live.usd_per_hour)
+    grids = [*earlier, results]
+    table = build_leaderboard(grids, plan.space, plan.space.trial_config({}, plan.data), live.usd_per_hour)
     spend.mark_budget_stops(table, live)
     best_config = None
     if len(table) and TrialStatus(table.iloc[0]["status"]).trained:
-        best_config = _config_of(results, table.iloc[0]["trial_id"])
+        best_config = _config_of(grids, table.iloc[0]["trial_id"])
     write_leaderboard(plan.out_dir, table, best_config)
     summary_text = summary(table, metric=s.metric, max_epochs=s.max_epochs, out_dir=plan.out_dir,
                            storage_dir=plan.experiment_path)
@@ -147,7 +164,7 @@ def story_lines(plan, table: pd.DataFrame) -> list[str]:
     from search.story import ensemble_line, tpe_line
     from search.study import StudyError, load_study
 
-    lines = []
+    lines = [growth.grew_line({"growth": [*(plan.growths or []), *([plan.grow] if plan.grow else [])]})]
     try:
         lines.append(tpe_line(load_study(plan.out_dir), startup_trials(plan.space)))
     except (StudyError, OSError, ValueError, KeyError):
@@ -247,8 +264,15 @@ def _report(plan) -> None:
         print(f"Report: not written ({type(err).__name__}: {err}).")
 
 
-def _config_of(results, trial_id: str) -> dict:
-    for result in results:
-        if (result.metrics or {}).get("trial_id") == trial_id:
-            return json.loads(json.dumps(result.config))  # plain JSON types
+def _config_of(grids, trial_id: str) -> dict:
+    for grid in grids:
+        for result in grid:
+            if (result.metrics or {}).get("trial_id") == trial_id:
+                return json.loads(json.dumps(result.config))  # plain JSON types
     return {}
+
+
+def _can_restore(experiment_path: str) -> bool:
+    from ray import tune
+
+    return tune.Tuner.can_restore(experiment_path)

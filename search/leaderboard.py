@@ -13,10 +13,12 @@ COST_COLUMNS = ["param_count", "trial_hours", "accelerator_hours", "cpu_hours", 
 
 
 def build_leaderboard(results, space: Space, base_config: dict, usd_per_hour: float | None = None) -> pd.DataFrame:
-    """usd_per_hour: the price of an accelerator-hour (a CPU-hour on a CPU-only search), for cost_usd."""
+    """results: a ResultGrid, or a list of them (a grown search: its first experiment's and each growth's);
+    usd_per_hour: the price of an accelerator-hour (a CPU-hour on a CPU-only search), for cost_usd."""
     s = space.settings
-    tune_status = _tune_statuses(results)
-    rows = [_row(result, s, base_config, tune_status, usd_per_hour) for result in results]
+    grids = results if isinstance(results, (list, tuple)) else [results]
+    tune_status = {k: v for grid in grids for k, v in _tune_statuses(grid).items()}
+    rows = [_row(result, s, base_config, tune_status, usd_per_hour) for grid in grids for result in grid]
     if not rows:
         return pd.DataFrame(columns=TRIAL_COLUMNS)
     table = pd.DataFrame(rows)

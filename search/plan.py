@@ -43,6 +43,9 @@ class Plan:
     budget: dict | None = None    # search/spend.py: {"gpu_hours", "usd"} the search keeps within
     keep_all_checkpoints: bool = False  # search/cleanup.py: removes none after the ensemble
     keep_train_state: bool = False  # ... or keeps the optimizer state of ended trials' checkpoints
+    growths: list | None = None   # search/growth.py: plan.json's growths so far (each one experiment inside this)
+    grow: dict | None = None      # --grow: the growth this command starts (its plan.json entry), else None
+    widened: dict | None = None   # --grow: parameter -> its new distribution, where the wider space changes one
 
     @property
     def storage(self) -> str:
@@ -52,6 +55,12 @@ class Plan:
     @property
     def experiment_path(self) -> str:
         return self.storage_uri.join(self.name)
+
+    @property
+    def experiment_paths(self) -> list[str]:
+        """The search's Tune experiments: the first, then each growth's (inside it), the one starting now last."""
+        grown = [*(self.growths or []), *([self.grow] if self.grow else [])]
+        return [self.experiment_path, *(self.storage_uri.join(self.name, g["experiment"]) for g in grown)]
 
     @property
     def resume_command(self) -> str:
@@ -66,6 +75,12 @@ class Plan:
 
             RefitScheme.parse(args.refit)
         storage = StorageURI.parse(args.storage)
+        grow = bool(getattr(args, "grow", False))
+        if grow and args.resume:
+            raise UserError("--grow and --resume are two things: --grow adds trials to a finished search, --resume "
+                            "continues an interrupted one (a growth included); give one of them.")
+        if grow and not args.name:
+            raise UserError("--grow needs --name: the name of the finished search to grow (see results/).")
         if args.resume and not args.name:
             raise UserError("--resume needs --name: the name of the search to continue (see results/).")
         name = args.name or f"{(args.space.stem if args.space else 'search')}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -73,17 +88,24 @@ class Plan:
         out_dir = outputs_dir(storage, name)
         experiment = storage.join(name)
         # A resumed search is the one that was started: its saved plan, never the space file's defaults.
-        saved = read_saved_plan(out_dir) if args.resume else None
-        if args.resume:
-            _refuse_changes(args, saved, out_dir)
+        saved = read_saved_plan(out_dir) if args.resume or grow else None
+        if args.resume or grow:
+            _refuse_changes(args, saved, out_dir, grow=grow)
         # Before anything reads the storage or joins Ray: a bad URI or a dead address is one message, not a hang.
         preflight.check_destination(storage, args.name, args.address or (saved or {}).get("address"))
-        if args.resume and (saved is None or not _can_restore(experiment)):
+        if (args.resume or grow) and (saved is None or not _can_restore(experiment)):
             if saved is None and _can_restore(experiment):  # Tune's state, but no plan: an older version's run
                 check_format({}, out_dir, "this search")
-            raise UserError(f"No search named {name!r} in {storage} to resume. "
-                            f"Start it without --resume: python search/run.py --space SPACE --name {name}")
-        space = _load(args, out_dir, saved)
+            raise UserError(f"No search named {name!r} in {storage} to {'grow' if grow else 'resume'}. "
+                            f"Start it without --{'grow' if grow else 'resume'}: python search/run.py --space SPACE "
+                            f"--name {name}")
+        growth = None
+        if grow:
+            from search import growth as growing
+
+            space, growth = growing.plan_growth(args, saved, out_dir, _load(args, out_dir, saved, grow=True))
+        else:
+            space = _load(args, out_dir, saved)
         data_spec = saved["data"] if saved else args.data or space.settings.data
         root = resolve_data_root(data_spec)
         data = data_spec if data_spec.startswith("builtin:") else str(root)
@@ -92,7 +114,7 @@ class Plan:
                               seed=space.settings.seed, min_image_side=trial_defaults.get("min_image_side", 8))
         counted: dict = {}
         check_space(space, num_classes=len(index.classes), data=data, counted=counted)
-        fingerprint = _fingerprint(index, saved)
+        fingerprint = _fingerprint(index, saved, who="--grow" if grow else "--resume")
         top_k = args.ensemble_top_k if args.ensemble_top_k is not None else (saved or {}).get("ensemble_top_k", 5)
         if top_k < 0:
             raise UserError(f"--ensemble-top-k is {top_k}, but must be >= 0 (0 skips the ensemble).")
@@ -104,9 +126,11 @@ class Plan:
         if refit:  # kfold:K larger than the smallest class would fail only after the whole search
             _check_refit_fits(refit, index)
         address = args.address or (saved or {}).get("address")  # a new --address: the cluster moved
-        plan = cls(space, data, index, name, storage, out_dir, args.resume, address, top_k,
+        plan = cls(space, data, index, name, storage, out_dir, args.resume or grow, address, top_k,
                    smoke_test=bool(saved["smoke_test"] if saved else args.smoke_test), refit=refit,
-                   data_fingerprint=fingerprint)
+                   data_fingerprint=fingerprint, growths=growth_list(saved))
+        if growth is not None:
+            plan.grow, plan.widened = growth["entry"], growth["widened"]
         plan._check_existing()
         if space.settings.large:  # its machinery reaches into Ray and Optuna internals: tested versions only
             from compat import optuna_internals, ray_internals
@@ -130,7 +154,7 @@ class Plan:
         plan.budget = spend.plan_budget(args, saved, plan.forecast)
         plan.keep_all_checkpoints = bool(getattr(args, "keep_all_checkpoints", False))
         plan.keep_train_state = bool(getattr(args, "keep_train_state", False))
-        if not args.resume:  # a resumed search has written most of its checkpoints already
+        if not plan.resume:  # a resumed search has written most of its checkpoints already
             from search.disk_space import check_free_space
 
             check_free_space(space, storage.local_path and storage.local_path / name, counted.get("min_params"),
@@ -150,8 +174,10 @@ class Plan:
         s, idx = self.space.settings, self.index
         skipped = sum(len(v) for v in idx.skipped.values())
         gpu = f", {s.gpus_per_trial:g} GPU" if s.gpus_per_trial else ""
+        state = f" (growing from {self.grow['from']} to {self.grow['to']} trials, experiment {self.grow['experiment']})" \
+            if self.grow else " (resuming)" if self.resume else ""
         lines = [
-            f"Search {self.name!r}{' (resuming)' if self.resume else ''}",
+            f"Search {self.name!r}{state}",
             f"  space      {self.space.path}  ({len(self.space.warm_starts)} warm starts evaluated first)",
             f"  data       {self.data}: {len(idx.classes)} classes, {len(idx.train)} train, {len(idx.val)} val"
             f"{' (hold-out)' if idx.val_is_holdout else ''}, {len(idx.test)} test"
@@ -194,13 +220,22 @@ class Plan:
         return execute(self)
 
 
-def _refuse_changes(args, saved: dict | None, out_dir: Path) -> None:
+def _refuse_changes(args, saved: dict | None, out_dir: Path, grow: bool = False) -> None:
     """Flags that would change the search being resumed are refused; the same values as at the start are
-    accepted (a repeated command line)."""
+    accepted (a repeated command line). Growing (search/growth.py), --num-samples and --space are the growth, and
+    another --data would make the earlier trials incomparable."""
     if saved is None:
         return  # nothing to resume: from_args says so
+    if grow and args.data and _data_spec(args.data) != saved["data"]:
+        from search.growth import refuse
+
+        raise refuse(f"--data {args.data} is another dataset than the {saved['data']} the search's "
+                     f"{saved['settings']['num_samples']} trials were trained and scored on", saved.get("name") or
+                     out_dir.name)
     changed = {}  # flag -> what was given, and what the search started with
     for key, flag in OVERRIDE_FLAGS.items():
+        if grow and key == "num_samples":
+            continue
         given = getattr(args, key)
         if given is not None and given != saved["settings"][key]:
             changed[flag] = f"{flag} {given}, it started with {saved['settings'][key]}"
@@ -211,13 +246,17 @@ def _refuse_changes(args, saved: dict | None, out_dir: Path) -> None:
         changed["--smoke-test"] = "--smoke-test, it started without"
     if args.data and _data_spec(args.data) != saved["data"]:
         changed["--data"] = f"--data {args.data}, it started with {saved['data']}"
-    if args.space and not _same_space(args.space, out_dir):
+    if args.space and not grow and not _same_space(args.space, out_dir):
         changed["--space"] = (f"--space {args.space}, which differs from the copy it started with "
                               f"({saved.get('space_file', 'space.py')}, saved as space.py beside plan.json)")
     if changed:
-        raise UserError(f"{', '.join(changed)} cannot change a search being resumed ({'; '.join(changed.values())}). "
-                        "Resume it without them (its saved plan holds every setting it started with), or start "
-                        "a new search under another --name.")
+        verb = "grown" if grow else "resumed"
+        hint = "" if grow else (" To add trials to a finished search (more samples, a wider space): --grow "
+                                "--num-samples TOTAL [--space WIDER]." if "--num-samples" in changed or
+                                "--space" in changed else "")
+        raise UserError(f"{', '.join(changed)} cannot change a search being {verb} ({'; '.join(changed.values())}). "
+                        f"{'Grow' if grow else 'Resume'} it without them (its saved plan holds every setting it "
+                        f"started with), or start a new search under another --name.{hint}")
 
 
 def _same_space(given: Path, out_dir: Path) -> bool:
@@ -244,8 +283,10 @@ def _data_spec(spec: str) -> str:
     return spec if spec.startswith("builtin:") else str(Path(spec).resolve())
 
 
-def _load(args, out_dir: Path, saved: dict | None) -> Space:
-    if args.resume:
+def _load(args, out_dir: Path, saved: dict | None, grow: bool = False) -> Space:
+    if grow and args.space:
+        return load_space(args.space)  # a wider space: search/growth.py checks it against the search
+    if args.resume or grow:
         copy = out_dir / SPACE_COPY
         space = load_space(copy)
         try:
@@ -357,14 +398,20 @@ def _check_refit_fits(refit: str, index: DatasetIndex) -> None:
         raise UserError(f"--refit {err}") from None
 
 
-def _fingerprint(index: DatasetIndex, saved: dict | None) -> str:
+def growth_list(saved: dict | None) -> list:
+    from search.growth import growths
+
+    return growths(saved)
+
+
+def _fingerprint(index: DatasetIndex, saved: dict | None, who: str = "--resume") -> str:
     """A new search fingerprints its dataset; a resumed one must find the dataset it started with."""
     from core.data_fingerprint import check_fingerprint, fingerprint
 
     if saved is None:
         return fingerprint(index)
     recorded = saved.get("data_fingerprint") or ""
-    check_fingerprint(recorded, index, who="--resume",
+    check_fingerprint(recorded, index, who=who,
                       fix="Its trials would refuse it: restore the dataset as it was, or start a new search under "
                           "another --name.")
     return recorded

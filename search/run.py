@@ -18,6 +18,7 @@ USAGE_EXAMPLES = """examples:
   python search/run.py --space spaces/full.py --data /data/hw1 --dry-run
   python search/run.py --space spaces/full.py --data builtin:digits --dry-run --gpus-per-trial 0 --cpus-per-trial 2 --no-pretrained
   python search/run.py --name full-20261122 --resume                # continue an interrupted search
+  python search/run.py --name full-20261122 --grow --num-samples 96 --space spaces/wider.py   # grow a finished one
   python search/run.py --space spaces/full.py --address auto --storage s3://bucket/tune   # on a cluster
 """
 
@@ -25,12 +26,13 @@ USAGE_EXAMPLES = """examples:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python search/run.py", description=__doc__, epilog=USAGE_EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--space", type=Path, help="space file (spaces/*.py); on --resume, the run's saved copy is used")
+    p.add_argument("--space", type=Path, help="space file (spaces/*.py); on --resume, the run's saved copy is used; "
+                                              "on --grow, a wider space")
     p.add_argument("--data", help="dataset path or builtin:digits (overrides the space's default)")
     p.add_argument("--name", help="run name: results go to STORAGE/NAME (default: <space>-<date>-<time>)")
     p.add_argument("--seed", type=int, help="sampler and trial seed (overrides the space)")
     p.add_argument("--storage", default="results", help="local dir or cloud URI (s3://, gs://) for Tune's storage")
-    p.add_argument("--num-samples", type=int, help="number of trials")
+    p.add_argument("--num-samples", type=int, help="number of trials (on --grow: the total to reach)")
     p.add_argument("--max-concurrent", type=int, help="trials at once (0 = as many as resources allow)")
     p.add_argument("--cpus-per-trial", type=float)
     p.add_argument("--gpus-per-trial", type=float, help="fractions share a GPU, e.g. 0.5")
@@ -41,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "weights_file: a space with one backbone)")
     p.add_argument("--address", help="existing Ray cluster (e.g. auto); default: start Ray locally")
     p.add_argument("--resume", action="store_true", help="continue the search named --name")
+    p.add_argument("--grow", action="store_true",
+                   help="add trials to the finished search named --name, into its run and Optuna study: --num-samples "
+                        "TOTAL, and --space WIDER for a wider space (same metric, max_epochs, ASHA and data; "
+                        "search/growth.py); the ensemble is rebuilt over every trial"),
     p.add_argument("--dry-run", action="store_true", help="check space, data and budgets, print the plan, run nothing")
     p.add_argument("--ensemble-top-k", type=int,
                    help="ensemble the best checkpoints of the top K finished trials at the end (default 5; 0 = skip)")

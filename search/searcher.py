@@ -45,10 +45,11 @@ SAMPLED_BY = "sampled_by"       # user attribute: "warm_start", "random" (TPE's 
 class OptunaTPESearch(Searcher):
     def __init__(self, *, define, metric: str, mode: str, max_epochs: int, sampler, warm_starts=(),
                  storage=None, study_name: str = "optuna", truthful: bool = True, pool=None, num_samples: int = 0,
-                 startup_trials: int | None = None):
+                 startup_trials: int | None = None, grows: bool = False):
         """define: the space's define(trial); storage: an Optuna storage (None keeps the study in memory);
         pool: a search.suggestion_pool.PoolSpec (driver_profile "large"), with num_samples, the trials in all;
-        startup_trials: the sampler's n_startup_trials (search/sampler.py), to record which trials TPE modelled."""
+        startup_trials: the sampler's n_startup_trials (search/sampler.py), to record which trials TPE modelled;
+        grows: this searcher asks a finished search's study for more trials (search/growth.py)."""
         super().__init__(metric=metric, mode=mode)
         self._startup_trials = startup_trials
         self._warm_starts = len(warm_starts)
@@ -70,6 +71,18 @@ class OptunaTPESearch(Searcher):
         self.trials_started = 0
         self._pool_spec, self._num_samples = pool, num_samples
         self._pool = None  # started at the first suggestion; never pickled
+        if grows and self._study.get_trials(deepcopy=False):
+            self._grow(warm_starts)
+
+    def _grow(self, warm_starts) -> None:
+        """A grown search's first searcher: the wider space's warm starts that no trial has run yet are asked
+        first (marked as such: their numbers follow the earlier trials'), and a trial left RUNNING in the study
+        (asked, never reached Tune) is ended and run again, as on --resume."""
+        ran = [t.params for t in self._study.get_trials(deepcopy=False) if t.params]
+        for point in warm_starts:
+            if not any(params and all(point.get(k, object()) == v for k, v in params.items()) for params in ran):
+                self._study.enqueue_trial(dict(point), user_attrs={SAMPLED_BY: "warm_start"}, skip_if_exists=False)
+        self._reask_orphans()
 
     @property
     def study(self) -> optuna.Study:
@@ -90,7 +103,7 @@ class OptunaTPESearch(Searcher):
         if trial is None:
             trial = self._prepared() or self._study.ask()
             trial.set_user_attr(RAY_TRIAL_ID, trial_id)
-            if self._startup_trials is not None:
+            if self._startup_trials is not None and SAMPLED_BY not in trial.user_attrs:
                 trial.set_user_attr(SAMPLED_BY, self._sampled_by(trial))
             self._trials[trial_id] = trial
             self.trials_started += 1

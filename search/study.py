@@ -72,3 +72,50 @@ def dashboard_command(run_dir: Path) -> str:
     from search.outputs import tool_command
 
     return f"{tool_command('optuna-dashboard')} {study_file(run_dir)}"
+
+
+def rewrite_distributions(run_dir: Path, widened: dict, backup: Path) -> int:
+    """The run's study with `widened` (parameter name -> its new distribution) recorded on every earlier trial
+    that has the parameter: what a grown search needs when a parameter's distribution changes (search/growth.py).
+
+    Optuna refuses a categorical whose choices change under one name in one study, and has no call to change a
+    finished trial's distribution, so the study is written anew, as Optuna's own add_trial builds one: the same
+    name, direction, user attributes and metric names, and each trial in order (so the same numbers) with its
+    state, values, intermediate values, attributes and times. The new journal is written beside the study and
+    moved into its place only once complete; the file before is kept as `backup` (kept if it exists already: a
+    growth retried after a crash). A trial RUNNING in the study (asked, never reached Tune) is copied as FAIL, as
+    the searcher would end it. Returns the number of trials copied."""
+    import copy
+    import os
+    import shutil
+    import warnings
+
+    from optuna.trial import TrialState
+
+    path = study_file(run_dir)
+    old = load_study(run_dir)
+    tmp = path.with_name(f".{path.name}.rewrite")
+    for leftover in (tmp, tmp.with_name(tmp.name + ".lock")):
+        if leftover.exists() or leftover.is_symlink():
+            leftover.unlink()
+    new = optuna.create_study(storage=journal_storage(tmp), study_name=old.study_name, directions=old.directions)
+    for key, value in old.user_attrs.items():
+        new.set_user_attr(key, value)
+    if old.metric_names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            new.set_metric_names(old.metric_names)
+    trials = sorted(old.get_trials(deepcopy=True), key=lambda t: t.number)
+    for trial in trials:
+        trial = copy.deepcopy(trial)
+        trial.distributions = {k: widened.get(k, d) for k, d in trial.distributions.items()}
+        if trial.state == TrialState.RUNNING:
+            trial.state, trial.values = TrialState.FAIL, None
+            trial.datetime_complete = trial.datetime_start
+        new.add_trial(trial)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    if not backup.exists():
+        shutil.copy2(path, backup)
+    os.replace(tmp, path)
+    return len(trials)

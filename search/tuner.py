@@ -24,9 +24,11 @@ from worker.tune_trial import tune_trial
 
 
 def make_searcher(space: Space, *, truthful: bool = True, sampler=None, study_path: Path | None = None,
-                  study_name: str = "optuna") -> OptunaTPESearch:
-    """study_path: the JournalStorage file the study lives in (search/study.py); None keeps it in memory."""
+                  study_name: str = "optuna", grows: bool = False, num_samples: int | None = None) -> OptunaTPESearch:
+    """study_path: the JournalStorage file the study lives in (search/study.py); None keeps it in memory.
+    grows, num_samples: a growth's searcher (search/growth.py) and the trials it asks for."""
     s = space.settings
+    num_samples = s.num_samples if num_samples is None else num_samples
     pool = None
     if study_path and s.large and s.suggestion_pool:
         pool = PoolSpec(str(Path(space.path).resolve()), space.settings_dict(), str(study_path), study_name,
@@ -35,7 +37,7 @@ def make_searcher(space: Space, *, truthful: bool = True, sampler=None, study_pa
         define=space.define, metric=s.metric, mode=s.mode, max_epochs=s.max_epochs,
         sampler=sampler or make_tpe_sampler(space), warm_starts=space.warm_starts,
         storage=journal_storage(study_path) if study_path else None, study_name=study_name,
-        truthful=truthful, pool=pool, num_samples=s.num_samples, startup_trials=startup_trials(space))
+        truthful=truthful, pool=pool, num_samples=num_samples, startup_trials=startup_trials(space), grows=grows)
 
 
 def make_scheduler(space: Space) -> ASHAScheduler:
@@ -51,13 +53,15 @@ def trainable_with_resources(space: Space):
     return tune.with_resources(tune_trial, {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
 
 
-def run_config(space: Space, name: str, storage: str, callbacks=()) -> tune.RunConfig:
+def run_config(space: Space, name: str, storage: str, callbacks=(), run_name: str | None = None) -> tune.RunConfig:
     """callbacks: the project's TensorBoard logger (search/trial_tensorboard.py) and status line
     (search/progress.py), next to Tune's CSV and JSON loggers (progress.csv, result.json: what the ResultGrid reads
     back). Tune's own TensorBoard logger is not added (fit() sets Tune's documented
     TUNE_DISABLE_AUTO_CALLBACK_LOGGERS). verbose=0: Tune prints no config box per trial and no result tables; the
-    status line says what a person needs."""
+    status line says what a person needs. run_name: the search's name (the budget's objects find its tally by it),
+    when the experiment has another (a growth's)."""
     s = space.settings
+    run_name = run_name or name
     return tune.RunConfig(
         name=name,
         storage_path=storage,
@@ -66,8 +70,8 @@ def run_config(space: Space, name: str, storage: str, callbacks=()) -> tune.RunC
         ),
         failure_config=tune.FailureConfig(max_failures=s.max_failures),  # retried from the last checkpoint
         # Always there, budget or not, so a --resume can add or raise one (search/spend.py).
-        stop=BudgetStopper(name),
-        callbacks=[TrialLogsKept(), CSVLoggerCallback(), JsonLoggerCallback(), SpendCallback(name), *callbacks],
+        stop=BudgetStopper(run_name),
+        callbacks=[TrialLogsKept(), CSVLoggerCallback(), JsonLoggerCallback(), SpendCallback(run_name), *callbacks],
         verbose=0,
     )
 
@@ -85,15 +89,20 @@ def trial_name(trial) -> str:
 
 
 def tune_config(space: Space, *, max_concurrent: int | None, truthful: bool = True, study_path: Path | None = None,
-                study_name: str = "optuna") -> tune.TuneConfig:
-    """max_concurrent is also how many trials Tune keeps pending (search/concurrency.py says why it matters)."""
+                study_name: str = "optuna", grow=None) -> tune.TuneConfig:
+    """max_concurrent is also how many trials Tune keeps pending (search/concurrency.py says why it matters).
+    grow: a Growth (this experiment adds trials to a finished search: search/growth.py), else None."""
     s = space.settings
+    scheduler = make_scheduler(space)
+    if grow is not None:
+        grow.seed(scheduler, maximize=s.mode == "max")
     return tune.TuneConfig(
         metric=s.metric,
         mode=s.mode,
-        search_alg=make_searcher(space, truthful=truthful, study_path=study_path, study_name=study_name),
-        scheduler=make_scheduler(space),
-        num_samples=s.num_samples,
+        search_alg=make_searcher(space, truthful=truthful, study_path=study_path, study_name=study_name,
+                                 grows=grow is not None, num_samples=None if grow is None else grow.trials),
+        scheduler=scheduler,
+        num_samples=s.num_samples if grow is None else grow.trials,
         max_concurrent_trials=max_concurrent,
         reuse_actors=s.reuse_actors,
         trial_dirname_creator=trial_dirname,
@@ -102,8 +111,11 @@ def tune_config(space: Space, *, max_concurrent: int | None, truthful: bool = Tr
 
 
 def build_tuner(space: Space, *, name: str, storage: str, data: str, max_concurrent: int, callbacks=(),
-                truthful: bool = True, study_path: Path | None = None, data_fingerprint: str = "") -> tune.Tuner:
-    """data_fingerprint: the plan's (core/data_fingerprint.py); every trial checks its dataset against it."""
+                truthful: bool = True, study_path: Path | None = None, data_fingerprint: str = "",
+                grow=None) -> tune.Tuner:
+    """data_fingerprint: the plan's (core/data_fingerprint.py); every trial checks its dataset against it.
+    grow: a Growth: the experiment is grow.experiment inside the run's (storage is then the run's experiment
+    path), its trials asked of the run's study (grow.study_name)."""
     constants = space.trial_config({}, data)
     if data_fingerprint:
         constants["data_fingerprint"] = data_fingerprint
@@ -111,8 +123,8 @@ def build_tuner(space: Space, *, name: str, storage: str, data: str, max_concurr
         trainable_with_resources(space),
         param_space=constants,  # constants; the searcher adds the sampled keys
         tune_config=tune_config(space, max_concurrent=max_concurrent, truthful=truthful, study_path=study_path,
-                                study_name=name),
-        run_config=run_config(space, name, storage, callbacks),
+                                study_name=name if grow is None else grow.study_name, grow=grow),
+        run_config=run_config(space, name if grow is None else grow.experiment, storage, callbacks, run_name=name),
     )
 
 

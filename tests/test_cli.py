@@ -30,7 +30,7 @@ def test_the_console_script_is_declared():
 def test_help_lists_every_subcommand(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for name in ("run", "dry-run", "resume", "ensemble", "predict", "report", "trial"):
+    for name in ("run", "dry-run", "resume", "grow", "ensemble", "predict", "report", "trial"):
         assert f"\n  {name} " in out, name
     assert "python search/run.py" in out  # the older spelling each one equals
 
@@ -43,7 +43,7 @@ def test_each_subcommand_help_is_its_entry_points_parser(name, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"usage: {PROG} {name} ")
     # The options come from the entry point's parser, not a copy: each one's own flags are there.
-    own = {"run": "--space", "dry-run": "--space", "resume": "--name", "ensemble": "--top-k",
+    own = {"run": "--space", "dry-run": "--space", "resume": "--name", "grow": "--num-samples", "ensemble": "--top-k",
            "predict": "--out", "report": "run_dir", "trial": "--help-config"}[name]
     assert own in out
 
