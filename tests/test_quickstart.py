@@ -31,7 +31,7 @@ def test_the_demo_and_every_command_it_prints_work(tmp_path):
         assert noise not in out, noise
     assert re.search(r"^\[search \S+\] .* ended \(\d+ stopped by ASHA, \d+ failed\)", out, re.M)  # the status line
     summary = out[out.rindex("Best trial"):]
-    assert re.search(r"^Trials: 6 \(\d+ stopped early by ASHA, 0 failed\)\. ASHA ran \d+ of the 24 epochs", summary,
+    assert re.search(r"^Trials: 6 \(\d+ stopped early by ASHA, 0 failed\)\. ASHA ran \d+ of the 18 epochs", summary,
                      re.M), summary
     assert re.search(r"^TPE: 1 warm start, \d+ random startup trials?, \d+ sampled from its model", summary, re.M)
     assert re.search(r"^Ensemble: \w+ of \d+ members?", summary, re.M), summary

@@ -44,7 +44,7 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path, data, capsys):
                          str(storage), "--name", "plan", "--dry-run")
     assert code == 0, err
     assert "3 classes, 66 train, 12 val, 6 test" in out
-    assert "16 trials, metric val_acc (max)" in out and "ASHA over epochs: max 4, grace 1, reduction 2" in out
+    assert "16 trials, metric val_acc (max)" in out and "ASHA over epochs: max 3, grace 1, reduction 2" in out
     assert "1 CPU per trial; max concurrent 2" in out and "1 warm starts" in out
     assert "Dry run: nothing was started." in out
     assert not storage.exists()
