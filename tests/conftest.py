@@ -66,14 +66,20 @@ def ray_session():
 
 def fit_with_one_retry(trainable, config: dict, storage: Path, name: str, keep: int = 1) -> list:
     """Runs `config` (a grid) under Tune as the search does: one retry from the latest checkpoint, the `keep`
-    best checkpoints kept. Returns Tune's results; every trial must have ended without an error."""
+    best checkpoints kept, and the search's TrialLogsKept (without it, Tune's restart of the retried trial
+    replaces its result.json with storage's copy, which may lack the epochs since the last sync: a fresh
+    clone's CI run lost the failed attempt's epoch 2 that way). Returns Tune's results; every trial must have
+    ended without an error."""
     from ray import tune
+
+    from search.trial_logs import TrialLogsKept
 
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": 1}), param_space=config,
         tune_config=tune.TuneConfig(metric="val_acc", mode="max"),
         run_config=tune.RunConfig(
             name=name, storage_path=str(storage), verbose=0, failure_config=tune.FailureConfig(max_failures=1),
+            callbacks=[TrialLogsKept()],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=keep, checkpoint_score_attribute="val_acc",
                                                     checkpoint_score_order="max")))
     results = list(tuner.fit())
