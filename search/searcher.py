@@ -43,13 +43,16 @@ SAMPLED_BY = "sampled_by"       # user attribute: "warm_start", "random" (TPE's 
 
 
 class OptunaTPESearch(Searcher):
+    _hold = None  # a searcher pickled before hold existed (an experiment of an earlier version, resumed)
+
     def __init__(self, *, define, metric: str, mode: str, max_epochs: int, sampler, warm_starts=(),
                  storage=None, study_name: str = "optuna", truthful: bool = True, pool=None, num_samples: int = 0,
-                 startup_trials: int | None = None, grows: bool = False):
+                 startup_trials: int | None = None, grows: bool = False, hold=None):
         """define: the space's define(trial); storage: an Optuna storage (None keeps the study in memory);
         pool: a search.suggestion_pool.PoolSpec (driver_profile "large"), with num_samples, the trials in all;
         startup_trials: the sampler's n_startup_trials (search/sampler.py), to record which trials TPE modelled;
-        grows: this searcher asks a finished search's study for more trials (search/growth.py)."""
+        grows: this searcher asks a finished search's study for more trials (search/growth.py);
+        hold: a callable, True while no new trial may be asked (the budget's: search/spend.BudgetHold)."""
         super().__init__(metric=metric, mode=mode)
         self._startup_trials = startup_trials
         self._warm_starts = len(warm_starts)
@@ -71,6 +74,7 @@ class OptunaTPESearch(Searcher):
         self.trials_started = 0
         self._pool_spec, self._num_samples = pool, num_samples
         self._pool = None  # started at the first suggestion; never pickled
+        self._hold = hold
         if grows and self._study.get_trials(deepcopy=False):
             self._grow(warm_starts)
 
@@ -98,9 +102,11 @@ class OptunaTPESearch(Searcher):
             self._pool.close()
             self._pool = None
 
-    def suggest(self, trial_id: str) -> dict:
+    def suggest(self, trial_id: str) -> dict | None:
         trial = self._trials.get(trial_id)
         if trial is None:
+            if self._hold is not None and self._hold():
+                return None  # Tune's "not now": nothing is asked of Optuna, and Tune asks again next step
             trial = self._prepared() or self._study.ask()
             trial.set_user_attr(RAY_TRIAL_ID, trial_id)
             if self._startup_trials is not None and SAMPLED_BY not in trial.user_attrs:

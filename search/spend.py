@@ -5,12 +5,16 @@
     SpendCallback    a Tune Callback that feeds it (on_step_begin: every trial, restored ones included)
     BudgetStopper    a Tune Stopper that keeps the budget: once another trial's first rung would not fit next to
                      what is spent and what the running trials need to reach their next rung, running trials
-                     stop at that rung, a trial that starts after that stops at its first report, and the
-                     search ends when none runs. --resume with a larger budget continues it.
+                     stop at that rung, and the search ends when none runs. --resume with a larger budget
+                     continues it.
+    BudgetHold       the searcher's question before it asks Optuna for a trial (search/searcher.py): once the
+                     budget is closed it asks none, so no trial starts that the budget cannot cover. (A trial
+                     Tune had already created and queued for resources may still start: the stopper stops it
+                     at its first report.)
 
-Tune saves its RunConfig (callbacks and stopper) with the experiment and restores it on --resume, but the
-budget a --resume gives must win: the two Tune objects hold only the run's name and find this process's
-LiveSpend in REGISTRY, where search/execute.py puts it before fitting.
+Tune saves its RunConfig (callbacks and stopper) and the searcher with the experiment and restores them on
+--resume, but the budget a --resume gives must win: these objects hold only the run's name and find this
+process's LiveSpend in REGISTRY, where search/execute.py puts it before fitting.
 """
 from __future__ import annotations
 
@@ -158,6 +162,19 @@ class SpendCallback(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.on_trial_complete(iteration, trials, trial)
+
+
+class BudgetHold:
+    """True while the budget cannot cover another trial. Without it, each trial the budget stopped at its rung
+    freed a slot that Tune filled with a new trial, which then ran to its first report: up to max_concurrent - 1
+    trials started, and paid for, after the budget had closed."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self) -> bool:
+        live = REGISTRY.get(self.name)
+        return bool(live is not None and live.closed)
 
 
 class BudgetStopper(Stopper):

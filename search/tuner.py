@@ -15,7 +15,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from search.sampler import make_tpe_sampler, startup_trials
 from search.searcher import OptunaTPESearch
-from search.spend import BudgetStopper, SpendCallback
+from search.spend import BudgetHold, BudgetStopper, SpendCallback
 from search.space_file import Space
 from search.study import journal_storage
 from search.suggestion_pool import PoolSpec
@@ -24,9 +24,11 @@ from worker.tune_trial import tune_trial
 
 
 def make_searcher(space: Space, *, truthful: bool = True, sampler=None, study_path: Path | None = None,
-                  study_name: str = "optuna", grows: bool = False, num_samples: int | None = None) -> OptunaTPESearch:
+                  study_name: str = "optuna", grows: bool = False, num_samples: int | None = None,
+                  run_name: str | None = None) -> OptunaTPESearch:
     """study_path: the JournalStorage file the study lives in (search/study.py); None keeps it in memory.
-    grows, num_samples: a growth's searcher (search/growth.py) and the trials it asks for."""
+    grows, num_samples: a growth's searcher (search/growth.py) and the trials it asks for.
+    run_name: the search's name; its searcher asks for no trial once its budget is closed (search/spend.py)."""
     s = space.settings
     num_samples = s.num_samples if num_samples is None else num_samples
     pool = None
@@ -37,7 +39,8 @@ def make_searcher(space: Space, *, truthful: bool = True, sampler=None, study_pa
         define=space.define, metric=s.metric, mode=s.mode, max_epochs=s.max_epochs,
         sampler=sampler or make_tpe_sampler(space), warm_starts=space.warm_starts,
         storage=journal_storage(study_path) if study_path else None, study_name=study_name,
-        truthful=truthful, pool=pool, num_samples=num_samples, startup_trials=startup_trials(space), grows=grows)
+        truthful=truthful, pool=pool, num_samples=num_samples, startup_trials=startup_trials(space), grows=grows,
+        hold=BudgetHold(run_name) if run_name else None)
 
 
 def make_scheduler(space: Space) -> ASHAScheduler:
@@ -89,7 +92,7 @@ def trial_name(trial) -> str:
 
 
 def tune_config(space: Space, *, max_concurrent: int | None, truthful: bool = True, study_path: Path | None = None,
-                study_name: str = "optuna", grow=None) -> tune.TuneConfig:
+                study_name: str = "optuna", grow=None, run_name: str | None = None) -> tune.TuneConfig:
     """max_concurrent is also how many trials Tune keeps pending (search/concurrency.py says why it matters).
     grow: a Growth (this experiment adds trials to a finished search: search/growth.py), else None."""
     s = space.settings
@@ -100,7 +103,8 @@ def tune_config(space: Space, *, max_concurrent: int | None, truthful: bool = Tr
         metric=s.metric,
         mode=s.mode,
         search_alg=make_searcher(space, truthful=truthful, study_path=study_path, study_name=study_name,
-                                 grows=grow is not None, num_samples=None if grow is None else grow.trials),
+                                 grows=grow is not None, num_samples=None if grow is None else grow.trials,
+                                 run_name=run_name),
         scheduler=scheduler,
         num_samples=s.num_samples if grow is None else grow.trials,
         max_concurrent_trials=max_concurrent,
@@ -123,7 +127,7 @@ def build_tuner(space: Space, *, name: str, storage: str, data: str, max_concurr
         trainable_with_resources(space),
         param_space=constants,  # constants; the searcher adds the sampled keys
         tune_config=tune_config(space, max_concurrent=max_concurrent, truthful=truthful, study_path=study_path,
-                                study_name=name if grow is None else grow.study_name, grow=grow),
+                                study_name=name if grow is None else grow.study_name, grow=grow, run_name=name),
         run_config=run_config(space, name if grow is None else grow.experiment, storage, callbacks, run_name=name),
     )
 

@@ -61,6 +61,26 @@ def test_budget_closes_when_another_first_rung_would_not_fit_and_running_trials_
         REGISTRY.pop("t")
 
 
+def test_once_the_budget_is_closed_the_searcher_asks_optuna_for_no_trial(tmp_path):
+    from search.space_file import load_space
+    from search.tuner import make_searcher
+
+    path = tmp_path / "space.py"
+    path.write_text(SPACE)
+    searcher = make_searcher(load_space(path), run_name="h")
+    spend = live(budget_hours=1.0)
+    REGISTRY["h"] = spend
+    try:
+        assert set(searcher.suggest("a")) >= {"lr"}          # open: a trial is asked and sampled
+        spend.closed = True
+        assert searcher.suggest("b") is None                  # closed: Tune's "not now", nothing asked
+        assert len(searcher.study.trials) == 1
+        assert set(searcher.suggest("a")) >= {"lr"}           # a trial already asked is still answered
+    finally:
+        REGISTRY.pop("h")
+    assert make_searcher(load_space(path)).suggest("c") is not None  # no run name, no budget: never held
+
+
 def test_without_a_budget_nothing_stops():
     spend = live()
     REGISTRY["n"] = spend
@@ -113,6 +133,28 @@ def test_a_budget_stops_a_search_and_a_larger_one_resumes_it(tmp_path, toy_data,
     from search.study import load_study
 
     assert len(load_study(out).trials) == 4
+
+
+@pytest.mark.slow
+def test_no_trial_starts_after_the_budget_closes(tmp_path, toy_data, ray_session, capsys):
+    """Two trials at a time. At 1000 s an epoch until measured, 0.5 h covers the first trial's first rung (0.28 h)
+    but not a second's next to it, so the budget closes as soon as a trial runs; the two trials Tune created
+    before that run to their rung and stop. Before the searcher was held, each stopped trial's free slot got a
+    new trial, which ran an epoch after the budget had closed."""
+    from search.run import main
+
+    space = tmp_path / "space.py"
+    space.write_text(SPACE.replace('"max_concurrent": 1', '"max_concurrent": 2'))
+    code = main(["--space", str(space), "--data", str(toy_data), "--storage", str(tmp_path / "results"),
+                 "--name", "h2", "--ensemble-top-k", "0", "--epoch-seconds", "1000", "--budget-gpu-hours", "0.5"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    table = pd.read_csv(tmp_path / "results" / "h2" / "leaderboard.csv")
+    assert 1 <= len(table) <= 2 and table["epochs"].tolist() == [1] * len(table), table
+    assert f"The budget is spent: {4 - len(table)} trial(s) not run" in captured.err
+    from search.study import load_study
+
+    assert len(load_study(tmp_path / "results" / "h2").trials) == len(table)  # nothing asked that did not run
 
 
 def test_the_budget_a_plan_keeps():
